@@ -288,9 +288,10 @@ class TaskDistribution(abc.ABC):
     ) -> list[Task]:
         """``n`` tasks of ``split``, balanced across families.
 
-        Without replacement while possible, then cycling: each family's tasks are shuffled and
-        taken in turn, one per family per round (family order shuffled once), so the first
-        ``len(families) * k`` tasks hold exactly ``k`` of each family.
+        Each family's tasks are shuffled and taken in rounds, one per family per round (family
+        order shuffled once), so the first ``len(families) * k`` tasks hold ``k`` of each family
+        while every family has ``k`` tasks.  Without replacement while possible: a family that
+        runs out is skipped until every task has been used once, then the whole cycle repeats.
         """
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
             raise ValueError(f"number of tasks to sample must be a positive integer, got {n!r}")
@@ -302,17 +303,9 @@ class TaskDistribution(abc.ABC):
             raise ValueError(f"distribution {self.name!r} has no {split!r} tasks to sample")
         families = list(by_family)
         order = [families[i] for i in rng.permutation(len(families))]
-        shuffled = {f: [by_family[f][i] for i in rng.permutation(len(by_family[f]))] for f in order}
-        out: list[Task] = []
-        round_ = 0
-        while len(out) < n:
-            for fam in order:
-                lst = shuffled[fam]
-                out.append(lst[round_ % len(lst)])
-                if len(out) == n:
-                    break
-            round_ += 1
-        return out
+        shuffled = [[by_family[f][i] for i in rng.permutation(len(by_family[f]))] for f in order]
+        one_cycle = [lst[r] for r in range(max(map(len, shuffled))) for lst in shuffled if r < len(lst)]
+        return [one_cycle[i % len(one_cycle)] for i in range(n)]
 
     def describe(self) -> dict[str, Any]:
         """The row shown by ``metarl envs list``."""

@@ -1,0 +1,90 @@
+"""The `metarl` command as a user meets it: real subprocesses of the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from metarl.envs import list_distributions
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("metarl")
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "metarl.cli", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("METARL_DEBUG", None)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+@pytest.fixture(scope="module")
+def envs_json() -> list[dict[str, object]]:
+    proc = run_cli("envs", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def test_envs_list_json_has_every_distribution(envs_json: list[dict[str, object]]) -> None:
+    names = [row["name"] for row in envs_json]
+    assert names == list_distributions()
+    assert sum(str(n).startswith("ML1-") for n in names) == 50
+    rows = {row["name"]: row for row in envs_json}
+    for name in ("ML10", "ML25", "ML45", "point-nav", "cheetah-vel", "cheetah-dir", "ant-dir"):
+        assert "notes" not in rows[name] or not str(rows[name]["notes"]).startswith("cannot be built"), rows[name]
+    assert (rows["ML10"]["train_tasks"], rows["ML10"]["test_tasks"]) == (500, 250)
+    assert (rows["ML45"]["train_tasks"], rows["ML45"]["test_tasks"]) == (2250, 250)
+    assert (rows["ML25"]["train_tasks"], rows["ML25"]["test_tasks"]) == (1250, 200)
+    assert "basketball-v3" in str(rows["ML25"]["notes"])
+    assert (rows["ML1-reach-v3"]["obs_dim"], rows["ML1-reach-v3"]["action_dim"], rows["ML1-reach-v3"]["horizon"]) == (
+        39,
+        4,
+        500,
+    )
+    assert (rows["point-nav"]["train_tasks"], rows["point-nav"]["test_tasks"], rows["point-nav"]["horizon"]) == (
+        1000,
+        100,
+        100,
+    )
+    assert rows["cheetah-dir"]["overlapping_splits"] is True
+    assert [n for n, r in rows.items() if r["overlapping_splits"]] == ["cheetah-dir"]
+
+
+def test_envs_list_table_mentions_the_ml25_fix_and_overlap() -> None:
+    proc = run_cli("envs", "list")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:3] == ["name", "train", "test"]
+    assert any(line.startswith("ML1-reach-v3 ") for line in lines)
+    assert any(line.startswith("  ML25:") and "basketball-v3" in line for line in lines)
+    assert any(line.startswith("  cheetah-dir:") for line in lines)
+
+
+def test_unknown_filter_is_one_line_and_exit_2() -> None:
+    proc = run_cli("envs", "list", "--filter", "no-such-thing")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "no distribution name contains 'no-such-thing'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_rollout_unknown_benchmark_is_one_line_and_exit_2() -> None:
+    proc = run_cli("rollout", "--benchmark", "ML11")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("metarl: error: unknown distribution 'ML11'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_rollout_random_policy_on_held_out_tasks() -> None:
+    proc = run_cli("rollout", "--benchmark", "point-nav", "--tasks", "3", "--episodes", "2", "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    task_lines = [line for line in proc.stdout.splitlines() if line.startswith("point-nav/test/")]
+    assert len(task_lines) == 3
+    for line in task_lines:
+        ret, success = float(line.split()[1]), float(line.split()[2])
+        assert -100 * 1.5 < ret < 0  # reward is minus a distance of at most ~1.4 over <= 100 steps
+        assert 0.0 <= success <= 1.0
+    assert "env steps" in proc.stdout
