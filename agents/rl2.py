@@ -1,0 +1,243 @@
+"""RL² (Duan et al. 2016; Wang et al. 2016): a GRU policy whose hidden state carries what it learned
+about the task across the episodes of a trial, trained with PPO over whole trials.
+
+Shapes: ``N`` tasks, ``E`` episodes per task, ``H`` horizon, ``k`` episodes per trial, ``T`` trials
+(``N * E / k``), ``L`` steps of the longest trial after removing padding, ``B`` sequences in a
+minibatch, ``C`` BPTT chunk length, ``O``/``A`` observation/action dims, ``G`` GRU width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+import torch
+from torch import nn
+
+from metarl.rollout.types import StepBatch, Trajectories
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+@dataclass(frozen=True)
+class RL2PolicyConfig:
+    """Network shape of the RL² policy."""
+
+    mlp_hidden: tuple[int, ...] = (256, 256)
+    """Widths of the tanh MLP between the input and the GRU."""
+    gru_hidden: int = 256
+    """Width of the GRU."""
+    reward_scale: float = 0.1
+    """The previous reward enters the input multiplied by this (metaworld-algorithms: reward / 10)."""
+
+    def __post_init__(self) -> None:
+        if not self.mlp_hidden or any(int(w) <= 0 for w in self.mlp_hidden):
+            raise ValueError(f"mlp_hidden must be a non-empty tuple of positive widths, got {self.mlp_hidden!r}")
+        if self.gru_hidden <= 0:
+            raise ValueError(f"gru_hidden must be positive, got {self.gru_hidden!r}")
+        if not math.isfinite(self.reward_scale) or self.reward_scale <= 0:
+            raise ValueError(f"reward_scale must be a positive finite number, got {self.reward_scale!r}")
+
+
+class RL2Policy(nn.Module):
+    """obs ⊕ previous action ⊕ scaled previous reward ⊕ done flag → MLP → GRU → Gaussian head + value head.
+
+    The Gaussian has a state-dependent log-std (its own linear head, clamped).  The engine calls
+    :meth:`act` once per step for all active slots; the hidden state is kept per slot, carried
+    across the episodes of a trial and zeroed where ``trial_start`` is set.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, config: RL2PolicyConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or RL2PolicyConfig()
+        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
+        in_dim = self.obs_dim + self.action_dim + 2
+        layers: list[nn.Module] = []
+        for width in self.config.mlp_hidden:
+            layers += [nn.Linear(in_dim, width), nn.Tanh()]
+            in_dim = width
+        self.encoder = nn.Sequential(*layers)
+        self.gru = nn.GRU(in_dim, self.config.gru_hidden)
+        self.mean_head = nn.Linear(self.config.gru_hidden, self.action_dim)
+        self.log_std_head = nn.Linear(self.config.gru_hidden, self.action_dim)
+        self.value_head = nn.Linear(self.config.gru_hidden, 1)
+        nn.init.orthogonal_(self.mean_head.weight, gain=0.01)
+        nn.init.zeros_(self.mean_head.bias)
+        nn.init.orthogonal_(self.log_std_head.weight, gain=0.01)
+        nn.init.zeros_(self.log_std_head.bias)
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return self.mean_head.weight.device
+
+    # -- features ---------------------------------------------------------------------------
+    def inputs(
+        self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor, prev_done: torch.Tensor
+    ) -> torch.Tensor:  # [..., O + A + 2]
+        return torch.cat(
+            [
+                obs,
+                prev_action,
+                (prev_reward * self.config.reward_scale).unsqueeze(-1),
+                prev_done.to(obs.dtype).unsqueeze(-1),
+            ],
+            dim=-1,
+        )
+
+    def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """mean [..., A], log_std [..., A], value [...] from GRU outputs [..., G]."""
+        log_std = self.log_std_head(hidden).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return self.mean_head(hidden), log_std, self.value_head(hidden).squeeze(-1)
+
+    # -- engine contract --------------------------------------------------------------------
+    def initial_state(self, num_slots: int) -> torch.Tensor:  # [S, G]
+        return torch.zeros(num_slots, self.config.gru_hidden, device=self.device)
+
+    @torch.no_grad()
+    def act(self, step: StepBatch, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        h = state[step.slot]  # [R, G]
+        h = torch.where(step.trial_start.unsqueeze(-1), torch.zeros_like(h), h)
+        x = self.encoder(self.inputs(step.obs, step.prev_action, step.prev_reward, step.prev_done))
+        out, h_new = self.gru(x.unsqueeze(0), h.unsqueeze(0))
+        mean, log_std, value = self.heads(out[0])
+        action = mean if step.deterministic else mean + log_std.exp() * step.noise
+        log_prob = gaussian_log_prob(action, mean, log_std)
+        state = state.index_copy(0, step.slot, h_new[0])
+        return action, state, {"log_prob": log_prob, "value": value}
+
+    # -- training ---------------------------------------------------------------------------
+    def forward_sequence(
+        self, inputs: torch.Tensor, h0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run sequences: inputs [C, B, O+A+2], h0 [B, G] → mean [C, B, A], log_std, value [C, B], h_last [B, G]."""
+        out, h_last = self.gru(self.encoder(inputs), h0.unsqueeze(0))
+        mean, log_std, value = self.heads(out)
+        return mean, log_std, value, h_last[0]
+
+
+def gaussian_log_prob(action: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Log-density of a diagonal Gaussian, summed over the last axis."""
+    z = (action - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    return (log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
+
+
+# -- trials: from [task, episode, time] to compact per-trial sequences -------------------------
+
+
+@dataclass
+class TrialBatch:
+    """Trials as time-major sequences with padding removed between episodes.
+
+    Steps of one trial are contiguous (episode after episode); ``mask`` marks real steps
+    (a trial shorter than ``L`` is padded at its end).
+    """
+
+    obs: torch.Tensor  # [L, T, O]
+    actions: torch.Tensor  # [L, T, A]
+    rewards: torch.Tensor  # [L, T]
+    prev_action: torch.Tensor  # [L, T, A]
+    prev_reward: torch.Tensor  # [L, T]
+    prev_done: torch.Tensor  # [L, T] bool: the previous step ended an episode of this trial
+    log_prob: torch.Tensor  # [L, T]
+    value: torch.Tensor  # [L, T]
+    mask: torch.Tensor  # [L, T] bool
+    lengths: torch.Tensor  # [T]
+
+
+def trials_from_trajectories(traj: Trajectories) -> TrialBatch:
+    """Regroup ``traj`` ([N, E, H, ...] with ``k`` episodes per trial) into compact trial sequences."""
+    n, e, h = traj.valid.shape
+    k = traj.episodes_per_trial
+    if e % k:
+        raise ValueError(f"{e} episodes per task is not a multiple of {k} episodes per trial")
+    t = n * (e // k)
+
+    def per_trial(x: torch.Tensor) -> torch.Tensor:  # [N, E, H, ...] -> [T, k*H, ...]
+        return x.reshape(t, k * h, *x.shape[3:])
+
+    valid = per_trial(traj.valid)  # [T, k*H]
+    lengths = valid.sum(1)
+    max_len = int(lengths.max())
+    # stable sort puts valid steps first, keeping their order
+    order = torch.sort((~valid).to(torch.int8), dim=1, stable=True).indices[:, :max_len]  # [T, L]
+    mask = torch.arange(max_len).unsqueeze(0) < lengths.unsqueeze(1)  # [T, L]
+
+    def gather(x: torch.Tensor) -> torch.Tensor:  # [T, k*H, ...] -> [L, T, ...], zero where padded
+        idx = order.reshape(t, max_len, *([1] * (x.dim() - 2))).expand(t, max_len, *x.shape[2:])
+        out = torch.gather(x, 1, idx)
+        out = out * mask.reshape(t, max_len, *([1] * (x.dim() - 2))).to(out.dtype)
+        return out.transpose(0, 1).contiguous()
+
+    obs = gather(per_trial(traj.obs))
+    actions = gather(per_trial(traj.actions))
+    rewards = gather(per_trial(traj.rewards))
+    done = gather(per_trial((traj.terminated | traj.truncated).to(torch.float32))) > 0  # [L, T]
+    prev_action = torch.cat([torch.zeros_like(actions[:1]), actions[:-1]], 0)
+    prev_reward = torch.cat([torch.zeros_like(rewards[:1]), rewards[:-1]], 0)
+    prev_done = torch.cat([torch.zeros_like(done[:1]), done[:-1]], 0)
+    # the engine zeroes prev_action / prev_reward at each episode start (see StepBatch)
+    prev_action = prev_action * (~prev_done).unsqueeze(-1).to(prev_action.dtype)
+    prev_reward = prev_reward * (~prev_done).to(prev_reward.dtype)
+    extras = {name: gather(per_trial(traj.extras[name])) for name in ("log_prob", "value")}
+    return TrialBatch(
+        obs=obs,
+        actions=actions,
+        rewards=rewards,
+        prev_action=prev_action,
+        prev_reward=prev_reward,
+        prev_done=prev_done,
+        log_prob=extras["log_prob"],
+        value=extras["value"],
+        mask=mask.T.contiguous(),
+        lengths=lengths,
+    )
+
+
+def gae_over_trials(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE along each trial ([L, T] time-major, padded at the end where ``mask`` is False).
+
+    Episode ends inside a trial (terminated or truncated) do not cut the advantage: the next
+    episode continues the same meta-episode.  The end of the trial is terminal (no bootstrap).
+    Returns ``(advantages, returns)``, zero at padding.
+    """
+    length = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    next_value = torch.zeros_like(values[0])
+    m = mask.to(rewards.dtype)
+    for i in range(length - 1, -1, -1):
+        # next_value/last are 0 past the trial's last real step, because padding is masked out
+        delta = rewards[i] + gamma * next_value - values[i]
+        last = (delta + gamma * lam * last) * m[i]
+        adv[i] = last
+        next_value = values[i] * m[i]
+    return adv, (adv + values) * m
+
+
+def chunk_starts_hidden(policy: RL2Policy, inputs: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Hidden states at the start of each BPTT chunk: [ceil(L / C), T, G], by one no-grad pass."""
+    length, trials, _ = inputs.shape
+    h = torch.zeros(trials, policy.config.gru_hidden, device=inputs.device)
+    starts = []
+    with torch.no_grad():
+        for s in range(0, length, chunk):
+            starts.append(h)
+            _, _, _, h = policy.forward_sequence(inputs[s : s + chunk], h)
+    return torch.stack(starts)
+
+
+def as_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """[L, T, ...] → [C, ceil(L/C) * T, ...]: chunk j of trial t becomes sequence j * T + t (zero-padded)."""
+    length, trials = x.shape[:2]
+    n_chunks = -(-length // chunk)
+    pad = n_chunks * chunk - length
+    if pad:
+        x = torch.cat([x, x.new_zeros(pad, *x.shape[1:])], 0)
+    x = x.reshape(n_chunks, chunk, trials, *x.shape[2:]).transpose(0, 1)
+    return x.reshape(chunk, n_chunks * trials, *x.shape[3:])
+
