@@ -241,3 +241,110 @@ def as_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
     x = x.reshape(n_chunks, chunk, trials, *x.shape[2:]).transpose(0, 1)
     return x.reshape(chunk, n_chunks * trials, *x.shape[3:])
 
+
+
+# -- PPO over trials ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RL2PPOConfig:
+    """PPO hyperparameters (defaults follow metaworld-algorithms' RL²-PPO)."""
+
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE λ, applied along the whole trial."""
+    clip_eps: float = 0.2
+    """PPO ratio clip."""
+    epochs: int = 10
+    """Passes over the batch per update."""
+    minibatches: int = 4
+    """Minibatches of whole BPTT sequences per epoch."""
+    lr: float = 5e-4
+    """Adam learning rate."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip."""
+    ent_coef: float = 5e-3
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Value-loss weight."""
+    bptt_chunk: int = 250
+    """Truncated-BPTT chunk length in steps."""
+    normalize_advantages: bool = True
+    """Standardise advantages over the batch."""
+
+    def __post_init__(self) -> None:
+        for name in ("gamma", "gae_lambda"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        for name in ("clip_eps", "lr", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("epochs", "minibatches", "bptt_chunk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("ent_coef", "vf_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
+
+
+def ppo_update(
+    policy: RL2Policy,
+    optimizer: torch.optim.Optimizer,
+    traj: Trajectories,
+    config: RL2PPOConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """One PPO update over whole trials with truncated BPTT; returns loss metrics."""
+    device = policy.device
+    batch = trials_from_trajectories(traj)
+    adv, ret = gae_over_trials(batch.rewards, batch.value, batch.mask, config.gamma, config.gae_lambda)
+    mask = batch.mask
+    if config.normalize_advantages:
+        sel = adv[mask]
+        adv = (adv - sel.mean()) / (sel.std() + 1e-8) * mask
+    inputs = policy.inputs(batch.obs, batch.prev_action, batch.prev_reward, batch.prev_done).to(device)
+    chunk = min(config.bptt_chunk, inputs.shape[0])
+    h0 = chunk_starts_hidden(policy, inputs, chunk).reshape(-1, policy.config.gru_hidden)  # [M, G]
+    seq = {
+        "inputs": as_chunks(inputs, chunk),
+        "actions": as_chunks(batch.actions.to(device), chunk),
+        "old_log_prob": as_chunks(batch.log_prob.to(device), chunk),
+        "adv": as_chunks(adv.to(device), chunk),
+        "ret": as_chunks(ret.to(device), chunk),
+        "mask": as_chunks(mask.to(device), chunk),
+    }
+    keep = seq["mask"].any(0)  # drop all-padding chunks
+    seq = {k: v[:, keep] for k, v in seq.items()}
+    h0 = h0[keep]
+    num_seq = int(keep.sum())
+    mb_count = min(config.minibatches, num_seq)
+    stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clip_frac": []}
+    for _ in range(config.epochs):
+        perm = torch.randperm(num_seq, generator=generator).to(device)
+        for idx in perm.chunk(mb_count):
+            m = seq["mask"][:, idx].to(torch.float32)
+            denom = m.sum().clamp_min(1.0)
+            mean, log_std, value, _ = policy.forward_sequence(seq["inputs"][:, idx], h0[idx])
+            log_prob = gaussian_log_prob(seq["actions"][:, idx], mean, log_std)
+            log_ratio = log_prob - seq["old_log_prob"][:, idx]
+            ratio = log_ratio.exp()
+            a = seq["adv"][:, idx]
+            pg = -torch.min(ratio * a, ratio.clamp(1 - config.clip_eps, 1 + config.clip_eps) * a)
+            policy_loss = (pg * m).sum() / denom
+            value_loss = 0.5 * ((value - seq["ret"][:, idx]).pow(2) * m).sum() / denom
+            entropy = (gaussian_entropy(log_std) * m).sum() / denom
+            loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                stats["policy_loss"].append(float(policy_loss))
+                stats["value_loss"].append(float(value_loss))
+                stats["entropy"].append(float(entropy))
+                stats["approx_kl"].append(float((((ratio - 1) - log_ratio) * m).sum() / denom))
+                stats["clip_frac"].append(float((((ratio - 1).abs() > config.clip_eps).float() * m).sum() / denom))
+    return {k: sum(v) / len(v) for k, v in stats.items()}
