@@ -1,1 +1,24 @@
-"""Meta-learning agents (RL², MAML-RL family). They talk to envs only through metarl's rollout engine."""
+"""Meta-learning agents. They talk to envs only through metarl's rollout engine.
+
+``AGENTS`` maps an agent name to its module; each module provides a frozen config dataclass
+(``CONFIG``) and ``build(obs_dim, action_dim, config, train_config, device)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+AGENTS: dict[str, str] = {"rl2": "metarl.agents.rl2"}
+CONFIG_CLASS: dict[str, str] = {"rl2": "RL2Config"}
+
+
+def agent_module(name: str) -> ModuleType:
+    """The module implementing agent ``name``."""
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; choose one of {sorted(AGENTS)}")
+    return importlib.import_module(AGENTS[name])
+
+
+def agent_config_class(name: str) -> type:
+    return getattr(agent_module(name), CONFIG_CLASS[name])  # type: ignore[no-any-return]

@@ -9,11 +9,16 @@ minibatch, ``C`` BPTT chunk length, ``O``/``A`` observation/action dims, ``G`` G
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 import torch
 from torch import nn
 
+from metarl.agent import MetaTestRollouts
 from metarl.rollout.types import StepBatch, Trajectories
+from metarl.tasks import Task
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -348,3 +353,118 @@ def ppo_update(
                 stats["approx_kl"].append(float((((ratio - 1) - log_ratio) * m).sum() / denom))
                 stats["clip_frac"].append(float((((ratio - 1).abs() > config.clip_eps).float() * m).sum() / denom))
     return {k: sum(v) / len(v) for k, v in stats.items()}
+
+
+# -- the agent ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RL2Config:
+    """RL² agent settings."""
+
+    episodes_per_trial: int = 10
+    """Consecutive episodes of one task that share the hidden state (a trial)."""
+    policy: RL2PolicyConfig = RL2PolicyConfig()
+    ppo: RL2PPOConfig = RL2PPOConfig()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.episodes_per_trial, bool) or not isinstance(self.episodes_per_trial, int):
+            raise ValueError(f"episodes_per_trial must be a positive integer, got {self.episodes_per_trial!r}")
+        if self.episodes_per_trial <= 0:
+            raise ValueError(f"episodes_per_trial must be a positive integer, got {self.episodes_per_trial!r}")
+
+
+class RL2Agent:
+    """RL² with PPO over trials.  ``meta_train_step`` collects ``episodes_per_task`` episodes per task in
+    trials of ``episodes_per_trial`` and takes one PPO update; ``meta_test`` runs one trial of
+    adaptation + evaluation episodes per task, keeping the hidden state throughout.
+    """
+
+    name = "rl2"
+    curve_unit = "episodes"
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        config: RL2Config,
+        *,
+        episodes_per_task: int,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if episodes_per_task % config.episodes_per_trial:
+            raise ValueError(
+                f"episodes_per_task ({episodes_per_task}) must be a multiple of episodes_per_trial "
+                f"({config.episodes_per_trial}): RL² collects whole trials"
+            )
+        self.config = config
+        self.episodes_per_task = episodes_per_task
+        torch.manual_seed(seed)
+        self.policy = RL2Policy(obs_dim, action_dim, config.policy).to(device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.lr, eps=1e-5)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def meta_train_step(self, engine: Any, tasks: Sequence[Task]) -> dict[str, float]:
+        t0 = time.perf_counter()
+        traj = engine.collect(
+            self.policy, list(tasks), episodes_per_task=self.episodes_per_task,
+            episodes_per_trial=self.config.episodes_per_trial,
+        )  # fmt: skip
+        t1 = time.perf_counter()
+        losses = ppo_update(self.policy, self.optimizer, traj, self.config.ppo, self.generator)
+        t2 = time.perf_counter()
+        returns = traj.episode_returns  # [N, E]
+        success = traj.episode_success.float()
+        k = self.config.episodes_per_trial
+        by_position = returns.reshape(returns.shape[0], -1, k)  # [N, trials, k]
+        return {
+            "env_steps": float(traj.num_steps),
+            "charts/episode_return": float(returns.mean()),
+            "charts/success_rate": float(success.mean()),
+            "charts/first_episode_return": float(by_position[..., 0].mean()),
+            "charts/last_episode_return": float(by_position[..., -1].mean()),
+            **{f"losses/{name}": value for name, value in losses.items()},
+            "time/sampling_s": t1 - t0,
+            "time/learning_s": t2 - t1,
+        }
+
+    def meta_test(
+        self, engine: Any, tasks: Sequence[Task], adaptation_episodes: int, eval_episodes: int, deterministic: bool
+    ) -> MetaTestRollouts:
+        total = adaptation_episodes + eval_episodes
+        traj = engine.collect(
+            self.policy, list(tasks), episodes_per_task=total, episodes_per_trial=total, deterministic=deterministic
+        )
+        success = traj.episode_success.float()  # [N, K+n]
+        returns = traj.episode_returns
+        k = adaptation_episodes
+        curve_s = torch.cat([success[:, :k], success[:, k:].mean(1, keepdim=True)], 1)
+        curve_r = torch.cat([returns[:, :k], returns[:, k:].mean(1, keepdim=True)], 1)
+        return MetaTestRollouts(
+            tasks=list(traj.tasks),
+            curve_success=curve_s,
+            curve_return=curve_r,
+            eval_success=traj.episode_success[:, k:],
+            eval_return=returns[:, k:],
+            unit="episodes",
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+
+
+def build(obs_dim: int, action_dim: int, config: RL2Config, train: Any, device: torch.device) -> RL2Agent:
+    """Agent factory used by the training loop (``train`` is a :class:`metarl.config.TrainConfig`)."""
+    return RL2Agent(
+        obs_dim, action_dim, config, episodes_per_task=train.episodes_per_task, seed=train.seed, device=device
+    )

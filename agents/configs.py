@@ -1,0 +1,80 @@
+"""Named reference configs, ``AGENT-BENCHMARK``: each names its agent and benchmark, so
+``metarl train rl2 --config rl2-ml10`` needs nothing else.  Flags override fields.
+
+Meta-World settings follow metaworld-algorithms (the Meta-World+ reference; REFERENCE.md):
+meta-batch 20/50/45 tasks for ML10/ML25/ML45, 10 episodes of 500 steps per task per iteration,
+2M env steps per training class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
+from metarl.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class NamedConfig:
+    name: str
+    description: str
+    train: TrainConfig
+    agent: Any
+
+
+_MW_EVAL = {"eval_every": 25, "eval_tasks": 10, "adaptation_episodes": 10, "eval_episodes": 3}
+
+NAMED_CONFIGS: dict[str, NamedConfig] = {
+    c.name: c
+    for c in [
+        NamedConfig(
+            "rl2-point-nav",
+            "RL² on 2-D navigation, small GRU so it learns in minutes on 2 CPU cores",
+            TrainConfig(
+                agent="rl2", benchmark="point-nav", meta_batch=20, episodes_per_task=4, total_env_steps=2_000_000,
+                eval_every=20, eval_tasks=20, adaptation_episodes=3, eval_episodes=1, checkpoint_every=20,
+            ),
+            RL2Config(
+                episodes_per_trial=4,
+                policy=RL2PolicyConfig(mlp_hidden=(64,), gru_hidden=64, reward_scale=1.0),
+                ppo=RL2PPOConfig(bptt_chunk=100, minibatches=4, epochs=5, lr=1e-3, ent_coef=1e-3),
+            ),
+        ),
+        NamedConfig(
+            "rl2-ml1",
+            "RL² on ML1-reach-v3 (held-out goals)",
+            TrainConfig(agent="rl2", benchmark="ML1-reach-v3", meta_batch=10, episodes_per_task=10,
+                        total_env_steps=10_000_000, **_MW_EVAL),
+            RL2Config(episodes_per_trial=10),
+        ),
+        NamedConfig(
+            "rl2-ml10",
+            "RL² on ML10 (metaworld-algorithms settings: meta-batch 20, 10 x 500-step episodes per trial, 20M steps)",
+            TrainConfig(agent="rl2", benchmark="ML10", meta_batch=20, episodes_per_task=10,
+                        total_env_steps=20_000_000, **_MW_EVAL),
+            RL2Config(episodes_per_trial=10),
+        ),
+        NamedConfig(
+            "rl2-ml45",
+            "RL² on ML45 (metaworld-algorithms settings: meta-batch 45, 90M steps)",
+            TrainConfig(agent="rl2", benchmark="ML45", meta_batch=45, episodes_per_task=10,
+                        total_env_steps=90_000_000, **_MW_EVAL),
+            RL2Config(episodes_per_trial=10),
+        ),
+    ]
+}  # fmt: skip
+
+
+def get_config(name: str) -> NamedConfig:
+    if name not in NAMED_CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose one of {sorted(NAMED_CONFIGS)}")
+    return NAMED_CONFIGS[name]
+
+
+def default_config(agent: str) -> NamedConfig:
+    """The config used when only an agent is named: its point-nav config."""
+    for cfg in NAMED_CONFIGS.values():
+        if cfg.train.agent == agent and cfg.train.benchmark == "point-nav":
+            return cfg
+    raise ValueError(f"no default config for agent {agent!r}; pass --config (see `metarl configs`)")

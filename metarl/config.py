@@ -1,0 +1,239 @@
+"""Frozen configuration dataclasses, their field docstrings, named reference configs, and CLI flags
+generated from them.
+
+A config names its agent and benchmark (``rl2-ml10``), so ``metarl train rl2 --config rl2-ml10``
+needs nothing else; flags override fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import math
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What every training run needs, whatever the agent."""
+
+    agent: str = "rl2"
+    """Agent to train (see `metarl configs`)."""
+    benchmark: str = "point-nav"
+    """Task distribution (see `metarl envs list`)."""
+    seed: int = 0
+    """Seed of the task lists, task sampling, networks and envs."""
+    total_env_steps: int | None = None
+    """Training budget in env steps (pre- and post-adaptation included, evaluation excluded); stops at the first iteration boundary at or past it."""
+    iterations: int | None = None
+    """Training budget in meta-iterations."""
+    max_minutes: float | None = None
+    """Wall-clock budget; the run checkpoints and stops at the first iteration boundary past it."""
+    meta_batch: int = 10
+    """Tasks sampled per meta-iteration."""
+    episodes_per_task: int = 10
+    """Episodes collected per task per meta-iteration."""
+    workers: int = 2
+    """Rollout worker processes."""
+    backend: str = "process"
+    """Rollout backend: process or inline."""
+    device: str = "auto"
+    """Device of the policy and its updates: auto, cpu or cuda."""
+    checkpoint_every: int = 10
+    """Write a checkpoint every this many iterations (and always at exit)."""
+    eval_every: int = 10
+    """Run a meta-test on held-out tasks every this many iterations (0 = never during training)."""
+    eval_tasks: int = 10
+    """Held-out tasks per periodic meta-test (class-balanced, fixed across the run)."""
+    eval_episodes: int = 3
+    """Evaluation episodes per task after adaptation in periodic meta-tests."""
+    adaptation_episodes: int = 2
+    """Adaptation episodes per task in periodic meta-tests."""
+
+    def __post_init__(self) -> None:
+        for name in ("meta_batch", "episodes_per_task", "workers", "checkpoint_every", "eval_tasks", "eval_episodes"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("eval_every", "adaptation_episodes", "seed"):
+            check_nonnegative_int(name, getattr(self, name))
+        for name in ("total_env_steps", "iterations"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise ValueError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
+        check_choice("backend", self.backend, ("process", "inline", "ray"))
+        check_choice("device", self.device, ("auto", "cpu", "cuda"), prefix_ok=("cuda:",))
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_nonnegative_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: object, valid: tuple[str, ...], prefix_ok: tuple[str, ...] = ()) -> str:
+    if not isinstance(value, str) or (value not in valid and not value.startswith(prefix_ok)):
+        raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(valid)}")
+    return value
+
+
+# -- field docstrings ------------------------------------------------------------------------
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (the string literal under each field) of a dataclass, by field name."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """(inner type, optional?) of ``X | None`` / ``Optional[X]`` / ``X``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def _parser_for(tp: Any, name: str) -> Callable[[str], Any]:
+    if tp is bool:
+        return _parse_bool
+    if tp in (int, float, str):
+        return tp  # type: ignore[no-any-return]
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+
+        def parse_tuple(text: str) -> tuple[Any, ...]:
+            return tuple(item(part) for part in text.replace(",", " ").split())
+
+        return parse_tuple
+    raise TypeError(f"config field {name!r} has unsupported type {tp!r}")
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _resolved_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, *, title: str, skip: tuple[str, ...] = ()) -> None:
+    """Add ``--field-name`` flags for every field of ``cls`` (defaults are ``None`` = not given)."""
+    group = parser.add_argument_group(title)
+    docs = field_docs(cls)
+    hints = _resolved_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp, optional = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = docs.get(f.name, "")
+        shown = "" if default is None else f" (default: {_show(default)})"
+        nargs = "+" if typing.get_origin(tp) is tuple else None
+        parse = typing.get_args(tp)[0] if nargs else _parser_for(tp, f.name)
+        group.add_argument(
+            flag,
+            dest=f"{cls.__name__}.{f.name}",
+            type=parse,
+            nargs=nargs,
+            default=None,
+            metavar=f.name.upper() if not optional else f"{f.name.upper()}",
+            help=f"{help_text}{shown}".replace("%", "%%"),
+        )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def overrides_from_args(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` given on the command line."""
+    prefix = f"{cls.__name__}."
+    out: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if key.startswith(prefix) and value is not None:
+            name = key[len(prefix) :]
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def replace_checked(obj: T, changes: Mapping[str, Any]) -> T:
+    """``dataclasses.replace`` that names unknown fields and the valid ones."""
+    valid = {f.name for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
+    unknown = sorted(set(changes) - valid)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown} for {type(obj).__name__}; valid: {sorted(valid)}")
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass → JSON-compatible dict (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
+    """Inverse of :func:`to_dict` for (nested) frozen dataclasses."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = _resolved_hints(cls)
+    valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown} for {cls.__name__}; valid: {sorted(valid)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        tp, _ = _base_type(hints[name])
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value)  # type: ignore[arg-type]
+        elif typing.get_origin(tp) is tuple and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)

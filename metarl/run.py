@@ -1,0 +1,205 @@
+"""Run directories: resolved config, run metadata, progress.csv, TensorBoard events, atomic checkpoints.
+
+Layout of ``RUN_DIR``::
+
+    config.json          the resolved configuration (train + agent)
+    meta.json            command line, package versions, git commit, host, start times
+    progress.csv         one row per iteration (also in TensorBoard)
+    events.out.tfevents.*
+    checkpoints/latest.pt (+ iter-NNNNNN.pt)   written atomically: temp file, then rename
+    eval/latest.json, eval/iter-NNNNNN.json, eval/final.json
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CONFIG_FILE = "config.json"
+META_FILE = "meta.json"
+PROGRESS_FILE = "progress.csv"
+CHECKPOINT_DIR = "checkpoints"
+LATEST_CHECKPOINT = "latest.pt"
+CHECKPOINT_FORMAT = 1
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked (exists, is not a run, is damaged)."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and (path / META_FILE).is_file()
+
+
+def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> Path:
+    """Check ``path`` for a new run (refuses an existing run unless ``overwrite``) or for ``resume``."""
+    path = Path(path)
+    if resume:
+        if not path.exists():
+            raise RunDirError(f"cannot resume {str(path)!r}: no such directory")
+        if not is_run_dir(path):
+            raise RunDirError(f"cannot resume {str(path)!r}: it is not a metarl run directory (no {CONFIG_FILE})")
+        if not (path / CHECKPOINT_DIR / LATEST_CHECKPOINT).is_file():
+            raise RunDirError(f"cannot resume {str(path)!r}: it has no checkpoint yet ({CHECKPOINT_DIR}/{LATEST_CHECKPOINT})")
+        return path
+    if path.exists() and any(path.iterdir()):
+        if is_run_dir(path) and not overwrite:
+            raise RunDirError(
+                f"{str(path)!r} already holds a run; pass --resume to continue it or --overwrite to replace it"
+            )
+        if not is_run_dir(path) and not overwrite:
+            raise RunDirError(f"{str(path)!r} exists and is not empty; choose another --out or pass --overwrite")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def git_commit() -> str | None:
+    """The commit of the metarl source tree, when it is a git checkout."""
+    src = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_metadata() -> dict[str, Any]:
+    versions = {}
+    for pkg in ("metarl", "torch", "gymnasium", "metaworld", "mujoco", "numpy", "stable-baselines3"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "command": sys.argv,
+        "versions": versions,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def save_checkpoint(run_dir: Path, state: Mapping[str, Any], iteration: int, keep_every: bool = True) -> Path:
+    """Save ``state`` (tensors, numbers, strings, lists and dicts of them) atomically."""
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
+    data = buf.getvalue()
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    latest = ckpt_dir / LATEST_CHECKPOINT
+    atomic_write_bytes(latest, data)
+    if keep_every:
+        atomic_write_bytes(ckpt_dir / f"iter-{iteration:06d}.pt", data)
+    return latest
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``), with a clear error if it is damaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, garbage, unsafe pickle
+        raise RunDirError(f"checkpoint {str(path)!r} is damaged or not a metarl checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise RunDirError(f"checkpoint {str(path)!r} is not a metarl checkpoint of format {CHECKPOINT_FORMAT}")
+    return state
+
+
+class ProgressLog:
+    """``progress.csv`` (one row per iteration; columns fixed by the first row) plus TensorBoard."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        keep_until_iteration: int | None = None,
+        purge_step: int | None = None,
+        tensorboard: bool = True,
+    ) -> None:
+        self.path = Path(run_dir) / PROGRESS_FILE
+        self._columns: list[str] | None = None
+        if keep_until_iteration is not None and self.path.exists():
+            self._truncate(keep_until_iteration)
+        elif keep_until_iteration is None and self.path.exists():
+            self.path.unlink()
+        self._writer: Any = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(
+                log_dir=str(run_dir), purge_step=purge_step if keep_until_iteration is not None else None
+            )
+
+    def _truncate(self, iteration: int) -> None:
+        """On resume, drop rows written after the checkpoint we resume from."""
+        with self.path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows:
+            return
+        self._columns = list(rows[0].keys())
+        kept = [r for r in rows if int(float(r["iteration"])) <= iteration]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self._columns)
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write_bytes(self.path, buf.getvalue().encode())
+
+    def log(self, iteration: int, row: Mapping[str, float], step: int) -> None:
+        if self._columns is None:
+            self._columns = ["iteration", *sorted(k for k in row if k != "iteration")]
+            new = not self.path.exists()
+        else:
+            new = False
+        with self.path.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self._columns, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({"iteration": iteration, **row})
+        if self._writer is not None:
+            for key, value in row.items():
+                if "/" in key:
+                    self._writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

@@ -1,0 +1,308 @@
+"""The agent-agnostic training loop: sample tasks, one meta-iteration, log, meta-test, checkpoint.
+
+``train(...)`` starts a run, ``resume(RUN_DIR)`` continues one exactly (on CPU with a fixed seed,
+2 iterations + resume + 2 iterations gives the same parameters as 4 uninterrupted), and
+``load(RUN_DIR)`` returns the trained agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarl.agent import MetaLearner
+from metarl.config import TrainConfig, from_dict, to_dict
+from metarl.evaluation.result import EvalResult, evaluate
+from metarl.run import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LATEST_CHECKPOINT,
+    META_FILE,
+    ProgressLog,
+    RunDirError,
+    atomic_write_json,
+    load_checkpoint,
+    prepare_run_dir,
+    run_metadata,
+    save_checkpoint,
+)
+from metarl.tasks import Task, TaskDistribution
+
+EVAL_DIR = "eval"
+
+
+@dataclass
+class RunState:
+    """Counters that make a run resumable."""
+
+    iteration: int = 0
+    env_steps: int = 0
+    wall_s: float = 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+    return torch.device(device)
+
+
+def _build_agent(train_cfg: TrainConfig, agent_cfg: Any, dist: TaskDistribution, device: torch.device) -> MetaLearner:
+    from metarl.agents import agent_module
+
+    module = agent_module(train_cfg.agent)
+    obs_dim = int(np.prod(dist.observation_space.shape))
+    action_dim = int(np.prod(dist.action_space.shape))
+    agent: MetaLearner = module.build(obs_dim, action_dim, agent_cfg, train_cfg, device)
+    return agent
+
+
+def _make_engine(train_cfg: TrainConfig, dist: TaskDistribution, device: torch.device) -> Any:
+    from metarl.rollout import RolloutEngine
+
+    return RolloutEngine(
+        dist, num_workers=train_cfg.workers, seed=train_cfg.seed, backend=train_cfg.backend, device=str(device)
+    )
+
+
+def _check_budget(cfg: TrainConfig) -> None:
+    if cfg.total_env_steps is None and cfg.iterations is None and cfg.max_minutes is None:
+        raise ValueError("no training budget: give --total-env-steps, --iterations or --max-minutes")
+
+
+def _check_meta_batch(cfg: TrainConfig, dist: TaskDistribution) -> None:
+    n_train = len(dist.tasks("train"))
+    if cfg.meta_batch > n_train:
+        raise ValueError(
+            f"meta_batch {cfg.meta_batch} is larger than the {n_train} train tasks of {dist.name!r}; "
+            f"tasks are sampled without replacement, so use at most {n_train}"
+        )
+
+
+class Trainer:
+    """One training run in ``run_dir``.  Small steps, each with one job."""
+
+    def __init__(self, run_dir: Path, train_cfg: TrainConfig, agent_cfg: Any, config_name: str | None) -> None:
+        from metarl.envs import make_distribution
+
+        self.run_dir = Path(run_dir)
+        self.cfg = train_cfg
+        self.agent_cfg = agent_cfg
+        self.config_name = config_name
+        self.device = resolve_device(train_cfg.device)
+        self.dist = make_distribution(train_cfg.benchmark, seed=train_cfg.seed)
+        _check_meta_batch(train_cfg, self.dist)
+        self.agent = _build_agent(train_cfg, agent_cfg, self.dist, self.device)
+        self.state = RunState()
+        self.task_rng = np.random.default_rng([train_cfg.seed, 1])
+        self.eval_tasks: list[Task] = (
+            self.dist.sample(train_cfg.eval_tasks, "test", rng=np.random.default_rng([train_cfg.seed, 2]))
+            if train_cfg.eval_every
+            else []
+        )
+        self.engine_state: dict[str, Any] | None = None
+
+    # -- persistence -------------------------------------------------------------------------
+    def save_config(self) -> None:
+        atomic_write_json(
+            self.run_dir / CONFIG_FILE,
+            {"config_name": self.config_name, "train": to_dict(self.cfg), "agent": to_dict(self.agent_cfg)},
+        )
+        atomic_write_json(self.run_dir / META_FILE, run_metadata())
+
+    def checkpoint(self, engine: Any) -> None:
+        state = {
+            "agent_name": self.cfg.agent,
+            "agent": self.agent.state_dict(),
+            "run": dataclasses.asdict(self.state),
+            "task_rng": self.task_rng.bit_generator.state,
+            "engine": engine.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+        }
+        save_checkpoint(self.run_dir, state, self.state.iteration)
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        if state.get("agent_name") != self.cfg.agent:
+            raise RunDirError(
+                f"checkpoint is of agent {state.get('agent_name')!r}, but the run's config says {self.cfg.agent!r}"
+            )
+        self.agent.load_state_dict(state["agent"])
+        self.state = RunState(**state["run"])
+        self.task_rng.bit_generator.state = state["task_rng"]
+        self.engine_state = state["engine"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+
+    # -- the loop ----------------------------------------------------------------------------
+    def done(self, started: float) -> bool:
+        cfg, st = self.cfg, self.state
+        if cfg.total_env_steps is not None and st.env_steps >= cfg.total_env_steps:
+            return True
+        if cfg.iterations is not None and st.iteration >= cfg.iterations:
+            return True
+        return cfg.max_minutes is not None and (time.monotonic() - started) / 60 >= cfg.max_minutes
+
+    def iteration(self, engine: Any) -> dict[str, float]:
+        tasks = self.dist.sample(self.cfg.meta_batch, "train", rng=self.task_rng)
+        t0 = time.perf_counter()
+        metrics = self.agent.meta_train_step(engine, tasks)
+        dt = time.perf_counter() - t0
+        steps = int(metrics.pop("env_steps"))
+        self.state.iteration += 1
+        self.state.env_steps += steps
+        self.state.wall_s += dt
+        metrics["time/iteration_s"] = dt
+        metrics["time/steps_per_s"] = steps / max(dt, 1e-9)
+        metrics["charts/env_steps"] = float(self.state.env_steps)
+        return metrics
+
+    def meta_test(self, engine: Any) -> EvalResult:
+        result = evaluate(
+            self.agent,
+            engine,
+            self.eval_tasks,
+            adaptation_episodes=self.cfg.adaptation_episodes,
+            eval_episodes=self.cfg.eval_episodes,
+            env_steps=self.state.env_steps,
+            seed=self.cfg.seed,
+        )
+        result.extra["iteration"] = self.state.iteration
+        eval_dir = self.run_dir / EVAL_DIR
+        result.save(eval_dir / f"iter-{self.state.iteration:06d}.json")
+        result.save(eval_dir / "latest.json")
+        return result
+
+    def run(self, *, progress: bool = True) -> Path:
+        from metarl.progress import ProgressBar
+
+        _check_budget(self.cfg)
+        started = time.monotonic()
+        resumed_from = self.state.iteration if self.engine_state is not None else None
+        log = ProgressLog(self.run_dir, keep_until_iteration=resumed_from, purge_step=self.state.env_steps)
+        bar = ProgressBar(self.cfg, self.state, enabled=progress)
+        engine = _make_engine(self.cfg, self.dist, self.device)
+        try:
+            if self.engine_state is not None:
+                engine.load_state_dict(self.engine_state)
+            while not self.done(started):
+                metrics = self.iteration(engine)
+                if self.cfg.eval_every and self.state.iteration % self.cfg.eval_every == 0:
+                    result = self.meta_test(engine)
+                    metrics["eval/success"] = result.success_mean
+                    metrics["eval/return"] = result.return_mean
+                log.log(self.state.iteration, metrics, step=self.state.env_steps)
+                bar.update(self.state, metrics)
+                if self.state.iteration % self.cfg.checkpoint_every == 0:
+                    self.checkpoint(engine)
+        finally:
+            # at exit, Ctrl-C included: the last finished iteration is saved
+            self.checkpoint(engine)
+            engine.close()
+            log.close()
+            bar.close()
+        return self.run_dir
+
+
+# -- public API --------------------------------------------------------------------------------
+
+
+def default_run_dir(config_name: str | None, agent: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config_name or agent}-{stamp}"
+
+
+def train(
+    train_cfg: TrainConfig,
+    agent_cfg: Any = None,
+    *,
+    out: str | Path | None = None,
+    config_name: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Start a training run; returns its directory."""
+    from metarl.agents import agent_config_class
+
+    if agent_cfg is None:
+        agent_cfg = agent_config_class(train_cfg.agent)()
+    _check_budget(train_cfg)
+    run_dir = prepare_run_dir(Path(out) if out else default_run_dir(config_name, train_cfg.agent), resume=False, overwrite=overwrite)
+    trainer = Trainer(run_dir, train_cfg, agent_cfg, config_name)
+    trainer.save_config()
+    return trainer.run(progress=progress)
+
+
+def read_run_config(run_dir: Path) -> tuple[TrainConfig, Any, str | None]:
+    from metarl.agents import agent_config_class
+
+    try:
+        data = json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+        train_cfg = from_dict(TrainConfig, data["train"])
+        agent_cfg = from_dict(agent_config_class(train_cfg.agent), data["agent"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise RunDirError(f"{str(run_dir)!r} has an unreadable {CONFIG_FILE}: {exc}") from exc
+    return train_cfg, agent_cfg, data.get("config_name")
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    total_env_steps: int | None = None,
+    iterations: int | None = None,
+    max_minutes: float | None = None,
+    progress: bool = True,
+) -> Path:
+    """Continue ``run_dir`` from its latest checkpoint; budgets given here replace the saved ones."""
+    run_dir = prepare_run_dir(Path(run_dir), resume=True, overwrite=False)
+    train_cfg, agent_cfg, config_name = read_run_config(run_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT_DIR / LATEST_CHECKPOINT)
+    changes: dict[str, Any] = {}
+    if total_env_steps is not None:
+        changes["total_env_steps"] = total_env_steps
+    if iterations is not None:
+        changes["iterations"] = iterations
+    if max_minutes is not None:
+        changes["max_minutes"] = max_minutes
+    if changes:
+        train_cfg = dataclasses.replace(train_cfg, **changes)
+    trainer = Trainer(run_dir, train_cfg, agent_cfg, config_name)
+    trainer.restore(state)
+    if changes:
+        atomic_write_json(
+            run_dir / CONFIG_FILE,
+            {"config_name": config_name, "train": to_dict(train_cfg), "agent": to_dict(agent_cfg)},
+        )
+    return trainer.run(progress=progress)
+
+
+def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> MetaLearner:
+    """The trained agent of ``run_dir`` (its latest checkpoint, or ``checkpoint``)."""
+    run_dir = Path(run_dir)
+    from metarl.run import is_run_dir
+
+    if not is_run_dir(run_dir):
+        raise RunDirError(f"{str(run_dir)!r} is not a metarl run directory (no {CONFIG_FILE})")
+    train_cfg, agent_cfg, _ = read_run_config(run_dir)
+    state = load_checkpoint(Path(checkpoint) if checkpoint else run_dir / CHECKPOINT_DIR / LATEST_CHECKPOINT)
+    if state.get("agent_name") != train_cfg.agent:
+        raise RunDirError(
+            f"checkpoint is of agent {state.get('agent_name')!r}, but {str(run_dir)!r} is a {train_cfg.agent!r} run"
+        )
+    from metarl.envs import make_distribution
+
+    dist = make_distribution(train_cfg.benchmark, seed=train_cfg.seed)
+    agent = _build_agent(train_cfg, agent_cfg, dist, torch.device("cpu"))
+    agent.load_state_dict(state["agent"])
+    agent.env_steps = int(state["run"]["env_steps"])  # type: ignore[attr-defined]
+    return agent
