@@ -1,0 +1,160 @@
+"""Run directories, checkpoints and configs: the parts of training that need no env."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarl.agents.configs import NAMED_CONFIGS, get_config
+from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
+from metarl.config import TrainConfig, add_dataclass_flags, field_docs, from_dict, overrides_from_args, to_dict
+from metarl.run import (
+    ProgressLog,
+    RunDirError,
+    atomic_write_json,
+    load_checkpoint,
+    prepare_run_dir,
+    save_checkpoint,
+)
+
+
+def test_every_config_field_has_a_docstring() -> None:
+    for cls in (TrainConfig, RL2Config, RL2PolicyConfig, RL2PPOConfig):
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if not dataclasses.is_dataclass(f.default):
+                assert docs.get(f.name), f"{cls.__name__}.{f.name} has no docstring"
+
+
+@pytest.mark.parametrize("name", sorted(NAMED_CONFIGS))
+def test_named_configs_round_trip_through_json(name: str) -> None:
+    cfg = get_config(name)
+    assert cfg.name.startswith(cfg.train.agent + "-")
+    train = from_dict(TrainConfig, json.loads(json.dumps(to_dict(cfg.train))))
+    agent = from_dict(type(cfg.agent), json.loads(json.dumps(to_dict(cfg.agent))))
+    assert train == cfg.train and agent == cfg.agent
+
+
+def test_unknown_config_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown config 'rl2-ml11'; choose one of \['rl2-ml1', 'rl2-ml10'"):
+        get_config("rl2-ml11")
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"meta_batch": 0}, "meta_batch must be a positive integer, got 0"),
+        ({"total_env_steps": -5}, "total_env_steps must be a positive integer"),
+        ({"workers": 1.5}, "workers must be a positive integer"),
+        ({"backend": "threads"}, r"unknown backend 'threads'; choose one of \['inline', 'process', 'ray'\]"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"max_minutes": float("nan")}, "max_minutes must be a positive number"),
+    ],
+)
+def test_train_config_rejects_bad_values(changes: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(TrainConfig(), **changes)
+
+
+@pytest.mark.parametrize(
+    ("cls", "changes", "match"),
+    [
+        (RL2PPOConfig, {"gamma": 1.5}, r"gamma must be in \[0, 1\]"),
+        (RL2PPOConfig, {"bptt_chunk": 0}, "bptt_chunk must be a positive integer"),
+        (RL2PPOConfig, {"lr": 0.0}, "lr must be positive"),
+        (RL2PolicyConfig, {"mlp_hidden": ()}, "mlp_hidden must be a non-empty tuple"),
+        (RL2Config, {"episodes_per_trial": 0}, "episodes_per_trial must be a positive integer"),
+    ],
+)
+def test_agent_configs_reject_bad_values(cls: type, changes: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        cls(**changes)
+
+
+def test_flags_are_generated_from_fields() -> None:
+    parser = argparse.ArgumentParser()
+    add_dataclass_flags(parser, TrainConfig, title="t")
+    add_dataclass_flags(parser, RL2PolicyConfig, title="p")
+    args = parser.parse_args(["--meta-batch", "7", "--max-minutes", "1.5", "--mlp-hidden", "32", "16"])
+    assert overrides_from_args(args, TrainConfig) == {"meta_batch": 7, "max_minutes": 1.5}
+    assert overrides_from_args(args, RL2PolicyConfig) == {"mlp_hidden": (32, 16)}
+
+
+# -- run directories ------------------------------------------------------------------------------
+
+
+def _fake_run(path: Path) -> Path:
+    path.mkdir(parents=True)
+    atomic_write_json(path / "config.json", {"train": {}})
+    atomic_write_json(path / "meta.json", {})
+    return path
+
+
+def test_existing_run_is_not_overwritten_without_a_flag(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "run")
+    with pytest.raises(RunDirError, match="already holds a run; pass --resume .* or --overwrite"):
+        prepare_run_dir(run, resume=False, overwrite=False)
+    assert (run / "config.json").read_text().strip().startswith("{")
+    assert prepare_run_dir(run, resume=False, overwrite=True) == run
+
+
+def test_non_empty_non_run_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="exists and is not empty"):
+        prepare_run_dir(tmp_path, resume=False, overwrite=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_resume_of_something_that_is_not_a_run(tmp_path: Path) -> None:
+    with pytest.raises(RunDirError, match="no such directory"):
+        prepare_run_dir(tmp_path / "missing", resume=True, overwrite=False)
+    with pytest.raises(RunDirError, match="not a metarl run directory"):
+        prepare_run_dir(tmp_path, resume=True, overwrite=False)
+    run = _fake_run(tmp_path / "run")
+    with pytest.raises(RunDirError, match="has no checkpoint yet"):
+        prepare_run_dir(run, resume=True, overwrite=False)
+
+
+def test_checkpoint_round_trip_and_damage(tmp_path: Path) -> None:
+    state = {"weights": torch.arange(6.0).reshape(2, 3), "run": {"iteration": 3}, "rng": torch.get_rng_state()}
+    latest = save_checkpoint(tmp_path, state, iteration=3)
+    assert (tmp_path / "checkpoints" / "iter-000003.pt").is_file()
+    again = load_checkpoint(latest)
+    assert torch.equal(again["weights"], state["weights"]) and again["run"] == {"iteration": 3}
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # no temp files left behind
+    data = latest.read_bytes()
+    latest.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunDirError, match="is damaged or not a metarl checkpoint"):
+        load_checkpoint(latest)
+    latest.write_bytes(b"garbage")
+    with pytest.raises(RunDirError, match="is damaged"):
+        load_checkpoint(latest)
+    torch.save({"weights": 1}, latest)
+    with pytest.raises(RunDirError, match="not a metarl checkpoint of format"):
+        load_checkpoint(latest)
+
+
+def test_checkpoints_refuse_arbitrary_pickles(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": 1, "obj": argparse.Namespace(a=1)}, path)
+    with pytest.raises(RunDirError, match="is damaged or not a metarl checkpoint"):
+        load_checkpoint(path)
+
+
+def test_progress_log_truncates_rows_after_the_checkpoint_on_resume(tmp_path: Path) -> None:
+    log = ProgressLog(tmp_path, tensorboard=False)
+    for i in range(1, 6):
+        log.log(i, {"charts/x": float(i)}, step=i)
+    log.close()
+    log = ProgressLog(tmp_path, keep_until_iteration=3, purge_step=3, tensorboard=False)
+    log.log(4, {"charts/x": 40.0}, step=4)
+    log.close()
+    lines = (tmp_path / "progress.csv").read_text().splitlines()
+    assert lines[0] == "iteration,charts/x"
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2", "3", "4"]
+    assert lines[-1] == "4,40.0"
