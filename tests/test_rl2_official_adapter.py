@@ -1,0 +1,61 @@
+"""RL² through Meta-World's own evaluator (metaworld.evaluation.metalearning_evaluation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import metaworld  # noqa: F401  (registers the Meta-World/* env ids)
+import numpy as np
+import torch
+from metaworld.evaluation import Timestep, metalearning_evaluation
+
+from metarl.agents.rl2 import RL2MetaWorldAgent, RL2Policy, RL2PolicyConfig
+
+
+def _policy() -> RL2Policy:
+    torch.manual_seed(0)
+    return RL2Policy(39, 4, RL2PolicyConfig(mlp_hidden=(32,), gru_hidden=16))
+
+
+def test_adapter_satisfies_the_protocol_and_restores_the_adapted_state() -> None:
+    agent = RL2MetaWorldAgent(_policy(), num_envs=3, seed=1)
+    for method in ('init', 'adapt_action', 'step', 'adapt', 'eval_action', 'reset'):  # MetaLearningAgent
+        assert callable(getattr(agent, method)), method
+    obs = np.random.default_rng(0).normal(size=(3, 39))
+    for _ in range(4):
+        actions, extras = agent.adapt_action(obs)
+        assert actions.shape == (3, 4) and np.isfinite(actions).all()
+        assert set(extras) == {"log_prob", "value"}
+        done = np.array([False, True, False])
+        agent.step(Timestep(obs, actions, np.ones(3), np.zeros(3, bool), done, extras))
+    assert agent.hidden.abs().sum() > 0
+    agent.adapt()
+    adapted = agent.adapted_hidden.clone()  # type: ignore[union-attr]
+    agent.eval_action(obs)
+    agent.eval_action(obs)
+    assert not torch.equal(agent.hidden, adapted)
+    agent.reset(np.array([True, False, True]))
+    # masked envs restart from the adapted hidden state, not from zero (that would be zero-shot RL²)
+    torch.testing.assert_close(agent.hidden[[0, 2]], adapted[[0, 2]])
+    assert not torch.equal(agent.hidden[1], adapted[1])
+    assert agent.prev_done.tolist() == [True, agent.prev_done[1].item(), True]
+    assert agent.prev_reward[[0, 2]].abs().sum() == 0
+
+
+def test_official_metalearning_evaluation_runs_on_a_tiny_budget() -> None:
+    envs: Any = gym.make_vec(
+        "Meta-World/ML1-test", env_name="reach-v3", seed=0, vector_strategy="sync",
+        meta_batch_size=2, total_tasks_per_cls=2, max_episode_steps=15,
+    )  # fmt: skip
+    try:
+        agent = RL2MetaWorldAgent(_policy(), envs.num_envs, seed=0)
+        success, mean_return, per_task = metalearning_evaluation(
+            agent, envs, num_evals=1, adaptation_steps=1, adaptation_episodes=2, evaluation_episodes=2
+        )
+    finally:
+        envs.close()
+    assert 0.0 <= success <= 1.0
+    assert np.isfinite(mean_return) and mean_return > 0  # Meta-World v2 rewards are in [0, 10] per step
+    assert set(per_task) == {"reach-v3"}
+    assert agent.adapted_hidden is not None and agent.adapted_hidden.abs().sum() > 0
