@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import threading
 from collections.abc import Callable
@@ -87,6 +88,7 @@ def reload_entry_points() -> None:
         for key in [k for k, e in _registry.items() if e.source not in ("metaworld", "classic", "user")]:
             del _registry[key]
     _entry_points_loaded = False
+    importlib.invalidate_caches()  # let importlib.metadata see packages installed since the last scan
     _load_entry_points()
 
 
@@ -117,9 +119,11 @@ def _lookup(name: str) -> _Entry:
         names = list_distributions()
         hint = [n for n in names if n.lower().startswith(name.lower()[:4])][:8]
         more = f" (did you mean one of {hint}?)" if hint else ""
+        others = sorted(e.name for e in _registry.values() if e.source not in ("metaworld", "classic"))
+        registered = f", and registered ones: {others}" if others else ""
         raise ValueError(
             f"unknown distribution {name!r}{more}; valid names: ML10, ML25, ML45, ML1-<env> "
-            f"(e.g. ML1-reach-v3), point-nav, cheetah-vel, cheetah-dir, ant-dir, and registered ones; "
+            f"(e.g. ML1-reach-v3), point-nav, cheetah-vel, cheetah-dir, ant-dir{registered}; "
             f"`metarl envs list` shows all {len(names)}"
         )
     return entry
@@ -139,7 +143,13 @@ def make_distribution(name: str, seed: int = 0, **options: Any) -> TaskDistribut
     entry = _lookup(name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    factory = resolve_importable(entry.factory)
+    try:
+        factory = resolve_importable(entry.factory)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(
+            f"distribution {entry.name!r} (from {entry.source}) names factory {entry.factory}, which cannot be "
+            f"imported: {exc}"
+        ) from exc
     kwargs = {**entry.fixed, **options, "seed": seed}
     _check_options(entry, factory, options)
     dist = factory(**kwargs)
