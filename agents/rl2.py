@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
 import torch
 from torch import nn
 
@@ -247,7 +248,6 @@ def as_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
     return x.reshape(chunk, n_chunks * trials, *x.shape[3:])
 
 
-
 # -- PPO over trials ----------------------------------------------------------------------------
 
 
@@ -326,7 +326,13 @@ def ppo_update(
     h0 = h0[keep]
     num_seq = int(keep.sum())
     mb_count = min(config.minibatches, num_seq)
-    stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clip_frac": []}
+    stats: dict[str, list[float]] = {
+        "policy_loss": [],
+        "value_loss": [],
+        "entropy": [],
+        "approx_kl": [],
+        "clip_frac": [],
+    }
     for _ in range(config.epochs):
         perm = torch.randperm(num_seq, generator=generator).to(device)
         for idx in perm.chunk(mb_count):

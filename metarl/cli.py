@@ -84,9 +84,10 @@ def cmd_envs_list(args: argparse.Namespace) -> int:
 def cmd_rollout(args: argparse.Namespace) -> int:
     """Roll a random (or zero) policy on held-out tasks through the rollout engine; print per-task figures."""
     import numpy as np
+
     from metarl.envs import make_distribution
-    from metarl.rollout import RolloutEngine
     from metarl.policies import RandomPolicy
+    from metarl.rollout import RolloutEngine
 
     if args.episodes <= 0 or args.tasks <= 0 or args.workers <= 0:
         raise UserError("--episodes, --tasks and --workers must be positive integers")

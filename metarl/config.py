@@ -11,6 +11,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import itertools
 import math
 import textwrap
 import types
@@ -33,7 +34,8 @@ class TrainConfig:
     seed: int = 0
     """Seed of the task lists, task sampling, networks and envs."""
     total_env_steps: int | None = None
-    """Training budget in env steps (pre- and post-adaptation included, evaluation excluded); stops at the first iteration boundary at or past it."""
+    """Training budget in env steps (pre- and post-adaptation included, evaluation excluded);
+    training stops at the first iteration boundary at or past it."""
     iterations: int | None = None
     """Training budget in meta-iterations."""
     max_minutes: float | None = None
@@ -106,7 +108,7 @@ def field_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError):
             continue
         body = tree.body[0].body  # type: ignore[attr-defined]
-        for node, nxt in zip(body, body[1:], strict=False):
+        for node, nxt in itertools.pairwise(body):
             if (
                 isinstance(node, ast.AnnAssign)
                 and isinstance(node.target, ast.Name)

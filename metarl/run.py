@@ -73,7 +73,9 @@ def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> Path:
         if not is_run_dir(path):
             raise RunDirError(f"cannot resume {str(path)!r}: it is not a metarl run directory (no {CONFIG_FILE})")
         if not (path / CHECKPOINT_DIR / LATEST_CHECKPOINT).is_file():
-            raise RunDirError(f"cannot resume {str(path)!r}: it has no checkpoint yet ({CHECKPOINT_DIR}/{LATEST_CHECKPOINT})")
+            raise RunDirError(
+                f"cannot resume {str(path)!r}: it has no checkpoint yet ({CHECKPOINT_DIR}/{LATEST_CHECKPOINT})"
+            )
         return path
     if path.exists() and any(path.iterdir()):
         if is_run_dir(path) and not overwrite:
@@ -139,7 +141,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, garbage, unsafe pickle
-        raise RunDirError(f"checkpoint {str(path)!r} is damaged or not a metarl checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise RunDirError(
+            f"checkpoint {str(path)!r} is damaged or not a metarl checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise RunDirError(f"checkpoint {str(path)!r} is not a metarl checkpoint of format {CHECKPOINT_FORMAT}")
     return state

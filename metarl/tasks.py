@@ -26,7 +26,7 @@ import numpy as np
 Split: TypeAlias = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
 
-ParamValue: TypeAlias = "bool | int | float | str | bytes | None | tuple[ParamValue, ...]"
+ParamValue: TypeAlias = "bool | int | float | str | bytes | tuple[ParamValue, ...] | None"
 
 
 def check_split(split: object) -> Split:
@@ -93,9 +93,7 @@ class Task:
     """The parameters that define the task, as sorted ``(name, value)`` pairs."""
 
     @classmethod
-    def make(
-        cls, distribution: str, split: Split, family: str, index: int, params: Mapping[str, Any]
-    ) -> Task:
+    def make(cls, distribution: str, split: Split, family: str, index: int, params: Mapping[str, Any]) -> Task:
         """Build a task from a plain mapping of parameters (arrays are converted to tuples)."""
         frozen = tuple(sorted((str(k), _freeze(v, str(k))) for k, v in params.items()))
         return cls(distribution, check_split(split), family, int(index), frozen)
@@ -274,18 +272,14 @@ class TaskDistribution(abc.ABC):
         if not isinstance(task, Task):
             raise TypeError(f"expected a metarl Task, got {type(task).__name__}")
         if task.distribution != self.name:
-            raise ValueError(
-                f"task {task.id} belongs to distribution {task.distribution!r}, not {self.name!r}"
-            )
+            raise ValueError(f"task {task.id} belongs to distribution {task.distribution!r}, not {self.name!r}")
         if split is not None and task.split != split:
             raise ValueError(f"task {task.id} is from the {task.split!r} split, expected {split!r}")
         if task.family not in self.families:
             raise ValueError(f"task {task.id} has unknown family {task.family!r}; valid: {list(self.families)}")
         return task
 
-    def sample(
-        self, n: int, split: Split = "train", rng: np.random.Generator | int | None = None
-    ) -> list[Task]:
+    def sample(self, n: int, split: Split = "train", rng: np.random.Generator | int | None = None) -> list[Task]:
         """``n`` tasks of ``split``, balanced across families.
 
         Each family's tasks are shuffled and taken in rounds, one per family per round (family

@@ -237,7 +237,9 @@ def train(
     if agent_cfg is None:
         agent_cfg = agent_config_class(train_cfg.agent)()
     _check_budget(train_cfg)
-    run_dir = prepare_run_dir(Path(out) if out else default_run_dir(config_name, train_cfg.agent), resume=False, overwrite=overwrite)
+    run_dir = prepare_run_dir(
+        Path(out) if out else default_run_dir(config_name, train_cfg.agent), resume=False, overwrite=overwrite
+    )
     trainer = Trainer(run_dir, train_cfg, agent_cfg, config_name)
     trainer.save_config()
     return trainer.run(progress=progress)

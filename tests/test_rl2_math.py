@@ -30,8 +30,8 @@ def test_gae_runs_across_episode_ends_inside_a_trial_and_stops_at_its_end() -> N
     a2 = d2 + g * lam * a3
     a1 = d1 + g * lam * a2
     a0 = d0 + g * lam * a1
-    rewards = torch.tensor(r + [0.0]).unsqueeze(1)  # [L=5, T=1] with one padding step
-    values = torch.tensor(v + [9.0]).unsqueeze(1)  # junk value at padding must not leak in
+    rewards = torch.tensor([*r, 0.0]).unsqueeze(1)  # [L=5, T=1] with one padding step
+    values = torch.tensor([*v, 9.0]).unsqueeze(1)  # junk value at padding must not leak in
     mask = torch.tensor([True] * 4 + [False]).unsqueeze(1)
     adv, ret = gae_over_trials(rewards, values, mask, gamma=g, lam=lam)
     torch.testing.assert_close(adv[:, 0], torch.tensor([a0, a1, a2, a3, 0.0]))
@@ -130,6 +130,8 @@ def test_act_updates_only_given_slots_and_resets_exactly_at_trial_start() -> Non
     assert not torch.equal(state2[1], h1)
     torch.testing.assert_close(state2[3], state[3])
     # the act path (one GRU step per call) equals the sequence path
-    inputs = policy.inputs(torch.ones(2, 1, 3), torch.zeros(2, 1, 2), torch.zeros(2, 1), torch.zeros(2, 1, dtype=torch.bool))
+    inputs = policy.inputs(
+        torch.ones(2, 1, 3), torch.zeros(2, 1, 2), torch.zeros(2, 1), torch.zeros(2, 1, dtype=torch.bool)
+    )
     _, _, _, h_seq = policy.forward_sequence(inputs, torch.zeros(1, 8))
     torch.testing.assert_close(h_seq[0], state2[1])

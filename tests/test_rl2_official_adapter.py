@@ -20,7 +20,7 @@ def _policy() -> RL2Policy:
 
 def test_adapter_satisfies_the_protocol_and_restores_the_adapted_state() -> None:
     agent = RL2MetaWorldAgent(_policy(), num_envs=3, seed=1)
-    for method in ('init', 'adapt_action', 'step', 'adapt', 'eval_action', 'reset'):  # MetaLearningAgent
+    for method in ("init", "adapt_action", "step", "adapt", "eval_action", "reset"):  # MetaLearningAgent
         assert callable(getattr(agent, method)), method
     obs = np.random.default_rng(0).normal(size=(3, 39))
     for _ in range(4):

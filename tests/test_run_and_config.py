@@ -97,7 +97,7 @@ def _fake_run(path: Path) -> Path:
 
 def test_existing_run_is_not_overwritten_without_a_flag(tmp_path: Path) -> None:
     run = _fake_run(tmp_path / "run")
-    with pytest.raises(RunDirError, match="already holds a run; pass --resume .* or --overwrite"):
+    with pytest.raises(RunDirError, match=r"already holds a run; pass --resume .* or --overwrite"):
         prepare_run_dir(run, resume=False, overwrite=False)
     assert (run / "config.json").read_text().strip().startswith("{")
     assert prepare_run_dir(run, resume=False, overwrite=True) == run

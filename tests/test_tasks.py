@@ -18,7 +18,9 @@ from metarl.tasks import DistributionSpec, Task, TaskDistribution, importable_pa
 # -- Task -------------------------------------------------------------------------------------
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), finite, st.text(max_size=8), st.binary(max_size=16))
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**40), 2**40), finite, st.text(max_size=8), st.binary(max_size=16)
+)
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4), max_leaves=8)
 
 
