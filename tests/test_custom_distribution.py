@@ -227,3 +227,10 @@ def test_example_distribution_changes_the_model_and_rebuilds_in_a_worker(example
     assert expected != _first_steps(dist.spec, 2)  # other mass and gravity: other rewards
     with mp.get_context("spawn").Pool(1) as pool:  # a fresh interpreter, as the engine's workers are
         assert pool.apply(_first_steps, (dist.spec, 1)) == expected
+
+
+def test_readme_shows_exactly_the_example_file() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    example = (root / "examples" / "custom_distribution.py").read_text().rstrip("\n")
+    assert f"```python\n{example}\n```" in readme
