@@ -1,0 +1,180 @@
+"""The shared training loop through RL²: CLI smoke run and resume, exact resume, bad input, Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import metarl
+from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
+from metarl.config import TrainConfig
+from metarl.run import load_checkpoint
+
+TINY = [
+    "--meta-batch", "4", "--episodes-per-task", "2", "--episodes-per-trial", "2",
+    "--mlp-hidden", "16", "--gru-hidden", "16", "--epochs", "2", "--bptt-chunk", "50",
+    "--eval-every", "1", "--eval-tasks", "2", "--adaptation-episodes", "1", "--eval-episodes", "1",
+    "--checkpoint-every", "1", "--no-progress",
+]  # fmt: skip
+
+
+def metarl_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("metarl")
+    cmd = [exe, *args] if exe else [sys.executable, "-m", "metarl.cli", *args]
+    env = {k: v for k, v in os.environ.items() if k != "METARL_DEBUG"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with (run / "progress.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_cli_train_two_iterations_then_resume_one_more(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = metarl_cli("train", "rl2", "--config", "rl2-point-nav", "--iterations", "2", "--out", str(run), *TINY)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("config.json", "meta.json", "progress.csv", "checkpoints/latest.pt", "eval/latest.json"):
+        assert (run / name).is_file(), name
+    assert list(run.glob("events.out.tfevents.*"))
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["versions"]["torch"] and meta["command"][1:3] == ["train", "rl2"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["config_name"] == "rl2-point-nav" and config["train"]["meta_batch"] == 4
+    assert config["agent"]["policy"]["gru_hidden"] == 16
+    rows = _rows(run)
+    assert [r["iteration"] for r in rows] == ["1", "2"]
+    for row in rows:
+        for key in ("charts/episode_return", "losses/policy_loss", "losses/value_loss", "time/sampling_s"):
+            assert math.isfinite(float(row[key])), key
+    # 4 tasks x 2 episodes of at most 100 steps (point-nav may terminate early)
+    assert 0 < float(rows[0]["charts/env_steps"]) <= 800
+    result = json.loads((run / "eval/latest.json").read_text())
+    for key in ("distribution", "split", "agent", "env_steps", "success_mean", "return_mean", "curve", "per_family",
+                "per_task", "eval_episodes_per_task", "adaptation_episodes", "seed"):  # fmt: skip
+        assert key in result, key
+    assert (result["distribution"], result["split"], result["agent"]) == ("point-nav", "test", "rl2")
+    assert result["curve"]["x"] == [0, 1] and result["curve"]["unit"] == "episodes"
+    assert result["return_mean"] == pytest.approx(result["curve"]["return"][-1])
+    assert 0.0 <= result["success_mean"] <= 1.0 and len(result["per_task"]) == 2
+    assert result["env_steps"] == int(float(rows[-1]["charts/env_steps"]))
+
+    proc = metarl_cli("train", "--resume", str(run), "--iterations", "3", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["iteration"] for r in _rows(run)] == ["1", "2", "3"]
+    assert load_checkpoint(run / "checkpoints/latest.pt")["run"]["iteration"] == 3
+    assert (run / "eval/iter-000003.json").is_file()
+
+
+def _tiny_configs(iterations: int) -> tuple[TrainConfig, RL2Config]:
+    train = TrainConfig(
+        agent="rl2", benchmark="point-nav", seed=3, iterations=iterations, meta_batch=3, episodes_per_task=2,
+        workers=1, backend="inline", eval_every=0, checkpoint_every=1,
+    )  # fmt: skip
+    agent = RL2Config(
+        episodes_per_trial=2,
+        policy=RL2PolicyConfig(mlp_hidden=(16,), gru_hidden=8),
+        ppo=RL2PPOConfig(epochs=2, minibatches=2, bptt_chunk=40),
+    )
+    return train, agent
+
+
+def test_two_plus_two_iterations_after_resume_equal_four_uninterrupted(tmp_path: Path) -> None:
+    train4, agent = _tiny_configs(4)
+    metarl.train(train4, agent, out=tmp_path / "straight", progress=False)
+    train2, _ = _tiny_configs(2)
+    metarl.train(train2, agent, out=tmp_path / "split", progress=False)
+    metarl.resume(tmp_path / "split", iterations=4, progress=False)
+    a = load_checkpoint(tmp_path / "straight/checkpoints/latest.pt")
+    b = load_checkpoint(tmp_path / "split/checkpoints/latest.pt")
+    assert a["run"]["iteration"] == b["run"]["iteration"] == 4
+    assert a["run"]["env_steps"] == b["run"]["env_steps"]
+    for name, tensor in a["agent"]["policy"].items():
+        assert torch.equal(tensor, b["agent"]["policy"][name]), name
+    # and the parameters did change from initialisation
+    first = load_checkpoint(tmp_path / "straight/checkpoints/iter-000001.pt")["agent"]["policy"]
+    assert any(not torch.equal(first[k], v) for k, v in a["agent"]["policy"].items())
+    assert [r["iteration"] for r in _rows(tmp_path / "split")] == ["1", "2", "3", "4"]
+
+
+def test_load_returns_the_trained_agent(tmp_path: Path) -> None:
+    train, agent_cfg = _tiny_configs(1)
+    run = metarl.train(train, agent_cfg, out=tmp_path / "run", progress=False)
+    agent = metarl.load(run)
+    saved = load_checkpoint(run / "checkpoints/latest.pt")["agent"]["policy"]
+    for name, tensor in agent.policy.state_dict().items():  # type: ignore[attr-defined]
+        assert torch.equal(tensor, saved[name])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "rl2", "--config", "rl2-nope"], "unknown config 'rl2-nope'; choose one of"),
+        (["train", "rl2", "--benchmark", "ML11", "--iterations", "1"], "unknown distribution 'ML11'"),
+        (["train", "rl2", "--iterations", "0"], "iterations must be a positive integer, got 0"),
+        (["train", "rl2", "--total-env-steps", "-3"], "total_env_steps must be a positive integer"),
+        (["train", "rl2", "--meta-batch", "0"], "meta_batch must be a positive integer"),
+        (["train", "rl2", "--benchmark", "cheetah-dir", "--meta-batch", "3", "--iterations", "1"],
+         "meta_batch 3 is larger than the 2 train tasks of 'cheetah-dir'"),
+        (["train", "rl2", "--episodes-per-task", "3", "--iterations", "1"],
+         r"episodes_per_task \(3\) must be a multiple of episodes_per_trial \(4\)"),
+        (["train", "--resume", "/nonexistent/run"], "cannot resume '/nonexistent/run': no such directory"),
+        (["train"], "name an agent"),
+    ],
+)  # fmt: skip
+def test_bad_training_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    import re
+
+    proc = metarl_cli(*args, "--out", str(tmp_path / "out")) if "--resume" not in args else metarl_cli(*args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert re.search(message, proc.stderr), proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_existing_run_and_damaged_checkpoint_are_refused_and_kept(tmp_path: Path) -> None:
+    train, agent = _tiny_configs(1)
+    run = metarl.train(train, agent, out=tmp_path / "run", progress=False)
+    before = (run / "checkpoints/latest.pt").read_bytes()
+    proc = metarl_cli("train", "rl2", "--iterations", "1", "--out", str(run))
+    assert proc.returncode == 2 and "already holds a run; pass --resume" in proc.stderr
+    assert (run / "checkpoints/latest.pt").read_bytes() == before
+    (run / "checkpoints/latest.pt").write_bytes(before[: len(before) // 3])
+    proc = metarl_cli("train", "--resume", str(run), "--iterations", "2")
+    assert proc.returncode == 2 and "is damaged or not a metarl checkpoint" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    proc = metarl_cli("train", "--resume", str(run), "--meta-batch", "2")
+    assert proc.returncode == 2 and "only budgets can change" in proc.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    exe = shutil.which("metarl")
+    cmd = [exe] if exe else [sys.executable, "-m", "metarl.cli"]
+    proc = subprocess.Popen(
+        [*cmd, "train", "rl2", "--iterations", "1000", "--out", str(run), "--workers", "1", *TINY,
+         "--checkpoint-every", "1000", "--eval-every", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run / "progress.csv").exists():
+        time.sleep(0.2)
+    assert (run / "progress.csv").exists(), "training did not start"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    state = load_checkpoint(run / "checkpoints/latest.pt")
+    assert state["run"]["iteration"] >= 1
+    assert "Traceback" not in err
