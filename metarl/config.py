@@ -50,6 +50,8 @@ class TrainConfig:
     """Rollout backend: process or inline."""
     device: str = "auto"
     """Device of the policy and its updates: auto, cpu or cuda."""
+    torch_threads: int = 1
+    """Threads for the learner's torch ops on CPU (1 is fastest for small networks on a few cores)."""
     checkpoint_every: int = 10
     """Write a checkpoint every this many iterations (and always at exit)."""
     eval_every: int = 10
@@ -62,7 +64,9 @@ class TrainConfig:
     """Adaptation episodes per task in periodic meta-tests."""
 
     def __post_init__(self) -> None:
-        for name in ("meta_batch", "episodes_per_task", "workers", "checkpoint_every", "eval_tasks", "eval_episodes"):
+        for name in (
+            "meta_batch", "episodes_per_task", "workers", "torch_threads", "checkpoint_every", "eval_tasks", "eval_episodes",
+        ):  # fmt: skip
             check_positive_int(name, getattr(self, name))
         for name in ("eval_every", "adaptation_episodes", "seed"):
             check_nonnegative_int(name, getattr(self, name))

@@ -100,6 +100,7 @@ class Trainer:
         self.agent_cfg = agent_cfg
         self.config_name = config_name
         self.device = resolve_device(train_cfg.device)
+        torch.set_num_threads(train_cfg.torch_threads)
         self.dist = make_distribution(train_cfg.benchmark, seed=train_cfg.seed)
         _check_meta_batch(train_cfg, self.dist)
         self.agent = _build_agent(train_cfg, agent_cfg, self.dist, self.device)

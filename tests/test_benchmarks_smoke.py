@@ -1,0 +1,223 @@
+"""Smoke tests of benchmarks/sampler.py: step counting of every loop, the policies, the JSON output.
+
+No timing assertions: speed is what the benchmark reports, not what tests check.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import sampler  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    BenchEnvs,
+    GRUPolicy,
+    MLPPolicy,
+    alternating_orders,
+    median,
+    ray_loopback_env,
+)
+from metarl.rollout.types import StepBatch  # noqa: E402
+
+REQUIRED_KEYS = {m + suffix for m in sampler.METHODS for suffix in ("", "_20")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _forkserver_preload() -> None:
+    """Env processes fork from a server that has imported torch and Meta-World once (as the benchmark does);
+    has no effect when another test already started the forkserver."""
+    mp.get_context(sampler.START_METHOD).set_forkserver_preload(sampler.FORKSERVER_PRELOAD)
+
+
+class CountingEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Episodes of exactly ``length`` steps (then truncated); counts every real step it takes."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, length: int, counter: Any = None) -> None:
+        self.length, self.counter = length, counter
+        self.t = 0
+        self.steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self.t >= self.length:
+            raise RuntimeError("stepped past the end of an episode without reset")
+        self.t += 1
+        self.steps += 1
+        if self.counter is not None:
+            with self.counter.get_lock():
+                self.counter.value += 1
+        return np.full(2, self.t / self.length, np.float32), 1.0, False, self.t == self.length, {}
+
+
+def make_counting_env(length: int, counter: Any = None) -> CountingEnv:
+    return CountingEnv(length, counter)
+
+
+def _counting_bench(lengths: list[int], counter: Any) -> BenchEnvs:
+    fns: list[Any] = [functools.partial(make_counting_env, n, counter) for n in lengths]
+    return BenchEnvs("counting", [f"len{n}" for n in lengths], fns, None, None, horizon=max(lengths))
+
+
+def test_limit_pool_steps_are_counted_inside_the_envs() -> None:
+    counter = mp.get_context(sampler.START_METHOD).Value("q", 0)
+    pool = sampler.LimitPool(_counting_bench([3, 5, 7], counter), [[0, 2], [1]])
+    try:
+        m = pool.measure(episodes=2, strict=False)
+        assert m.steps == 2 * (3 + 5 + 7) == counter.value
+        assert [r.steps for r in pool.last_results] == [2 * (3 + 7), 2 * 5]
+        assert [r.episodes for r in pool.last_results] == [[2, 2], [2]]
+        assert math.isfinite(m.seconds) and m.seconds > 0 and m.steps_per_s > 0
+        # Shared-heap allocations after start must not clobber the pool's barrier (regression: a barrier
+        # that was not kept referenced had its block reused and broke once the block was written).
+        junk = [mp.get_context(sampler.START_METHOD).Array("i", [-7] * 64) for _ in range(64)]
+        m = pool.measure(episodes=3, strict=True)
+        del junk
+        assert m.steps == 3 * (3 + 5 + 7)
+        assert counter.value == 2 * 15 + 3 * 15
+        assert [r.episodes for r in pool.last_results] == [[3, 3], [3]]
+    finally:
+        pool.close()
+
+
+def test_gym_loop_skips_next_step_reset_rows() -> None:
+    venv = gym.vector.SyncVectorEnv([functools.partial(make_counting_env, n) for n in (3, 5)])
+    try:
+        m = sampler.run_gym_vector(venv, MLPPolicy(obs_dim=2, act_dim=1), episodes=2)
+        envs: Any = venv.envs
+        real = [e.unwrapped.steps for e in envs]
+    finally:
+        venv.close()
+    # 11 calls: env 1 runs 5 + reset + 5; env 0 runs 3, reset, 3, reset, 3 in the same calls = 9 real steps
+    assert real == [9, 10]
+    assert m.steps == 19
+
+
+def test_sb3_loop_counts_every_row() -> None:
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = DummyVecEnv([functools.partial(make_counting_env, n) for n in (3, 5)])
+    try:
+        m = sampler.run_sb3_vector(venv, MLPPolicy(obs_dim=2, act_dim=1), episodes=2)
+        real = [e.unwrapped.steps for e in venv.envs]
+    finally:
+        venv.close()
+    assert real == [10, 10]  # SB3 resets inside the ending step: 10 calls, all real
+    assert m.steps == 20
+
+
+def test_alternate_assignment_and_orders() -> None:
+    assert sampler.alternate_assignment(5, 2) == [[0, 2, 4], [1, 3]]
+    assert sampler.alternate_assignment(1, 2) == [[0]]
+    assert alternating_orders(["a", "b", "c"], 3) == [["a", "b", "c"], ["c", "b", "a"], ["a", "b", "c"]]
+    assert median([3.0, 1.0, float("nan"), 2.0]) == 2.0
+    with pytest.raises(ValueError, match="num_workers must be a positive integer"):
+        sampler.alternate_assignment(4, 0)
+
+
+def _step_batch(rows: int, slots: list[int], trial_start: list[bool], deterministic: bool = False) -> StepBatch:
+    g = torch.Generator().manual_seed(0)
+    return StepBatch(
+        obs=torch.randn(rows, 39, generator=g),
+        prev_action=torch.randn(rows, 4, generator=g),
+        prev_reward=torch.randn(rows, generator=g),
+        prev_done=torch.zeros(rows, dtype=torch.bool),
+        episode_start=torch.tensor(trial_start),
+        trial_start=torch.tensor(trial_start),
+        slot=torch.tensor(slots),
+        task=torch.arange(rows),
+        noise=torch.randn(rows, 4, generator=g),
+        deterministic=deterministic,
+    )
+
+
+@torch.no_grad()
+def test_gru_policy_resets_only_trial_start_rows_and_updates_only_given_slots() -> None:
+    torch.manual_seed(0)
+    policy = GRUPolicy()
+    state = torch.randn(3, 256)  # [S, H], nonzero so a reset is visible
+    step = _step_batch(2, slots=[2, 0], trial_start=[True, False])
+    action, new_state, extras = policy.act(step, state)
+    assert action.shape == (2, 4) and new_state.shape == (3, 256) and extras == {}
+    # row 0 (slot 2) starts from zeros; row 1 (slot 0) continues from its state
+    fresh, _, _ = policy.act(step, torch.zeros(3, 256))
+    assert torch.equal(action[0], fresh[0])
+    assert not torch.allclose(action[1], fresh[1])
+    assert torch.equal(new_state[1], state[1])  # slot 1 was not in the batch
+    assert not torch.equal(new_state[0], state[0]) and not torch.equal(new_state[2], state[2])
+    mean, _, _ = policy.act(_step_batch(2, [2, 0], [True, False], deterministic=True), state)
+    torch.testing.assert_close(action - mean, policy.std * step.noise)
+
+
+@torch.no_grad()
+def test_mlp_policy_matches_between_engine_and_numpy_entry_points() -> None:
+    torch.manual_seed(0)
+    policy = MLPPolicy()
+    step = _step_batch(3, [0, 1, 2], [True] * 3)
+    assert policy.initial_state(3) is None  # type: ignore[func-returns-value]
+    action, state, _ = policy.act(step, None)
+    assert state is None and action.shape == (3, 4)
+    torch.testing.assert_close(action, policy(step.obs) + policy.std * step.noise)
+    sampled = policy.sample(step.obs.double().numpy())
+    assert sampled.shape == (3, 4) and sampled.dtype == np.float32 and np.isfinite(sampled).all()
+
+
+def test_ray_loopback_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("RAY_USAGE_STATS_ENABLED", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
+    ray_loopback_env()
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert os.environ["HTTP_PROXY"] == os.environ["http_proxy"] == "http://127.0.0.1:9"
+    assert os.environ["NO_PROXY"] == os.environ["no_proxy"] == "127.0.0.1,localhost"
+
+
+def test_bad_cli_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        sampler.parse_args(["--only", "limit,nope"])
+    assert exc.value.code == 2
+    assert "unknown method(s) ['nope']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sampler.parse_args(["--repeats", "0"])
+    assert "--repeats must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_sampler_end_to_end_json(tmp_path: Path) -> None:
+    """Every method on Meta-World (1 train class: 1 env, then 2), 1 episode, 1 round; run_config checks
+    that each measurement took exactly envs x episodes x 500 steps."""
+    out = tmp_path / "sampler.json"
+    assert sampler.main(["--classes", "1", "--repeats", "1", "--episodes", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data) == REQUIRED_KEYS | {"meta"}
+    skipped = data["meta"]["skipped"]
+    engine_available = sampler.engine_class()[0] is not None
+    for key in sorted(REQUIRED_KEYS):
+        if key in skipped:
+            assert not engine_available and key.startswith("metarl_"), (key, skipped[key])
+            assert data[key] is None
+        else:
+            assert isinstance(data[key], float) and math.isfinite(data[key]) and data[key] > 0, (key, data[key])
+            assert len(data["meta"]["samples_steps_per_s"][key]) == 1
+    assert data["meta"]["settings"]["episodes"] == 1
