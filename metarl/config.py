@@ -46,6 +46,8 @@ class TrainConfig:
     """Episodes collected per task per meta-iteration."""
     workers: int = 2
     """Rollout worker processes."""
+    slots_per_family: int | None = None
+    """Env slots per env family in the rollout engine; default: one per task of a meta-batch."""
     backend: str = "process"
     """Rollout backend: process or inline."""
     device: str = "auto"
@@ -64,13 +66,12 @@ class TrainConfig:
     """Adaptation episodes per task in periodic meta-tests."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "meta_batch", "episodes_per_task", "workers", "torch_threads", "checkpoint_every", "eval_tasks", "eval_episodes",
-        ):  # fmt: skip
+        positive = ("meta_batch", "episodes_per_task", "workers", "torch_threads", "checkpoint_every")
+        for name in (*positive, "eval_tasks", "eval_episodes"):
             check_positive_int(name, getattr(self, name))
         for name in ("eval_every", "adaptation_episodes", "seed"):
             check_nonnegative_int(name, getattr(self, name))
-        for name in ("total_env_steps", "iterations"):
+        for name in ("total_env_steps", "iterations", "slots_per_family"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):

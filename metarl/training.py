@@ -70,8 +70,17 @@ def _build_agent(train_cfg: TrainConfig, agent_cfg: Any, dist: TaskDistribution,
 def _make_engine(train_cfg: TrainConfig, dist: TaskDistribution, device: torch.device) -> Any:
     from metarl.rollout import RolloutEngine
 
+    slots = train_cfg.slots_per_family
+    if slots is None:  # one slot per task of a meta-batch (or of a periodic meta-test), so one call serves all
+        train_families = len({t.family for t in dist.tasks("train")})
+        slots = max(-(-train_cfg.meta_batch // train_families), -(-train_cfg.eval_tasks // len(dist.families)), 1)
     return RolloutEngine(
-        dist, num_workers=train_cfg.workers, seed=train_cfg.seed, backend=train_cfg.backend, device=str(device)
+        dist,
+        num_workers=train_cfg.workers,
+        slots_per_family=slots,
+        seed=train_cfg.seed,
+        backend=train_cfg.backend,
+        device=str(device),
     )
 
 
