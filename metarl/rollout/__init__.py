@@ -30,7 +30,19 @@ _EXPORTS = {
     "Trajectories": "metarl.rollout.types",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ActionError",
+    "EnvError",
+    "Layout",
+    "Policy",
+    "PoolError",
+    "RolloutEngine",
+    "RolloutError",
+    "StepBatch",
+    "Trajectories",
+    "WorkerCrashedError",
+    "WorkerPool",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,281 @@
+"""RolloutEngine: whole episodes of many tasks from worker processes, one batched policy call per step.
+
+>>> from metarl.envs import make_distribution
+>>> from metarl.rollout import RolloutEngine
+>>> dist = make_distribution("ML10")
+>>> with RolloutEngine(dist, num_workers=2) as engine:           # doctest: +SKIP
+...     batch = engine.collect(policy, dist.sample(20), episodes_per_task=10, episodes_per_trial=10)
+>>> batch.rewards.shape                                            # doctest: +SKIP
+torch.Size([20, 10, 500])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from metarl.rollout.collect import Collection
+from metarl.rollout.layout import Layout, make_layout
+from metarl.rollout.layout import family_costs as estimate_family_costs
+from metarl.rollout.pool import BACKENDS, WorkerPool
+from metarl.rollout.transfer import HostTransfer, PackedTransfer
+from metarl.rollout.types import Policy, Trajectories
+from metarl.tasks import Task, TaskDistribution, families_of
+
+
+def resolve_device(device: str | torch.device, policy: Any = None) -> torch.device:
+    """``"auto"``: the policy's ``device`` attribute, else its first parameter's device, else CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device != "auto":
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"invalid device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
+    found = getattr(policy, "device", None)
+    if isinstance(found, (torch.device, str)):
+        return torch.device(found)
+    if isinstance(policy, torch.nn.Module):
+        for p in policy.parameters():
+            return p.device
+    return torch.device("cpu")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class RolloutEngine:
+    """Collects whole episodes of many tasks with env slots in worker processes.
+
+    Args:
+        distribution: the task distribution; workers rebuild it from ``distribution.spec``.
+        num_workers: worker processes (``backend="process"``) or in-process groups (``"inline"``).
+        slots_per_family: env slots (envs built once) per family; default: enough for about
+            ``8 * num_workers`` slots in all, at least one per family.
+        device: where the policy runs: ``"auto"`` (the policy's device), ``"cpu"``, ``"cuda[:N]"``.
+        seed: root of the per-(collect, task, episode) env-seed and noise streams.
+        backend: ``"process"`` (default) or ``"inline"`` (same process, same results: for debugging).
+        pipeline: split the slots into two groups so workers step one while the policy acts on the
+            other (ignored when there are fewer than two slots per worker).
+        families: the families to serve (default: all of the distribution's); a task of another
+            family is refused by :meth:`collect`.
+        family_costs: relative step cost per family, to balance slots across workers (default: a
+            measured table for Meta-World, equal costs otherwise).
+        max_restarts: how often one trial may be lost to a dying worker before :meth:`collect` gives up.
+        start_method: ``"spawn"`` (default) or ``"forkserver"``.
+        inference_threads: torch threads for the policy call on CPU during :meth:`collect` (restored
+            afterwards); 1 leaves the cores to the workers.
+        transfer: how a step's rows reach the policy's device: ``"auto"`` (``"packed"`` on CUDA,
+            ``"host"`` on CPU), ``"packed"`` (one pinned buffer, one copy each way) or ``"host"``.
+        pin_workers: bind worker ``w`` to the ``w``-th CPU this process may use (fewer migrations
+            when there are no more workers than cores).
+    """
+
+    def __init__(
+        self,
+        distribution: TaskDistribution,
+        num_workers: int = 2,
+        slots_per_family: int | None = None,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        backend: str = "process",
+        pipeline: bool = True,
+        families: Sequence[str] | None = None,
+        family_costs: Mapping[str, float] | None = None,
+        max_restarts: int = 3,
+        start_method: str = "spawn",
+        inference_threads: int | None = 1,
+        transfer: str = "auto",
+        pin_workers: bool = False,
+        split_workers: bool | None = None,
+        local_workers: int = 0,
+        worker_spin_us: float = 0.0,
+        driver_spin_us: float = 0.0,
+    ) -> None:
+        if not isinstance(distribution, TaskDistribution):
+            raise TypeError(f"distribution must be a metarl TaskDistribution, got {type(distribution).__name__}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+        num_workers = _positive_int("num_workers", num_workers)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError(f"max_restarts must be a non-negative integer, got {max_restarts!r}")
+        if inference_threads is not None:
+            inference_threads = _positive_int("inference_threads", inference_threads)
+        if device != "auto":
+            resolve_device(device)
+        if transfer not in ("auto", "host", "packed"):
+            raise ValueError(f"unknown transfer {transfer!r}; choose one of ['auto', 'host', 'packed']")
+        served = list(distribution.families if families is None else families)
+        unknown = [f for f in served if f not in distribution.families]
+        if unknown or not served or len(set(served)) != len(served):
+            raise ValueError(
+                f"families must be distinct families of {distribution.name!r}, got {list(served)}; "
+                f"valid: {list(distribution.families)}"
+            )
+        if slots_per_family is None:
+            slots_per_family = max(1, math.ceil(8 * num_workers / len(served)))
+        slots_per_family = _positive_int("slots_per_family", slots_per_family)
+        total = slots_per_family * len(served)
+        groups = 2 if pipeline and total >= 2 * num_workers else 1
+        train_families = families_of(distribution.tasks("train"))
+        self.distribution = distribution
+        self.seed = seed
+        self.device = device
+        self.backend = backend
+        self.max_restarts = max_restarts
+        self.inference_threads = inference_threads
+        self.transfer = transfer
+        self.families: tuple[str, ...] = tuple(served)
+        self.max_episode_steps = int(distribution.max_episode_steps)
+        self.layout: Layout = make_layout(
+            served,
+            slots_per_family,
+            num_workers,
+            groups,
+            estimate_family_costs(served, family_costs),
+            first_families=train_families,
+            split_workers=split_workers,
+        )
+        self.slots_per_family = slots_per_family
+        self._collects = 0
+        self._dirty = False
+        self.pool = WorkerPool(
+            distribution,
+            self.layout,
+            backend=backend,
+            start_method=start_method,
+            pin_workers=pin_workers,
+            local_workers=local_workers,
+            spin_us=worker_spin_us,
+            driver_spin_us=driver_spin_us,
+        )
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def num_env_slots(self) -> int:
+        """Env slots in all (the ``num_slots`` given to ``policy.initial_state``)."""
+        return self.layout.num_slots
+
+    @property
+    def num_workers(self) -> int:
+        return self.layout.num_workers
+
+    @property
+    def closed(self) -> bool:
+        return self.pool.closed
+
+    def worker_pids(self) -> list[int]:
+        return self.pool.worker_pids()
+
+    # -- collecting ------------------------------------------------------------------------------
+    def _check_tasks(self, tasks: Sequence[Task]) -> list[Task]:
+        if isinstance(tasks, Task) or not isinstance(tasks, Sequence):
+            raise TypeError(f"tasks must be a sequence of Task, got {type(tasks).__name__}")
+        tasks = list(tasks)
+        if not tasks:
+            raise ValueError("tasks is empty; give at least one task")
+        served = set(self.families)
+        for task in tasks:
+            self.distribution.validate_task(task)
+            if task.family not in served:
+                raise ValueError(
+                    f"task {task.id} is of family {task.family!r}, which this engine does not serve; "
+                    f"served families: {list(self.families)} (pass families=... to RolloutEngine)"
+                )
+        return tasks
+
+    def collect(
+        self,
+        policy: Policy,
+        tasks: Sequence[Task],
+        episodes_per_task: int,
+        episodes_per_trial: int | None = None,
+        deterministic: bool = False,
+    ) -> Trajectories:
+        """Run ``episodes_per_task`` whole episodes of every task; result shaped ``[task, episode, time, ...]``.
+
+        With ``episodes_per_trial=k`` (RL²), each task's episodes run as ``episodes_per_task / k``
+        trials of ``k`` consecutive episodes in one slot; ``step.trial_start`` marks a trial's first
+        step (reset recurrent state there) and the state is carried across its episodes.
+        ``deterministic`` is passed to the policy in every :class:`StepBatch`.
+        """
+        if self.pool.closed:
+            raise RuntimeError("this RolloutEngine is closed")
+        if not callable(getattr(policy, "act", None)) or not callable(getattr(policy, "initial_state", None)):
+            raise TypeError(
+                f"policy must implement act(step, state) and initial_state(num_slots) "
+                f"(metarl.rollout.Policy), got {type(policy).__name__}"
+            )
+        tasks = self._check_tasks(tasks)
+        episodes_per_task = _positive_int("episodes_per_task", episodes_per_task)
+        k = 1 if episodes_per_trial is None else _positive_int("episodes_per_trial", episodes_per_trial)
+        if episodes_per_task % k:
+            raise ValueError(f"episodes_per_task ({episodes_per_task}) must be a multiple of episodes_per_trial ({k})")
+        device = resolve_device(self.device, policy)
+        transfer: HostTransfer | PackedTransfer
+        cols = self.pool.block.cols
+        if self.transfer == "host" or (self.transfer == "auto" and device.type == "cpu"):
+            transfer = HostTransfer(device, cols)
+        else:
+            transfer = PackedTransfer(device, self.num_env_slots, cols, pin=device.type == "cuda")
+        if self._dirty:
+            self.pool.drain()
+            self._dirty = False
+        index = self._collects
+        self._collects += 1
+        threads = torch.get_num_threads()
+        if self.inference_threads is not None and device.type == "cpu":
+            torch.set_num_threads(self.inference_threads)
+        try:
+            with torch.no_grad():
+                run = Collection(self, policy, tasks, episodes_per_task, k, index, bool(deterministic), transfer)
+                return run.run()
+        except BaseException:
+            self._dirty = True
+            raise
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, int]:
+        """The seed and the number of collects so far (successive collects draw fresh streams)."""
+        return {"seed": self.seed, "collects": self._collects}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Continue the streams of a saved engine exactly."""
+        missing = {"seed", "collects"} - set(state)
+        if missing:
+            raise ValueError(f"engine state is missing {sorted(missing)}; got keys {sorted(state)}")
+        seed, collects = state["seed"], state["collects"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"engine state has an invalid seed {seed!r}")
+        if isinstance(collects, bool) or not isinstance(collects, int) or collects < 0:
+            raise ValueError(f"engine state has an invalid collect count {collects!r}")
+        self.seed = seed
+        self._collects = collects
+
+    # -- lifetime --------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the workers and free the shared memory (idempotent)."""
+        self.pool.close()
+
+    def __enter__(self) -> RolloutEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"RolloutEngine({self.distribution.name!r}, backend={self.backend!r}, workers={self.num_workers}, "
+            f"slots={self.num_env_slots}, groups={self.layout.num_groups})"
+        )
