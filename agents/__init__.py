@@ -1,7 +1,7 @@
 """Meta-learning agents. They talk to envs only through metarl's rollout engine.
 
 ``AGENTS`` maps an agent name to its module; each module provides a frozen config dataclass
-(``CONFIG``) and ``build(obs_dim, action_dim, config, train_config, device)``.
+(``CONFIG``) and ``build(observation_space, action_space, config, train_config, device)``.
 """
 
 from __future__ import annotations

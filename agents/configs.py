@@ -37,7 +37,7 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
             ),
             RL2Config(
                 episodes_per_trial=4,
-                policy=RL2PolicyConfig(mlp_hidden=(64,), gru_hidden=64, reward_scale=1.0),
+                policy=RL2PolicyConfig(mlp_hidden=(64,), gru_hidden=64, reward_scale=1.0, normalize_value=True),
                 ppo=RL2PPOConfig(bptt_chunk=100, minibatches=4, epochs=5, lr=1e-3, ent_coef=1e-3),
             ),
         ),

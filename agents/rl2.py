@@ -34,6 +34,8 @@ class RL2PolicyConfig:
     """Width of the GRU."""
     reward_scale: float = 0.1
     """The previous reward enters the input multiplied by this (metaworld-algorithms: reward / 10)."""
+    normalize_value: bool = False
+    """Learn the value of standardised returns (running mean and std over all batches so far)."""
 
     def __post_init__(self) -> None:
         if not self.mlp_hidden or any(int(w) <= 0 for w in self.mlp_hidden):
@@ -52,10 +54,30 @@ class RL2Policy(nn.Module):
     across the episodes of a trial and zeroed where ``trial_start`` is set.
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, config: RL2PolicyConfig | None = None) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        config: RL2PolicyConfig | None = None,
+        action_low: Any = None,
+        action_high: Any = None,
+    ) -> None:
         super().__init__()
         self.config = config or RL2PolicyConfig()
         self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
+        # The Gaussian lives in [-1, 1]-normalised action units; env actions = bias + scale * a.
+        low = torch.as_tensor(-1.0 if action_low is None else action_low, dtype=torch.float32).expand(action_dim)
+        high = torch.as_tensor(1.0 if action_high is None else action_high, dtype=torch.float32).expand(action_dim)
+        if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
+            raise ValueError(
+                f"RL² needs finite action bounds with high > low, got low={low.tolist()} high={high.tolist()}"
+            )
+        self.register_buffer("action_bias", (high + low) / 2)
+        self.register_buffer("action_scale", (high - low) / 2)
+        # Running statistics of returns, for value normalisation (identity when it is off).
+        self.register_buffer("ret_mean", torch.zeros(()))
+        self.register_buffer("ret_std", torch.ones(()))
+        self.register_buffer("ret_count", torch.zeros((), dtype=torch.float64))
         in_dim = self.obs_dim + self.action_dim + 2
         layers: list[nn.Module] = []
         for width in self.config.mlp_hidden:
@@ -82,12 +104,33 @@ class RL2Policy(nn.Module):
         return torch.cat(
             [
                 obs,
-                prev_action,
+                self.normalize_action(prev_action),
                 (prev_reward * self.config.reward_scale).unsqueeze(-1),
                 prev_done.to(obs.dtype).unsqueeze(-1),
             ],
             dim=-1,
         )
+
+    def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        """Env action → the policy's [-1, 1] units."""
+        return (action - self.action_bias) / self.action_scale
+
+    def denormalize_value(self, value: torch.Tensor) -> torch.Tensor:
+        return value * self.ret_std + self.ret_mean
+
+    def update_return_stats(self, returns: torch.Tensor) -> None:
+        """Merge a batch of returns into the running mean/std (parallel Welford)."""
+        n = returns.numel()
+        if n == 0:
+            return
+        b_mean, b_var = returns.mean().double(), returns.var(unbiased=False).double()
+        count = self.ret_count + n
+        delta = b_mean - self.ret_mean.double()
+        mean = self.ret_mean.double() + delta * n / count
+        m2 = self.ret_std.double() ** 2 * self.ret_count + b_var * n + delta**2 * self.ret_count * n / count
+        self.ret_mean.copy_(mean.float())
+        self.ret_std.copy_((m2 / count).sqrt().clamp_min(1e-4).float())
+        self.ret_count.copy_(count)
 
     def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """mean [..., A], log_std [..., A], value [...] from GRU outputs [..., G]."""
@@ -105,10 +148,11 @@ class RL2Policy(nn.Module):
         x = self.encoder(self.inputs(step.obs, step.prev_action, step.prev_reward, step.prev_done))
         out, h_new = self.gru(x.unsqueeze(0), h.unsqueeze(0))
         mean, log_std, value = self.heads(out[0])
-        action = mean if step.deterministic else mean + log_std.exp() * step.noise
-        log_prob = gaussian_log_prob(action, mean, log_std)
+        a = mean if step.deterministic else mean + log_std.exp() * step.noise  # [R, A] normalised units
+        log_prob = gaussian_log_prob(a, mean, log_std)
         state = state.index_copy(0, step.slot, h_new[0])
-        return action, state, {"log_prob": log_prob, "value": value}
+        action = self.action_bias + self.action_scale * a
+        return action, state, {"log_prob": log_prob, "value": self.denormalize_value(value)}
 
     # -- training ---------------------------------------------------------------------------
     def forward_sequence(
@@ -307,6 +351,9 @@ def ppo_update(
     batch = trials_from_trajectories(traj)
     adv, ret = gae_over_trials(batch.rewards, batch.value, batch.mask, config.gamma, config.gae_lambda)
     mask = batch.mask
+    if policy.config.normalize_value:
+        policy.update_return_stats(ret[mask].to(device))
+        ret = ((ret - policy.ret_mean.cpu()) / policy.ret_std.cpu()) * mask
     if config.normalize_advantages:
         sel = adv[mask]
         adv = (adv - sel.mean()) / (sel.std() + 1e-8) * mask
@@ -315,7 +362,7 @@ def ppo_update(
     h0 = chunk_starts_hidden(policy, inputs, chunk).reshape(-1, policy.config.gru_hidden)  # [M, G]
     seq = {
         "inputs": as_chunks(inputs, chunk),
-        "actions": as_chunks(batch.actions.to(device), chunk),
+        "actions": as_chunks(policy.normalize_action(batch.actions.to(device)), chunk),
         "old_log_prob": as_chunks(batch.log_prob.to(device), chunk),
         "adv": as_chunks(adv.to(device), chunk),
         "ret": as_chunks(ret.to(device), chunk),
@@ -398,6 +445,8 @@ class RL2Agent:
         episodes_per_task: int,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        action_low: Any = None,
+        action_high: Any = None,
     ) -> None:
         if episodes_per_task % config.episodes_per_trial:
             raise ValueError(
@@ -407,7 +456,7 @@ class RL2Agent:
         self.config = config
         self.episodes_per_task = episodes_per_task
         torch.manual_seed(seed)
-        self.policy = RL2Policy(obs_dim, action_dim, config.policy).to(device)
+        self.policy = RL2Policy(obs_dim, action_dim, config.policy, action_low, action_high).to(device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -469,10 +518,17 @@ class RL2Agent:
         self.generator.set_state(state["generator"])
 
 
-def build(obs_dim: int, action_dim: int, config: RL2Config, train: Any, device: torch.device) -> RL2Agent:
+def build(observation_space: Any, action_space: Any, config: RL2Config, train: Any, device: torch.device) -> RL2Agent:
     """Agent factory used by the training loop (``train`` is a :class:`metarl.config.TrainConfig`)."""
     return RL2Agent(
-        obs_dim, action_dim, config, episodes_per_task=train.episodes_per_task, seed=train.seed, device=device
+        int(math.prod(observation_space.shape)),
+        int(math.prod(action_space.shape)),
+        config,
+        episodes_per_task=train.episodes_per_task,
+        seed=train.seed,
+        device=device,
+        action_low=action_space.low,
+        action_high=action_space.high,
     )
 
 

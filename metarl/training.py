@@ -61,9 +61,7 @@ def _build_agent(train_cfg: TrainConfig, agent_cfg: Any, dist: TaskDistribution,
     from metarl.agents import agent_module
 
     module = agent_module(train_cfg.agent)
-    obs_dim = int(np.prod(dist.observation_space.shape))
-    action_dim = int(np.prod(dist.action_space.shape))
-    agent: MetaLearner = module.build(obs_dim, action_dim, agent_cfg, train_cfg, device)
+    agent: MetaLearner = module.build(dist.observation_space, dist.action_space, agent_cfg, train_cfg, device)
     return agent
 
 
