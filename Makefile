@@ -24,8 +24,8 @@ test-fast:  ## skip the slow learning tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint:
-	$(BIN)/ruff check metarl envs agents tests benchmarks
-	$(BIN)/ruff format --check metarl envs agents tests benchmarks
+	$(BIN)/ruff check metarl envs agents tests benchmarks examples
+	$(BIN)/ruff format --check metarl envs agents tests benchmarks examples
 	$(BIN)/mypy
 
 bench:  ## the rollout-engine benchmark (quick version)

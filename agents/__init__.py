@@ -21,4 +21,5 @@ def agent_module(name: str) -> ModuleType:
 
 
 def agent_config_class(name: str) -> type:
-    return getattr(agent_module(name), CONFIG_CLASS[name])  # type: ignore[no-any-return]
+    cls: type = getattr(agent_module(name), CONFIG_CLASS[name])
+    return cls

@@ -23,7 +23,7 @@ class NamedConfig:
     agent: Any
 
 
-_MW_EVAL = {"eval_every": 25, "eval_tasks": 10, "adaptation_episodes": 10, "eval_episodes": 3}
+_MW_EVAL: dict[str, Any] = {"eval_every": 25, "eval_tasks": 10, "adaptation_episodes": 10, "eval_episodes": 3}
 
 NAMED_CONFIGS: dict[str, NamedConfig] = {
     c.name: c

@@ -54,6 +54,12 @@ class RL2Policy(nn.Module):
     across the episodes of a trial and zeroed where ``trial_start`` is set.
     """
 
+    action_bias: torch.Tensor  # [A] buffers (typed for mypy)
+    action_scale: torch.Tensor
+    ret_mean: torch.Tensor
+    ret_std: torch.Tensor
+    ret_count: torch.Tensor
+
     def __init__(
         self,
         obs_dim: int,
@@ -94,7 +100,7 @@ class RL2Policy(nn.Module):
         nn.init.zeros_(self.log_std_head.bias)
 
     @property
-    def device(self) -> torch.device:  # type: ignore[override]
+    def device(self) -> torch.device:
         return self.mean_head.weight.device
 
     # -- features ---------------------------------------------------------------------------

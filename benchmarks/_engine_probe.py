@@ -1,7 +1,7 @@
 """Quick probe of the rollout engine's speed against the 2-process limit, in one run (development aid).
 
     python benchmarks/_engine_probe.py [--episodes 2] [--repeats 3] [--workers 2] [--slots 1]
-                                       [--policy mlp,gru] [--configs pipe,nopipe,pipe-pin]
+                                       [--policy mlp,gru,rand] [--configs default,nohost,nohost-pin,host-pipe]
 
 ``limit``: ``workers`` bare processes, each stepping round-robin exactly the envs the engine gives
 its worker, random actions, no policy and no IPC (time = last end - first start).  Engine rows:
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from metarl.envs import make_distribution
-from metarl.rollout import RolloutEngine
 from metarl.policies import RandomPolicy
+from metarl.rollout import RolloutEngine
 from metarl.rollout.types import StepBatch
 
 try:  # the benchmark's own policies, when run from the repository
@@ -102,16 +102,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def main() -> None:  # noqa: C901
+def _engine_options(cfg: str) -> dict[str, Any]:
+    """``default`` or dash-separated ``pipe|nopipe``, ``host|nohost``, ``pin``, ``spinN`` (µs)."""
+    opts: dict[str, Any] = {}
+    for part in cfg.split("-"):
+        if part in ("pipe", "nopipe"):
+            opts["pipeline"] = part == "pipe"
+        elif part in ("host", "nohost"):
+            opts["host_worker"] = part == "host"
+        elif part == "pin":
+            opts["pin_workers"] = True
+        elif part.startswith("spin"):
+            opts["spin_us"] = float(part[4:])
+        elif part != "default":
+            raise ValueError(f"unknown engine option {part!r} in {cfg!r}")
+    return opts
+
+
+def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--episodes", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--slots", type=int, default=1)
     ap.add_argument("--policy", default="mlp,gru")
-    ap.add_argument(
-        "--configs", default="pipe", help="comma list of pipe | nopipe, optionally suffixed -pin and -split"
-    )
+    ap.add_argument("--configs", default="default", help="comma list of engine options (see _engine_options)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     dist = make_distribution("ML10")
@@ -125,12 +140,7 @@ def main() -> None:  # noqa: C901
             dist,
             num_workers=args.workers,
             slots_per_family=args.slots,
-            pipeline=cfg.startswith("pipe"),
-            pin_workers="-pin" in cfg,
-            split_workers="-split" in cfg,
-            local_workers=1 if "-hyb" in cfg else 0,
-            worker_spin_us=float(cfg.split("-spin")[1].split("-")[0]) if "-spin" in cfg else 0.0,
-            driver_spin_us=float(cfg.split("-dspin")[1].split("-")[0]) if "-dspin" in cfg else 0.0,
+            **_engine_options(cfg),
         )
         print(f"{cfg}: built in {time.perf_counter() - t0:.1f}s: {engines[cfg]}")
     layout = next(iter(engines.values())).layout

@@ -139,7 +139,7 @@ def _parser_for(tp: Any, name: str) -> Callable[[str], Any]:
     if tp is bool:
         return _parse_bool
     if tp in (int, float, str):
-        return tp  # type: ignore[no-any-return]
+        return tp
     origin = typing.get_origin(tp)
     if origin is tuple:
         item = typing.get_args(tp)[0]

@@ -101,7 +101,7 @@ def git_commit() -> str | None:
 
 
 def run_metadata() -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("metarl", "torch", "gymnasium", "metaworld", "mujoco", "numpy", "stable-baselines3"):
         try:
             versions[pkg] = metadata.version(pkg)

@@ -33,7 +33,7 @@ def check_split(split: object) -> Split:
     """Return ``split`` if it is ``"train"`` or ``"test"``, else raise a ValueError naming both."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
-    return split  # type: ignore[return-value]
+    return split
 
 
 def _freeze(value: Any, key: str) -> ParamValue:
@@ -71,7 +71,7 @@ def _from_json(value: Any) -> ParamValue:
         return base64.b64decode(value["__bytes__"])
     if isinstance(value, list):
         return tuple(_from_json(v) for v in value)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,17 @@ def test_packed_transfer_matches_host_transfer_on_cpu() -> None:
     packed_t = PackedTransfer(torch.device("cpu"), max_rows=8, cols=cols, pin=False)
     packed = packed_t.step_batch(x, noise, deterministic=True)
     assert not packed_t.pinned
-    for name in ("obs", "prev_action", "prev_reward", "prev_done", "episode_start", "trial_start", "slot", "task", "noise"):
+    for name in (
+        "obs",
+        "prev_action",
+        "prev_reward",
+        "prev_done",
+        "episode_start",
+        "trial_start",
+        "slot",
+        "task",
+        "noise",
+    ):
         a, b = getattr(host, name), getattr(packed, name)
         assert a.dtype == b.dtype and torch.equal(a, b), name
     assert host.slot.dtype == torch.int64 and host.prev_done.dtype == torch.bool
@@ -90,6 +100,9 @@ def test_cuda_device_is_constructible_without_running_on_cpu_only_machines() -> 
     dist = CountingDistribution()
     engine = RolloutEngine(dist, num_workers=1, device="cuda", backend="inline")
     assert engine.device == "cuda"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available here"):
+            engine.collect(DevicePolicy("cpu"), [dist.tasks("train")[0]], 1)
     engine.close()
     with pytest.raises(ValueError, match="invalid device 'gpu7'"):
         RolloutEngine(dist, num_workers=1, device="gpu7", backend="inline")

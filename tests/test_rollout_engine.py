@@ -192,7 +192,8 @@ def test_successive_collects_draw_new_streams_and_resume_exactly(dist: CountingD
 
 def test_inline_and_process_are_bitwise_identical(dist: CountingDistribution, process_engine: RolloutEngine) -> None:
     tasks = list(dist.tasks("train")) + list(dist.tasks("train"))[:3]  # repeated tasks are distinct rows
-    policy = MLPPolicy(3, 2)
+    policy = MLPPolicy(3, 2)  # its numerics may depend on the batch: the batches must be the same
+    assert process_engine.host_worker and process_engine.layout.num_groups == 1
     with RolloutEngine(dist, num_workers=2, slots_per_family=2, seed=3, backend="inline") as inline:
         inline.load_state_dict(process_engine.state_dict())
         assert inline.layout == process_engine.layout
@@ -200,6 +201,18 @@ def test_inline_and_process_are_bitwise_identical(dist: CountingDistribution, pr
     b = process_engine.collect(policy, tasks, episodes_per_task=4, episodes_per_trial=2)
     assert_same(a, b)
     assert a.extras.keys() == {"mean", "logp"} and a.extras["mean"].shape == (11, 4, 6, 2)
+
+
+def test_pipelined_all_process_engine_equals_inline(dist: CountingDistribution) -> None:
+    tasks = list(dist.tasks("train"))
+    policy = MLPPolicy(3, 2)
+    options = {"num_workers": 2, "slots_per_family": 2, "seed": 9, "host_worker": False}
+    with RolloutEngine(dist, **options) as proc, RolloutEngine(dist, backend="inline", **options) as inline:
+        assert proc.layout == inline.layout and proc.layout.num_groups == 2 and len(proc.worker_pids()) == 2
+        assert_same(
+            proc.collect(policy, tasks, episodes_per_task=2, episodes_per_trial=2),
+            inline.collect(policy, tasks, episodes_per_task=2, episodes_per_trial=2),
+        )
 
 
 @pytest.mark.parametrize(
@@ -307,3 +320,15 @@ def test_layout_is_balanced_and_deterministic() -> None:
         assert abs(load[0] - load[1]) <= max(costs.values())
     one = make_layout(["only"], 1, 2, 2, {"only": 1.0})
     assert one.num_workers == 1 and one.num_groups == 1
+
+
+def test_forkserver_workers_give_the_same_result(dist: CountingDistribution) -> None:
+    tasks = list(dist.tasks("train"))
+    policy = ElementwisePolicy(2)
+    options = {"num_workers": 2, "slots_per_family": 1, "seed": 4, "host_worker": False}
+    with (
+        RolloutEngine(dist, start_method="forkserver", **options) as fork,
+        RolloutEngine(dist, backend="inline", **options) as inline,
+    ):
+        assert len(fork.worker_pids()) == 2
+        assert_same(fork.collect(policy, tasks, 2), inline.collect(policy, tasks, 2))

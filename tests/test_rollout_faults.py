@@ -63,20 +63,23 @@ def wait_until(pred, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-
     return pred()
 
 
-def test_sigkilled_worker_is_restarted_and_its_trials_recollected() -> None:
+@pytest.mark.parametrize("host_worker", [False, True], ids=["all-processes", "hosted"])
+def test_sigkilled_worker_is_restarted_and_its_trials_recollected(host_worker: bool) -> None:
     dist = CountingDistribution(num_families=2, tasks_per_family=3, horizon=8, lengths=(0, 5), step_delay_s=0.004)
     tasks = list(dist.tasks("train"))
     policy = ElementwisePolicy(2)
     with RolloutEngine(dist, num_workers=2, slots_per_family=1, seed=7, backend="inline") as ref_engine:
         ref = ref_engine.collect(policy, tasks, episodes_per_task=4, episodes_per_trial=2)
-    with RolloutEngine(dist, num_workers=2, slots_per_family=1, seed=7) as engine:
-        victim = engine.worker_pids()[1]
+    with RolloutEngine(dist, num_workers=2, slots_per_family=1, seed=7, host_worker=host_worker) as engine:
+        pids = engine.worker_pids()
+        assert len(pids) == (1 if host_worker else 2)
+        victim = pids[-1]
         timer = threading.Timer(0.4, os.kill, (victim, signal.SIGKILL))
         timer.start()
         traj = engine.collect(policy, tasks, episodes_per_task=4, episodes_per_trial=2)
         timer.join()
         assert engine.pool.restarts == 1 and not alive(victim)
-        assert victim not in engine.worker_pids() and len(engine.worker_pids()) == 2
+        assert victim not in engine.worker_pids() and len(engine.worker_pids()) == len(pids)
         for name in (
             "obs",
             "actions",
@@ -130,7 +133,7 @@ def test_worker_that_cannot_start_reports_why() -> None:
 def test_close_and_gc_leave_no_processes_or_shared_memory() -> None:
     dist = CountingDistribution()
     before_children = set(children())
-    engine = RolloutEngine(dist, num_workers=2, slots_per_family=1)
+    engine = RolloutEngine(dist, num_workers=2, slots_per_family=1, host_worker=False)
     pids = engine.worker_pids()
     assert len(pids) == 2 and all(alive(p) for p in pids)
     assert set(pids) <= set(children())
@@ -144,6 +147,7 @@ def test_close_and_gc_leave_no_processes_or_shared_memory() -> None:
     assert set(children()) <= before_children
     # garbage collection without close()
     engine = RolloutEngine(dist, num_workers=2, slots_per_family=1)
+    assert engine.host_worker and len(engine.worker_pids()) == 1
     pids, name = engine.worker_pids(), engine.pool.shm_name
     del engine
     gc.collect()

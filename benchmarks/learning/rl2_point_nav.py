@@ -75,7 +75,8 @@ def main() -> int:
     env_steps = int(float(rows[-1]["charts/env_steps"])) if rows else 0
     print(f"run: {run}")
     print(
-        f"budget: {len(rows)} iterations, {env_steps:,} env steps, {train_s / 60:.1f} min wall (training + periodic eval)"
+        f"budget: {len(rows)} iterations, {env_steps:,} env steps, "
+        f"{train_s / 60:.1f} min wall (training + periodic eval)"
     )
     print("held-out trial, mean return per episode:")
     for i, r in enumerate(curve):

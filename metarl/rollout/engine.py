@@ -7,11 +7,31 @@
 ...     batch = engine.collect(policy, dist.sample(20), episodes_per_task=10, episodes_per_trial=10)
 >>> batch.rewards.shape                                            # doctest: +SKIP
 torch.Size([20, 10, 500])
+
+Layers (each usable on its own):
+
+* :mod:`~metarl.rollout.layout`: which family, worker and pipeline group each env slot has
+  (cost-balanced across workers; a pure function of the arguments, so runs are reproducible).
+* :class:`~metarl.rollout.pool.WorkerPool`: step level.  Per-slot commands and results live in one
+  shared-memory block (:mod:`~metarl.rollout.shm`); one byte per worker and group step crosses a
+  socket each way; dead workers are reported and restarted.  The gymnasium and SB3 adapters
+  (:mod:`metarl.integrations`) drive it through :class:`~metarl.rollout.vector.VectorCore`.
+* :class:`~metarl.rollout.collect.Collection`: one ``collect``: (task, trial) work units handed
+  to free slots of their family, the per-step batched policy call, trajectory assembly, faults.
+
+Where the time goes on a 2-core machine (measured with ``benchmarks/_engine_probe.py``): a driver
+process that shares a core with a worker finds its caches cold at every policy call (an MLP call
+costs 3-4x its warm time right after MuJoCo ran on that core) and evicts the worker's, and a worker
+that blocks lets its core halt and come back cold.  Hence the defaults: the driver steps worker
+0's slots itself (``host_worker``), so no two processes share a core, one policy call per step for
+all slots (no pipeline groups: the driver's own stepping overlaps the workers'), and a short
+adaptive poll before blocking (``spin_us``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,14 +75,27 @@ class RolloutEngine:
 
     Args:
         distribution: the task distribution; workers rebuild it from ``distribution.spec``.
-        num_workers: worker processes (``backend="process"``) or in-process groups (``"inline"``).
+        num_workers: env-stepping workers.  With ``backend="process"`` they are processes, except
+            that by default (``host_worker``) the driver process runs worker 0's slots itself.
         slots_per_family: env slots (envs built once) per family; default: enough for about
             ``8 * num_workers`` slots in all, at least one per family.
         device: where the policy runs: ``"auto"`` (the policy's device), ``"cpu"``, ``"cuda[:N]"``.
         seed: root of the per-(collect, task, episode) env-seed and noise streams.
-        backend: ``"process"`` (default) or ``"inline"`` (same process, same results: for debugging).
-        pipeline: split the slots into two groups so workers step one while the policy acts on the
-            other (ignored when there are fewer than two slots per worker).
+        backend: ``"process"`` (default) or ``"inline"`` (every slot in this process, same results:
+            for debugging and tiny envs).
+        host_worker: the driver process steps worker 0's slots itself, between policy calls, while
+            the worker processes step theirs (default: on with two or more workers).  On a machine
+            with as many cores as workers, every core then steps envs and no process shares a core:
+            a separate driver would evict a worker's caches at every policy call and leave it idle
+            while waiting, which costs more than the call itself.  Off keeps every env in a worker
+            process, so a crashing env can never take down the driver.
+        pipeline: two groups of slots, so that workers step one while the policy acts on the other
+            (default: on unless ``host_worker``, where the driver's own stepping already overlaps
+            the workers').
+        spin_us: how long a process that waits for the other side (a worker for its next command,
+            the driver for results) polls before blocking; a halted core loses its caches.  Default:
+            3000 when there are no more busy processes than CPUs, else 0.
+        pin_workers: bind worker process ``w`` to the ``w``-th CPU this process may use.
         families: the families to serve (default: all of the distribution's); a task of another
             family is refused by :meth:`collect`.
         family_costs: relative step cost per family, to balance slots across workers (default: a
@@ -73,8 +106,6 @@ class RolloutEngine:
             afterwards); 1 leaves the cores to the workers.
         transfer: how a step's rows reach the policy's device: ``"auto"`` (``"packed"`` on CUDA,
             ``"host"`` on CPU), ``"packed"`` (one pinned buffer, one copy each way) or ``"host"``.
-        pin_workers: bind worker ``w`` to the ``w``-th CPU this process may use (fewer migrations
-            when there are no more workers than cores).
     """
 
     def __init__(
@@ -85,18 +116,16 @@ class RolloutEngine:
         device: str | torch.device = "auto",
         seed: int = 0,
         backend: str = "process",
-        pipeline: bool = True,
+        host_worker: bool | None = None,
+        pipeline: bool | None = None,
+        spin_us: float | None = None,
+        pin_workers: bool = False,
         families: Sequence[str] | None = None,
         family_costs: Mapping[str, float] | None = None,
         max_restarts: int = 3,
         start_method: str = "spawn",
         inference_threads: int | None = 1,
         transfer: str = "auto",
-        pin_workers: bool = False,
-        split_workers: bool | None = None,
-        local_workers: int = 0,
-        worker_spin_us: float = 0.0,
-        driver_spin_us: float = 0.0,
     ) -> None:
         if not isinstance(distribution, TaskDistribution):
             raise TypeError(f"distribution must be a metarl TaskDistribution, got {type(distribution).__name__}")
@@ -113,6 +142,8 @@ class RolloutEngine:
             resolve_device(device)
         if transfer not in ("auto", "host", "packed"):
             raise ValueError(f"unknown transfer {transfer!r}; choose one of ['auto', 'host', 'packed']")
+        if spin_us is not None and not (isinstance(spin_us, (int, float)) and 0 <= spin_us < 1e6):
+            raise ValueError(f"spin_us must be a number of microseconds in [0, 1e6), got {spin_us!r}")
         served = list(distribution.families if families is None else families)
         unknown = [f for f in served if f not in distribution.families]
         if unknown or not served or len(set(served)) != len(served):
@@ -124,6 +155,10 @@ class RolloutEngine:
             slots_per_family = max(1, math.ceil(8 * num_workers / len(served)))
         slots_per_family = _positive_int("slots_per_family", slots_per_family)
         total = slots_per_family * len(served)
+        if host_worker is None:  # the defaults do not depend on the backend: same layout, same results
+            host_worker = num_workers >= 2
+        if pipeline is None:
+            pipeline = not host_worker
         groups = 2 if pipeline and total >= 2 * num_workers else 1
         train_families = families_of(distribution.tasks("train"))
         self.distribution = distribution
@@ -142,8 +177,14 @@ class RolloutEngine:
             groups,
             estimate_family_costs(served, family_costs),
             first_families=train_families,
-            split_workers=split_workers,
         )
+        hosted = 1 if host_worker and backend == "process" else 0
+        if spin_us is None:
+            busy = self.layout.num_workers - hosted + 1  # worker processes and the driver
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            spin_us = 3000.0 if backend == "process" and busy <= cpus else 0.0
+        self.host_worker = bool(hosted)
+        self.spin_us = float(spin_us)
         self.slots_per_family = slots_per_family
         self._collects = 0
         self._dirty = False
@@ -153,9 +194,8 @@ class RolloutEngine:
             backend=backend,
             start_method=start_method,
             pin_workers=pin_workers,
-            local_workers=local_workers,
-            spin_us=worker_spin_us,
-            driver_spin_us=driver_spin_us,
+            local_workers=hosted,
+            spin_us=self.spin_us,
         )
 
     # -- properties ------------------------------------------------------------------------------
@@ -220,6 +260,8 @@ class RolloutEngine:
         if episodes_per_task % k:
             raise ValueError(f"episodes_per_task ({episodes_per_task}) must be a multiple of episodes_per_trial ({k})")
         device = resolve_device(self.device, policy)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"the policy runs on {device} but CUDA is not available here; use device='cpu'")
         transfer: HostTransfer | PackedTransfer
         cols = self.pool.block.cols
         if self.transfer == "host" or (self.transfer == "auto" and device.type == "cpu"):

@@ -134,16 +134,15 @@ def make_layout(
     num_groups: int,
     costs: Mapping[str, float],
     first_families: Sequence[str] = (),
-    split_workers: bool | None = None,
 ) -> Layout:
     """Place ``slots_per_family`` slots of each family on ``num_workers`` workers and ``num_groups`` groups.
 
     Workers are balanced first (what bounds throughput).  With as many workers as groups or more,
     a pipeline group is a set of whole workers (worker ``w`` in group ``w % num_groups``): a worker
     then waits only for its own group's policy call, during which its core is free for that call,
-    and never for other workers.  With fewer workers (or ``split_workers=True``), each worker's
-    slots are split into groups.  ``first_families`` (e.g. the train split's) are balanced among themselves first, then
-    the rest, so a collect over either subset is balanced.  Workers left without slots are dropped.
+    and never for other workers.  With fewer workers, each worker's slots are split into groups.
+    ``first_families`` (e.g. the train split's) are balanced among themselves first, then the rest,
+    so a collect over either subset is balanced.  Workers left without slots are dropped.
     """
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -153,7 +152,7 @@ def make_layout(
         raise ValueError(f"slots_per_family must be >= 1, got {slots_per_family}")
     first = [f for f in families if f in set(first_families)]
     rest = [f for f in families if f not in set(first)]
-    by_worker = num_workers >= num_groups if split_workers is None else not split_workers
+    by_worker = num_workers >= num_groups
     placed: list[tuple[int, int, str, int]] = []  # (group, worker, family, copy)
     for subset in (first, rest):
         items = [(f, k) for f in subset for k in range(slots_per_family)]

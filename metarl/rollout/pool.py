@@ -6,9 +6,12 @@ adapters.  A user of the pool writes per-slot commands into :attr:`WorkerPool.bl
 next episode as soon as one ends), calls :meth:`submit` for a pipeline group, and later
 :meth:`wait` for it; results (observations, rewards, flags) are then in the block.
 
-Only one byte crosses a process boundary per worker and group step in each direction; workers
-block on their socket between commands (no busy polling).  A worker that dies is reported by
-:meth:`wait` and restarted by :meth:`restart`; its slots' envs are rebuilt.
+Only one byte crosses a process boundary per worker and group step in each direction.  A waiting
+side polls its socket for a bounded, adaptive time (``spin_us``, see :class:`~metarl.rollout.worker.Spinner`)
+and then blocks on it.  A worker that dies is reported by :meth:`wait` and restarted by
+:meth:`restart`; its slots' envs are rebuilt.  The first ``local_workers`` workers (all of them with
+``backend="inline"``) run in this process instead: their slots execute inside :meth:`submit`,
+after the worker processes have been told to start.
 """
 
 from __future__ import annotations
@@ -16,10 +19,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import select
 import signal
 import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from metarl.rollout.worker import (
     MSG_READY,
     SlotFailure,
     SlotRunner,
+    Spinner,
     read_exact,
     recv_frame,
     send_frame,
@@ -128,7 +130,14 @@ def _group_members(layout: Layout, worker: int) -> tuple[list[int], list[str], l
 class WorkerPool:
     """Env slots placed by ``layout``, run in worker processes (``backend="process"``) or in this one.
 
-    The inline backend executes a group's commands inside :meth:`submit`; results are identical.
+    Args:
+        dist: the distribution (worker processes rebuild it from ``dist.spec``).
+        layout: slot placement.
+        backend: ``"process"`` or ``"inline"`` (every worker local; same results).
+        start_method: ``"spawn"`` or ``"forkserver"``.
+        pin_workers: bind worker process ``w`` to the ``w``-th CPU this process may use.
+        local_workers: how many workers (the first ones) run in this process.
+        spin_us: the longest poll before blocking, on either side of a socket (0: block at once).
     """
 
     def __init__(
@@ -141,7 +150,6 @@ class WorkerPool:
         pin_workers: bool = False,
         local_workers: int = 0,
         spin_us: float = 0.0,
-        driver_spin_us: float = 0.0,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
@@ -171,8 +179,7 @@ class WorkerPool:
         cpus = sorted(os.sched_getaffinity(0)) if pin_workers and hasattr(os, "sched_getaffinity") else []
         self._cpus = cpus
         self._spin_us = float(spin_us)
-        self._driver_spin_s = float(driver_spin_us) * 1e-6
-        self._pollers: dict[int, Any] = {}
+        self._spinners: dict[int, Spinner] = {}
         n_local = layout.num_workers if backend == "inline" else min(local_workers, layout.num_workers)
         self._local = list(range(n_local))  # workers run inside this process, at submit time
         self._remote = list(range(n_local, layout.num_workers))
@@ -230,7 +237,7 @@ class WorkerPool:
         self._h.conns[w] = parent_conn
         self._outstanding[w].clear()
         self._dead.pop(w, None)
-        self._pollers.pop(w, None)
+        self._spinners.pop(w, None)
         if self._tasks:
             self._send_tasks(w)
 
@@ -339,15 +346,11 @@ class WorkerPool:
     def _read_until_done(self, w: int, group: int, result: WaitResult) -> None:
         fd = self._h.conns[w].fileno()
         detail = ""
-        if self._driver_spin_s > 0:
-            poller = self._pollers.get(w)
-            if poller is None:
-                poller = self._pollers[w] = select.poll()
-                poller.register(fd, select.POLLIN)
-            if not poller.poll(0):
-                deadline = time.perf_counter() + self._driver_spin_s
-                while not poller.poll(0) and time.perf_counter() < deadline:
-                    pass
+        if self._spin_us > 0:
+            spinner = self._spinners.get(w)
+            if spinner is None:
+                spinner = self._spinners[w] = Spinner(fd, self._spin_us)
+            spinner.wait()
         try:
             while True:
                 kind = os.read(fd, 1)

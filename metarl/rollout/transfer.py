@@ -68,6 +68,8 @@ class HostTransfer:
         a = action.detach()
         if a.device.type != "cpu":
             a = a.cpu()
+        if a.dtype != torch.float32:
+            a = a.float()
         out = {}
         for k, v in extras.items():
             v = v.detach()

@@ -143,6 +143,35 @@ class SlotRunner:
 
 
 # -- process plumbing -------------------------------------------------------------------------
+class Spinner:
+    """Adaptive polling before a blocking read (as Linux's halt-polling does).
+
+    A process that blocks lets its core halt, and on this class of (virtual) machine a halted core
+    comes back with cold caches: an env step right after a wake-up costs noticeably more.  So a
+    waiting process first polls its socket for up to ``budget`` seconds.  The budget shrinks a
+    little each time polling fails (the wait was long, and the core may be needed by another
+    process: with more busy processes than cores it ends near 100 µs) and doubles back when polling
+    succeeds, up to ``max_us``.
+    """
+
+    def __init__(self, fd: int, max_us: float) -> None:
+        self.max_s = max_us * 1e-6
+        self.budget = self.max_s
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+
+    def wait(self) -> None:
+        """Return once ``fd`` is readable or the budget is spent (the caller then reads, maybe blocking)."""
+        if self.max_s <= 0 or self.poller.poll(0):
+            return
+        poll = self.poller.poll
+        clock = time.perf_counter
+        deadline = clock() + self.budget
+        while not poll(0):
+            if clock() > deadline:
+                self.budget = max(self.budget * 0.9, min(100e-6, self.max_s))
+                return
+        self.budget = min(self.budget * 2.0, self.max_s)
 
 
 def read_exact(fd: int, n: int) -> bytes:
@@ -238,15 +267,10 @@ def worker_main(
     for s, g in zip(slots, groups, strict=True):
         by_group[g].append(s)
     send_frame(fd, MSG_READY, os.getpid())
-    spin_s = spin_us * 1e-6
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
+    spinner = Spinner(fd, spin_us)
     try:
         while True:
-            if spin_s > 0 and not poller.poll(0):  # poll briefly before blocking: a halted core loses its caches
-                deadline = time.perf_counter() + spin_s
-                while not poller.poll(0) and time.perf_counter() < deadline:
-                    pass
+            spinner.wait()
             code = os.read(fd, 1)
             if not code:
                 break  # the driver is gone
