@@ -175,11 +175,20 @@ DRIVER = textwrap.dedent(
 )
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, so Python installs KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_driver(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], list[int], str]:
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     proc = subprocess.Popen(
-        [sys.executable, str(script), mode], stdout=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, str(script), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=default_sigint,  # a shell's background job inherits SIGINT ignored; Ctrl-C must act here
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().split()

@@ -167,6 +167,7 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path: Path) -> None:
         [*cmd, "train", "rl2", "--iterations", "1000", "--out", str(run), "--workers", "1", *TINY,
          "--checkpoint-every", "1000", "--eval-every", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # CI may run us with SIGINT ignored
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (run / "progress.csv").exists():
