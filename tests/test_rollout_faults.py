@@ -212,7 +212,11 @@ def test_ctrl_c_during_collect_shuts_down_cleanly(tmp_path: Path) -> None:
     proc, pids, shm_name = _start_driver(tmp_path, "collect")
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
-    proc.communicate(timeout=20)
+    try:
+        proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # leave no orphan behind a failing test
+        raise
     assert proc.returncode != 0
     assert not any(alive(p) for p in pids)
     assert not (SHM / shm_name).exists()

@@ -174,7 +174,11 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path: Path) -> None:
         time.sleep(0.2)
     assert (run / "progress.csv").exists(), "training did not start"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # leave no orphan behind a failing test
+        raise
     assert proc.returncode == 130, err
     state = load_checkpoint(run / "checkpoints/latest.pt")
     assert state["run"]["iteration"] >= 1
