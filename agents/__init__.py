@@ -9,8 +9,20 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-AGENTS: dict[str, str] = {"rl2": "metarl.agents.rl2"}
-CONFIG_CLASS: dict[str, str] = {"rl2": "RL2Config"}
+AGENTS: dict[str, str] = {
+    "rl2": "metarl.agents.rl2",
+    "maml-trpo": "metarl.agents.maml",
+    "maml-ppo": "metarl.agents.maml",
+    "fomaml": "metarl.agents.maml",
+    "reptile": "metarl.agents.maml",
+}
+CONFIG_CLASS: dict[str, str] = {
+    "rl2": "RL2Config",
+    "maml-trpo": "MAMLConfig",
+    "maml-ppo": "MAMLPPOConfig",
+    "fomaml": "FOMAMLConfig",
+    "reptile": "ReptileConfig",
+}
 
 
 def agent_module(name: str) -> ModuleType:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from metarl.agents.maml import FOMAMLConfig, MAMLConfig, MAMLPPOConfig, ReptileConfig
 from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
 from metarl.config import TrainConfig
 
@@ -24,6 +25,15 @@ class NamedConfig:
 
 
 _MW_EVAL: dict[str, Any] = {"eval_every": 25, "eval_tasks": 10, "adaptation_episodes": 10, "eval_episodes": 3}
+# 2-D navigation as in pytorch-maml-rl (20 tasks x 20 episodes per phase); the cheap envs run inline in the
+# driver, all 400 episodes of a phase side by side, so one policy call serves all of them
+_NAV: dict[str, Any] = {
+    "benchmark": "point-nav", "meta_batch": 20, "episodes_per_task": 20, "total_env_steps": 4_000_000,
+    "backend": "inline", "slots_per_family": 400, "eval_every": 10, "eval_tasks": 40,
+    "adaptation_episodes": 20, "eval_episodes": 2, "checkpoint_every": 10,
+}  # fmt: skip
+# metaworld-algorithms MAML-TRPO: MLP 2x512 tanh, 1 inner step lr 0.1, TRPO max KL 0.01, 10 CG its, 0.8 x 15, λ 1.0
+_MW_MAML = MAMLConfig(hidden=(512, 512), inner_lr=0.1, inner_steps=1, gamma=0.99, gae_lambda=1.0, max_kl=0.01)
 
 NAMED_CONFIGS: dict[str, NamedConfig] = {
     c.name: c
@@ -61,6 +71,75 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
             TrainConfig(agent="rl2", benchmark="ML45", meta_batch=45, episodes_per_task=10,
                         total_env_steps=90_000_000, **_MW_EVAL),
             RL2Config(episodes_per_trial=10),
+        ),
+        NamedConfig(
+            "maml-trpo-point-nav",
+            "MAML-TRPO on 2-D navigation (pytorch-maml-rl settings: 2x64 policy, 20 tasks x 20 episodes, lr 0.1)",
+            TrainConfig(
+                agent="maml-trpo", **_NAV,
+            ),
+            MAMLConfig(hidden=(64, 64)),
+        ),
+        NamedConfig(
+            "maml-ppo-point-nav",
+            "ProMP-style MAML-PPO on 2-D navigation (clipped outer objective, 5 Adam steps per iteration)",
+            TrainConfig(agent="maml-ppo", **_NAV),
+            MAMLPPOConfig(hidden=(64, 64)),
+        ),
+        NamedConfig(
+            "fomaml-point-nav",
+            "First-order MAML (TRPO outer loop) on 2-D navigation",
+            TrainConfig(agent="fomaml", **_NAV),
+            FOMAMLConfig(hidden=(64, 64)),
+        ),
+        NamedConfig(
+            "reptile-point-nav",
+            "Reptile on 2-D navigation: 3 inner policy-gradient steps, outer step 0.5 toward the adapted weights",
+            TrainConfig(agent="reptile", **_NAV),
+            ReptileConfig(hidden=(64, 64)),
+        ),
+        NamedConfig(
+            "maml-trpo-cheetah-dir",
+            "MAML-TRPO on HalfCheetah forward/backward (learn2learn settings: 2x100 policy, horizon 100, "
+            "meta-batch 20 drawn with repeats from the 2 directions, 20 episodes)",
+            TrainConfig(
+                agent="maml-trpo", benchmark="cheetah-dir", max_episode_steps=100, meta_batch=20, episodes_per_task=20,
+                repeat_tasks=True,
+                total_env_steps=100_000_000, eval_every=10, eval_tasks=2, adaptation_episodes=20,
+                eval_episodes=2, checkpoint_every=5,
+            ),
+            MAMLConfig(hidden=(100, 100)),
+        ),
+        NamedConfig(
+            "maml-trpo-cheetah-vel",
+            "MAML-TRPO on HalfCheetah velocity (ProMP settings: 2x100 policy, 20 episodes, meta-batch 40)",
+            TrainConfig(
+                agent="maml-trpo", benchmark="cheetah-vel", meta_batch=40, episodes_per_task=20,
+                total_env_steps=100_000_000, eval_every=10, eval_tasks=10, adaptation_episodes=20,
+                eval_episodes=2, checkpoint_every=5,
+            ),
+            MAMLConfig(hidden=(100, 100)),
+        ),
+        NamedConfig(
+            "maml-trpo-ml1",
+            "MAML-TRPO on ML1-reach-v3 (held-out goals; metaworld-algorithms network and step sizes)",
+            TrainConfig(agent="maml-trpo", benchmark="ML1-reach-v3", meta_batch=20, episodes_per_task=10,
+                        total_env_steps=10_000_000, **_MW_EVAL),
+            _MW_MAML,
+        ),
+        NamedConfig(
+            "maml-trpo-ml10",
+            "MAML-TRPO on ML10 (metaworld-algorithms settings: meta-batch 20, 10 x 500-step episodes, 20M steps)",
+            TrainConfig(agent="maml-trpo", benchmark="ML10", meta_batch=20, episodes_per_task=10,
+                        total_env_steps=20_000_000, **_MW_EVAL),
+            _MW_MAML,
+        ),
+        NamedConfig(
+            "maml-trpo-ml45",
+            "MAML-TRPO on ML45 (metaworld-algorithms settings: meta-batch 45, 90M steps)",
+            TrainConfig(agent="maml-trpo", benchmark="ML45", meta_batch=45, episodes_per_task=10,
+                        total_env_steps=90_000_000, **_MW_EVAL),
+            _MW_MAML,
         ),
     ]
 }  # fmt: skip

@@ -33,6 +33,9 @@ class TrainConfig:
     """Task distribution (see `metarl envs list`)."""
     seed: int = 0
     """Seed of the task lists, task sampling, networks and envs."""
+    max_episode_steps: int | None = None
+    """Episode horizon, for distributions whose factory takes one (point-nav, cheetah-*, ant-dir);
+    default: the distribution's own."""
     total_env_steps: int | None = None
     """Training budget in env steps (pre- and post-adaptation included, evaluation excluded);
     training stops at the first iteration boundary at or past it."""
@@ -43,7 +46,11 @@ class TrainConfig:
     meta_batch: int = 10
     """Tasks sampled per meta-iteration."""
     episodes_per_task: int = 10
-    """Episodes collected per task per meta-iteration."""
+    """Episodes collected per task per meta-iteration (MAML family: per rollout phase, i.e. before
+    each inner step and after adaptation)."""
+    repeat_tasks: bool = False
+    """Allow a meta-batch larger than the train split: tasks then repeat within a meta-batch, each
+    copy with its own episodes (as ProMP and learn2learn do on HalfCheetah forward/backward)."""
     workers: int = 2
     """Rollout worker processes."""
     slots_per_family: int | None = None
@@ -71,7 +78,7 @@ class TrainConfig:
             check_positive_int(name, getattr(self, name))
         for name in ("eval_every", "adaptation_episodes", "seed"):
             check_nonnegative_int(name, getattr(self, name))
-        for name in ("total_env_steps", "iterations", "slots_per_family"):
+        for name in ("total_env_steps", "iterations", "slots_per_family", "max_episode_steps"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):

@@ -49,6 +49,16 @@ class RunState:
     wall_s: float = 0.0
 
 
+def make_run_distribution(cfg: TrainConfig) -> TaskDistribution:
+    """The run's task distribution, with the options its config sets."""
+    from metarl.envs import make_distribution
+
+    options: dict[str, Any] = {}
+    if cfg.max_episode_steps is not None:
+        options["max_episode_steps"] = cfg.max_episode_steps
+    return make_distribution(cfg.benchmark, seed=cfg.seed, **options)
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,10 +99,10 @@ def _check_budget(cfg: TrainConfig) -> None:
 
 def _check_meta_batch(cfg: TrainConfig, dist: TaskDistribution) -> None:
     n_train = len(dist.tasks("train"))
-    if cfg.meta_batch > n_train:
+    if cfg.meta_batch > n_train and not cfg.repeat_tasks:
         raise ValueError(
             f"meta_batch {cfg.meta_batch} is larger than the {n_train} train tasks of {dist.name!r}; "
-            f"tasks are sampled without replacement, so use at most {n_train}"
+            f"tasks are sampled without replacement, so use at most {n_train} (or --repeat-tasks true)"
         )
 
 
@@ -100,7 +110,6 @@ class Trainer:
     """One training run in ``run_dir``.  Small steps, each with one job."""
 
     def __init__(self, run_dir: Path, train_cfg: TrainConfig, agent_cfg: Any, config_name: str | None) -> None:
-        from metarl.envs import make_distribution
 
         self.run_dir = Path(run_dir)
         self.cfg = train_cfg
@@ -108,7 +117,7 @@ class Trainer:
         self.config_name = config_name
         self.device = resolve_device(train_cfg.device)
         torch.set_num_threads(train_cfg.torch_threads)
-        self.dist = make_distribution(train_cfg.benchmark, seed=train_cfg.seed)
+        self.dist = make_run_distribution(train_cfg)
         _check_meta_batch(train_cfg, self.dist)
         self.agent = _build_agent(train_cfg, agent_cfg, self.dist, self.device)
         self.state = RunState()
@@ -309,9 +318,8 @@ def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> MetaLearn
         raise RunDirError(
             f"checkpoint is of agent {state.get('agent_name')!r}, but {str(run_dir)!r} is a {train_cfg.agent!r} run"
         )
-    from metarl.envs import make_distribution
 
-    dist = make_distribution(train_cfg.benchmark, seed=train_cfg.seed)
+    dist = make_run_distribution(train_cfg)
     agent = _build_agent(train_cfg, agent_cfg, dist, torch.device("cpu"))
     agent.load_state_dict(state["agent"])
     agent.env_steps = int(state["run"]["env_steps"])  # type: ignore[attr-defined]

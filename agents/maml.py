@@ -1,0 +1,897 @@
+"""Gradient-based meta-RL (Finn et al. 2017): MAML-TRPO, ProMP-style MAML-PPO, FOMAML and Reptile.
+
+One Gaussian MLP policy with parameters ``θ``.  For each task of a meta-batch, the inner loop
+takes ``inner_steps`` vanilla policy-gradient steps from ``θ`` on that task's episodes (a linear
+feature baseline fitted per task), giving adapted parameters ``θ'_i``.  The outer loop improves
+``θ`` by the post-adaptation return, differentiating through the inner steps (second order by
+default).  All parameters are explicit dicts passed to :func:`torch.func.functional_call`; the
+module's own parameters are never edited in place by the inner loop.
+
+Per-task weights in one call: adapted parameters of all ``N`` tasks are stacked on a leading
+task axis (``[N, ...]``) in the order of the task list given to ``collect``; the engine's single
+``act`` call groups its rows by ``step.task`` (padding to the largest group) and applies each
+task's weights with :func:`torch.func.vmap`.
+
+Shapes: ``N`` tasks, ``E`` episodes per task, ``H`` horizon, ``M`` steps per task (``E * H``),
+``O``/``A`` observation/action dims, ``D`` baseline features.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from metarl.agent import MetaTestRollouts
+from metarl.rollout.types import StepBatch, Trajectories
+from metarl.tasks import Task
+
+Params = dict[str, torch.Tensor]
+OUTER_KINDS = ("trpo", "ppo", "reptile")
+
+
+# -- config ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MAMLConfig:
+    """MAML-TRPO hyperparameters (defaults: pytorch-maml-rl / metaworld-algorithms)."""
+
+    outer: ClassVar[str] = "trpo"
+    hidden: tuple[int, ...] = (64, 64)
+    """Widths of the tanh MLP (Meta-World: 512, 512; point-nav: 64, 64; cheetah: 100, 100)."""
+    init_std: float = 1.0
+    """Initial action std, in [-1, 1]-normalised action units (state-independent, learned)."""
+    inner_lr: float = 0.1
+    """Step size of the inner policy-gradient steps."""
+    inner_steps: int = 1
+    """Inner policy-gradient steps, each on fresh episodes collected with the current adapted weights."""
+    first_order: bool = False
+    """Drop the second-order terms of the meta-gradient (FOMAML)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 1.0
+    """GAE λ on top of the linear baseline (1.0: return minus baseline)."""
+    normalize_advantages: bool = True
+    """Standardise advantages per task, in the inner and the outer loss."""
+    baseline_reg: float = 1e-5
+    """Ridge coefficient of the linear feature baseline (raised x10 until the solve is finite)."""
+    max_kl: float = 0.01
+    """TRPO: largest mean KL between the old and new post-adaptation policies."""
+    cg_iters: int = 10
+    """TRPO: conjugate-gradient iterations."""
+    cg_damping: float = 1e-5
+    """TRPO: damping added to the KL Hessian-vector products."""
+    ls_backtrack: float = 0.8
+    """TRPO: line-search shrink factor."""
+    ls_steps: int = 15
+    """TRPO: line-search steps."""
+    ppo_clip: float = 0.3
+    """PPO outer loop (maml-ppo): ratio clip."""
+    ppo_epochs: int = 5
+    """PPO outer loop: full-batch Adam steps per meta-iteration."""
+    outer_lr: float = 1e-3
+    """Outer step size: Adam learning rate for maml-ppo; the interpolation ε of θ ← θ + ε(mean θ' − θ) for reptile."""
+    test_inner_steps: int | None = None
+    """Inner steps at meta-test time (default: inner_steps)."""
+
+    def __post_init__(self) -> None:
+        if not self.hidden or any(isinstance(w, bool) or int(w) <= 0 for w in self.hidden):
+            raise ValueError(f"hidden must be a non-empty tuple of positive widths, got {self.hidden!r}")
+        for name in ("init_std", "inner_lr", "max_kl", "outer_lr", "cg_damping"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                if name == "cg_damping" and value == 0:
+                    continue
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        for name in ("inner_steps", "cg_iters", "ls_steps", "ppo_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.test_inner_steps is not None and (
+            isinstance(self.test_inner_steps, bool)
+            or not isinstance(self.test_inner_steps, int)
+            or self.test_inner_steps < 0
+        ):
+            raise ValueError(f"test_inner_steps must be a non-negative integer, got {self.test_inner_steps!r}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if not 0.0 < self.ls_backtrack < 1.0:
+            raise ValueError(f"ls_backtrack must be in (0, 1), got {self.ls_backtrack!r}")
+        if not self.baseline_reg > 0:
+            raise ValueError(f"baseline_reg must be positive, got {self.baseline_reg!r}")
+        if not self.ppo_clip > 0:
+            raise ValueError(f"ppo_clip must be positive, got {self.ppo_clip!r}")
+        if self.outer == "reptile" and self.outer_lr > 1.0:
+            raise ValueError(
+                f"reptile's outer_lr interpolates toward the adapted weights; use (0, 1], got {self.outer_lr}"
+            )
+
+    @property
+    def steps_at_test(self) -> int:
+        return self.inner_steps if self.test_inner_steps is None else self.test_inner_steps
+
+
+@dataclass(frozen=True)
+class MAMLPPOConfig(MAMLConfig):
+    """ProMP-style MAML: the outer loop maximises a clipped surrogate with Adam instead of a TRPO step."""
+
+    outer: ClassVar[str] = "ppo"
+
+
+@dataclass(frozen=True)
+class FOMAMLConfig(MAMLConfig):
+    """First-order MAML: TRPO outer loop, inner-step gradients treated as constants."""
+
+    first_order: bool = True
+    """Drop the second-order terms of the meta-gradient (FOMAML)."""
+
+
+@dataclass(frozen=True)
+class ReptileConfig(MAMLConfig):
+    """Reptile (Nichol et al. 2018): several inner policy-gradient steps, then θ ← θ + ε (mean θ' − θ)."""
+
+    outer: ClassVar[str] = "reptile"
+    inner_steps: int = 3
+    """Inner policy-gradient steps, each on fresh episodes collected with the current adapted weights."""
+    first_order: bool = True
+    """Reptile never differentiates through the inner loop."""
+    outer_lr: float = 0.5
+    """Outer step size: the interpolation ε of θ ← θ + ε (mean θ' − θ)."""
+
+
+# -- policy ------------------------------------------------------------------------------------
+
+
+class GaussianMLPPolicy(nn.Module):
+    """Gaussian MLP with a state-independent log-std, in [-1, 1]-normalised action units.
+
+    ``forward(obs) -> (mean, log_std)``; env actions are ``bias + scale * a``.  Call it through
+    :func:`torch.func.functional_call` with an explicit parameter dict to use other weights.
+    """
+
+    action_bias: torch.Tensor
+    action_scale: torch.Tensor
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        hidden: Sequence[int] = (64, 64),
+        init_std: float = 1.0,
+        action_low: Any = None,
+        action_high: Any = None,
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
+        low = torch.as_tensor(-1.0 if action_low is None else action_low, dtype=torch.float32).expand(action_dim)
+        high = torch.as_tensor(1.0 if action_high is None else action_high, dtype=torch.float32).expand(action_dim)
+        if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
+            raise ValueError(
+                f"MAML needs finite action bounds with high > low, got low={low.tolist()} high={high.tolist()}"
+            )
+        self.register_buffer("action_bias", ((high + low) / 2).clone())
+        self.register_buffer("action_scale", ((high - low) / 2).clone())
+        layers: list[nn.Module] = []
+        in_dim = self.obs_dim
+        for width in hidden:
+            layers += [nn.Linear(in_dim, int(width)), nn.Tanh()]
+            in_dim = int(width)
+        out = nn.Linear(in_dim, self.action_dim)
+        nn.init.xavier_uniform_(out.weight, gain=0.1)
+        nn.init.zeros_(out.bias)
+        self.mean_net = nn.Sequential(*layers, out)
+        self.log_std = nn.Parameter(torch.full((self.action_dim,), math.log(init_std)))
+
+    @property
+    def device(self) -> torch.device:
+        return self.log_std.device
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.mean_net(obs)
+        return mean, self.log_std.expand_as(mean)
+
+    def params(self) -> Params:
+        """The meta-parameters θ as an explicit dict (the module's own tensors, requiring grad)."""
+        return dict(self.named_parameters())
+
+    def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        return (action - self.action_bias) / self.action_scale
+
+    def call(self, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean, log_std of the policy with weights ``params`` (shared: one set for all rows)."""
+        out: tuple[torch.Tensor, torch.Tensor] = functional_call(self, params, (obs,))
+        return out
+
+    def call_stacked(self, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-task weights: ``params`` each [N, ...], obs [N, M, O] → mean, log_std [N, M, A] (one vmap)."""
+        out: tuple[torch.Tensor, torch.Tensor] = vmap(self.call)(params, obs)
+        return out
+
+
+def gaussian_log_prob(action: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Log-density of a diagonal Gaussian, summed over the last axis."""
+    z = (action - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_kl(
+    mean0: torch.Tensor, log_std0: torch.Tensor, mean1: torch.Tensor, log_std1: torch.Tensor
+) -> torch.Tensor:
+    """KL(N0 || N1) of diagonal Gaussians, summed over the last axis."""
+    var0, var1 = torch.exp(2 * log_std0), torch.exp(2 * log_std1)
+    return (log_std1 - log_std0 + (var0 + (mean0 - mean1).pow(2)) / (2 * var1) - 0.5).sum(-1)
+
+
+def stack_params(params: Params, n: int) -> Params:
+    """θ shared by ``n`` tasks as a stacked dict ([n, ...] views; gradients flow back to θ)."""
+    return {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
+
+
+def detach_params(params: Params) -> Params:
+    return {k: v.detach() for k, v in params.items()}
+
+
+def group_rows(task: torch.Tensor, num_tasks: int) -> tuple[torch.Tensor, int]:
+    """For rows with task ids ``task`` [R]: each row's rank within its task, and the largest group size."""
+    counts = torch.bincount(task, minlength=num_tasks)
+    order = torch.argsort(task, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(task)
+    rank[order] = torch.arange(task.numel(), device=task.device) - starts[task[order]]
+    return rank, int(counts.max()) if task.numel() else 0
+
+
+class TaskPolicy:
+    """What the engine calls: θ for every task, or per-task weights stacked in the task order of ``collect``.
+
+    One ``act`` per step: rows are grouped by ``step.task`` into a padded [N, max rows, O] block,
+    the stacked weights are applied with one :func:`torch.func.vmap`, and the rows gathered back.
+    Action noise is the engine's per-(task, episode) stream, drawn outside the vmap.
+    """
+
+    def __init__(self, policy: GaussianMLPPolicy, params: Params | None = None) -> None:
+        self.policy = policy
+        self.params = None if params is None else detach_params(params)
+        self.num_tasks = 0 if params is None else int(next(iter(params.values())).shape[0])
+        self.device = policy.device
+
+    def initial_state(self, num_slots: int) -> None:
+        return None
+
+    @torch.no_grad()
+    def act(self, step: StepBatch, state: Any) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
+        mean, log_std = self.distribution(step.obs, step.task)
+        a = mean if step.deterministic else mean + log_std.exp() * step.noise
+        log_prob = gaussian_log_prob(a, mean, log_std)
+        return self.policy.action_bias + self.policy.action_scale * a, state, {"log_prob": log_prob}
+
+    def distribution(self, obs: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean, log_std [R, A] for rows ``obs`` [R, O] of tasks ``task`` [R]."""
+        if self.params is None:
+            return self.policy(obs)
+        if task.numel() and int(task.max()) >= self.num_tasks:
+            raise ValueError(f"row of task {int(task.max())} but only {self.num_tasks} tasks have adapted weights")
+        rank, width = group_rows(task, self.num_tasks)
+        padded = obs.new_zeros(self.num_tasks, max(width, 1), obs.shape[-1])
+        padded[task, rank] = obs
+        mean, log_std = self.policy.call_stacked(self.params, padded)
+        return mean[task, rank], log_std[task, rank]
+
+
+class LoopTaskPolicy(TaskPolicy):
+    """Reference implementation of :class:`TaskPolicy`: a Python loop over tasks (for tests and benchmarks)."""
+
+    def distribution(self, obs: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.params is None:
+            return self.policy(obs)
+        mean = obs.new_zeros(obs.shape[0], self.policy.action_dim)
+        log_std = torch.zeros_like(mean)
+        for i in torch.unique(task).tolist():
+            rows = task == i
+            m, s = self.policy.call({k: v[i] for k, v in self.params.items()}, obs[rows])
+            mean[rows], log_std[rows] = m, s
+        return mean, log_std
+
+
+# -- returns, baseline, advantages ---------------------------------------------------------------
+
+
+def discounted_returns(rewards: torch.Tensor, valid: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Returns-to-go along the last axis ([..., H]); zero past each episode's end (no bootstrap)."""
+    out = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[..., 0])
+    r = rewards * valid
+    for t in range(rewards.shape[-1] - 1, -1, -1):
+        running = r[..., t] + gamma * running * valid[..., t]
+        out[..., t] = running
+    return out
+
+
+def baseline_features(obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """garage/MAML linear-baseline features of [N, E, H, O] observations.
+
+    ``[obs, obs², t, t², t³, 1]`` with ``t = step / 100`` and obs clipped to ±10; zero on padding.
+    """
+    h = obs.shape[2]
+    o = obs.clamp(-10, 10)
+    t = (torch.arange(h, device=obs.device, dtype=obs.dtype) / 100.0).view(1, 1, h, 1).expand(*obs.shape[:3], 1)
+    feats = torch.cat([o, o.pow(2), t, t.pow(2), t.pow(3), torch.ones_like(t)], dim=-1)
+    return feats * valid.unsqueeze(-1).to(feats.dtype)
+
+
+def fit_linear_baseline(features: torch.Tensor, returns: torch.Tensor, valid: torch.Tensor, reg: float) -> torch.Tensor:
+    """Per-task ridge regression of returns on features: [N, E, H, D], [N, E, H] → predictions [N, E, H].
+
+    Solved in float64; the ridge coefficient is raised x10 (up to 5 times) where a solve is not finite.
+    """
+    n, e, h, d = features.shape
+    x = features.reshape(n, e * h, d).double()
+    y = (returns * valid).reshape(n, e * h, 1).double()
+    xtx = x.transpose(1, 2) @ x
+    xty = x.transpose(1, 2) @ y
+    eye = torch.eye(d, dtype=torch.float64, device=x.device)
+    coef = torch.zeros(n, d, 1, dtype=torch.float64, device=x.device)
+    todo = torch.ones(n, dtype=torch.bool, device=x.device)
+    r = reg
+    for _ in range(6):
+        sol = torch.linalg.solve(xtx[todo] + r * eye, xty[todo])
+        ok = torch.isfinite(sol).all(dim=(1, 2))
+        idx = todo.nonzero().squeeze(1)
+        coef[idx[ok]] = sol[ok]
+        todo[idx[ok]] = False
+        if not todo.any():
+            break
+        r *= 10
+    pred = (x @ coef).reshape(n, e, h).to(returns.dtype)
+    return pred * valid
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """GAE along the last axis of [..., H] episodes; the value past an episode's end is 0."""
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[..., 0])
+    next_value = torch.zeros_like(values[..., 0])
+    m = valid.to(rewards.dtype)
+    for t in range(rewards.shape[-1] - 1, -1, -1):
+        delta = rewards[..., t] + gamma * next_value - values[..., t]
+        last = (delta + gamma * lam * last) * m[..., t]
+        adv[..., t] = last
+        next_value = values[..., t] * m[..., t]
+    return adv
+
+
+def normalize_per_task(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Standardise [N, ...] per task over its valid entries."""
+    n = x.shape[0]
+    m = valid.reshape(n, -1).to(x.dtype)
+    flat = x.reshape(n, -1)
+    count = m.sum(1, keepdim=True).clamp_min(1)
+    mean = (flat * m).sum(1, keepdim=True) / count
+    var = ((flat - mean).pow(2) * m).sum(1, keepdim=True) / count
+    return (((flat - mean) / (var.sqrt() + 1e-8)) * m).reshape(x.shape)
+
+
+@dataclass
+class TaskBatch:
+    """One rollout phase's episodes, flattened per task for the losses: [N, M, ...] with M = E * H."""
+
+    obs: torch.Tensor  # [N, M, O]
+    actions: torch.Tensor  # [N, M, A] normalised units
+    advantages: torch.Tensor  # [N, M]
+    mask: torch.Tensor  # [N, M] float 1 on valid steps
+    returns: torch.Tensor  # [N, E] undiscounted episode returns
+    success: torch.Tensor  # [N, E] float
+    num_steps: int = 0
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def steps_per_task(self) -> torch.Tensor:  # [N]
+        return self.mask.sum(1).clamp_min(1)
+
+
+def task_batch(traj: Trajectories, policy: GaussianMLPPolicy, config: MAMLConfig) -> TaskBatch:
+    """Advantages from a per-task linear baseline, and the tensors the losses need, on the policy's device."""
+    dev = policy.device
+    obs, valid, rewards = traj.obs.to(dev), traj.valid.to(dev), traj.rewards.to(dev)
+    n, e, h, o = obs.shape
+    returns = discounted_returns(rewards, valid, config.gamma)
+    values = fit_linear_baseline(baseline_features(obs, valid), returns, valid, config.baseline_reg)
+    adv = gae(rewards, values, valid, config.gamma, config.gae_lambda)
+    if config.normalize_advantages:
+        adv = normalize_per_task(adv, valid)
+    return TaskBatch(
+        obs=obs.reshape(n, e * h, o),
+        actions=policy.normalize_action(traj.actions.to(dev)).reshape(n, e * h, -1),
+        advantages=adv.reshape(n, e * h),
+        mask=valid.reshape(n, e * h).to(obs.dtype),
+        returns=traj.episode_returns.to(dev),
+        success=traj.episode_success.to(dev).float(),
+        num_steps=traj.num_steps,
+        extras={"log_prob": traj.extras["log_prob"].to(dev).reshape(n, e * h)} if "log_prob" in traj.extras else {},
+    )
+
+
+# -- inner loop ----------------------------------------------------------------------------------
+
+
+def inner_losses(policy: GaussianMLPPolicy, stacked: Params, batch: TaskBatch) -> torch.Tensor:
+    """Per-task REINFORCE losses [N]: −mean over valid steps of log π_i(a|s) · A."""
+    mean, log_std = policy.call_stacked(stacked, batch.obs)
+    logp = gaussian_log_prob(batch.actions, mean, log_std)
+    return -(logp * batch.advantages * batch.mask).sum(1) / batch.steps_per_task
+
+
+def inner_step(policy: GaussianMLPPolicy, stacked: Params, batch: TaskBatch, lr: float, create_graph: bool) -> Params:
+    """One policy-gradient step per task: θ'_i = θ_i − lr ∇ L_i(θ_i), for stacked weights [N, ...].
+
+    With ``create_graph`` the result stays differentiable through the gradient (second order);
+    without, the gradient is a constant and only the identity path θ → θ' remains (first order).
+    """
+    names = list(stacked)
+    tracked = torch.is_grad_enabled() and any(v.requires_grad for v in stacked.values())
+    if not tracked:  # under no_grad, or from plain tensors: a constant step (the gradient is still needed)
+        stacked = {k: v.detach().requires_grad_(True) for k, v in stacked.items()}
+        create_graph = False
+    with torch.enable_grad():
+        loss = inner_losses(policy, stacked, batch).sum()  # tasks are independent: ∂/∂θ_i of the sum is ∇L_i
+        grads = torch.autograd.grad(loss, [stacked[k] for k in names], create_graph=create_graph)
+    if not tracked:
+        return {k: (stacked[k] - lr * g).detach() for k, g in zip(names, grads, strict=True)}
+    return {k: stacked[k] - lr * g for k, g in zip(names, grads, strict=True)}
+
+
+def adapt_params(
+    policy: GaussianMLPPolicy,
+    params: Params,
+    batches: Sequence[TaskBatch],
+    lr: float,
+    create_graph: bool,
+) -> Params:
+    """θ'_i after one inner step per batch in ``batches`` (the episodes collected before each step)."""
+    if not batches:
+        raise ValueError("adapt_params needs at least one batch")
+    stacked = stack_params(params, batches[0].obs.shape[0])
+    for batch in batches:
+        stacked = inner_step(policy, stacked, batch, lr, create_graph)
+    return stacked
+
+
+# -- outer loop: TRPO ------------------------------------------------------------------------------
+
+
+def flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def conjugate_gradient(hvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int) -> torch.Tensor:
+    """Approximately solve ``H x = b`` with ``iters`` CG iterations (H given by products)."""
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rr = r @ r
+    for _ in range(iters):
+        hp = hvp(p)
+        alpha = rr / (p @ hp).clamp_min(1e-12)
+        x = x + alpha * p
+        r = r - alpha * hp
+        rr_new = r @ r
+        if rr_new < 1e-10:
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def surrogate_loss(
+    policy: GaussianMLPPolicy, adapted: Params, post: TaskBatch, old: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(−mean importance-weighted advantage, mean KL(old || new)) over tasks of post-adaptation episodes."""
+    mean, log_std = policy.call_stacked(adapted, post.obs)
+    logp = gaussian_log_prob(post.actions, mean, log_std)
+    old_logp = gaussian_log_prob(post.actions, *old)
+    ratio = torch.exp(logp - old_logp)
+    surr = -((ratio * post.advantages * post.mask).sum(1) / post.steps_per_task).mean()
+    kl = ((gaussian_kl(old[0], old[1], mean, log_std) * post.mask).sum(1) / post.steps_per_task).mean()
+    return surr, kl
+
+
+def _trpo_direction(
+    policy: GaussianMLPPolicy, pre: Sequence[TaskBatch], post: TaskBatch, config: MAMLConfig
+) -> tuple[torch.Tensor, torch.Tensor, float, tuple[torch.Tensor, torch.Tensor]]:
+    """(full step, gradient, loss, old post-adaptation distribution) at the current θ.
+
+    The step is the natural-gradient direction scaled to the KL limit: ``x / sqrt(xᵀHx / 2δ)``
+    with ``x ≈ H⁻¹ g`` by conjugate gradient, ``H`` the Hessian of the mean KL between the old
+    and new adapted policies (through the inner steps).  Its graphs are freed on return.
+    """
+    params = policy.params()
+    names = list(params)
+    adapted = adapt_params(policy, params, pre, config.inner_lr, create_graph=not config.first_order)
+    with torch.no_grad():
+        old = policy.call_stacked(detach_params(adapted), post.obs)
+    loss, kl = surrogate_loss(policy, adapted, post, old)
+    g = flat(torch.autograd.grad(loss, [params[k] for k in names], retain_graph=True))
+    flat_kl_grad = flat(torch.autograd.grad(kl, [params[k] for k in names], create_graph=True))
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        hv = torch.autograd.grad(flat_kl_grad @ v, [params[k] for k in names], retain_graph=True)
+        return flat(hv) + config.cg_damping * v
+
+    step_dir = conjugate_gradient(hvp, g, config.cg_iters)  # ≈ H⁻¹ g
+    shs = 0.5 * (step_dir @ hvp(step_dir))
+    lagrange = torch.sqrt(shs.clamp_min(1e-12) / config.max_kl)
+    return (step_dir / lagrange).detach(), g.detach(), float(loss.detach()), old
+
+
+def trpo_step(
+    policy: GaussianMLPPolicy, pre: Sequence[TaskBatch], post: TaskBatch, config: MAMLConfig
+) -> dict[str, float]:
+    """One TRPO step on θ for the post-adaptation surrogate (through the inner steps).
+
+    Backtracking line search (``ls_backtrack`` ** j, ``ls_steps`` tries) accepts the first step
+    that lowers the loss and keeps the mean KL within ``max_kl``; otherwise θ is unchanged.
+    """
+    full_step, g, old_loss, old = _trpo_direction(policy, pre, post, config)
+    params = policy.params()
+    names = list(params)
+    old_flat = flat([params[k].detach() for k in names]).clone()
+
+    def set_flat(vector: torch.Tensor) -> None:
+        offset = 0
+        with torch.no_grad():
+            for k in names:
+                p = params[k]
+                p.copy_(vector[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
+
+    accepted, fraction, new_loss, new_kl = False, 0.0, old_loss, 0.0
+    for j in range(config.ls_steps):
+        frac = config.ls_backtrack**j
+        set_flat(old_flat - frac * full_step)
+        with torch.no_grad():  # the inner steps still take their gradients, as constants
+            trial = adapt_params(policy, policy.params(), pre, config.inner_lr, create_graph=False)
+            l_new, kl_new = surrogate_loss(policy, trial, post, old)
+        if float(l_new) < old_loss and float(kl_new) <= config.max_kl:
+            accepted, fraction, new_loss, new_kl = True, frac, float(l_new), float(kl_new)
+            break
+    if not accepted:
+        set_flat(old_flat)
+    return {
+        "losses/surrogate_before": old_loss,
+        "losses/surrogate_after": new_loss,
+        "losses/kl": new_kl,
+        "trpo/accepted": float(accepted),
+        "trpo/step_fraction": fraction,
+        "losses/grad_norm": float(g.norm()),
+    }
+
+
+def ppo_outer_step(
+    policy: GaussianMLPPolicy,
+    optimizer: torch.optim.Optimizer,
+    pre: Sequence[TaskBatch],
+    post: TaskBatch,
+    config: MAMLConfig,
+) -> dict[str, float]:
+    """ProMP-style outer loop: ``ppo_epochs`` full-batch Adam steps on the clipped post-adaptation surrogate."""
+    create_graph = not config.first_order
+    with torch.no_grad():
+        adapted0 = adapt_params(policy, policy.params(), pre, config.inner_lr, create_graph=False)
+        old_mean, old_log_std = policy.call_stacked(detach_params(adapted0), post.obs)
+        old_logp = gaussian_log_prob(post.actions, old_mean, old_log_std)
+    first = last = 0.0
+    kl = torch.zeros(())
+    for epoch in range(config.ppo_epochs):
+        adapted = adapt_params(policy, policy.params(), pre, config.inner_lr, create_graph)
+        mean, log_std = policy.call_stacked(adapted, post.obs)
+        logp = gaussian_log_prob(post.actions, mean, log_std)
+        ratio = torch.exp(logp - old_logp)
+        adv = post.advantages
+        clipped = torch.min(ratio * adv, ratio.clamp(1 - config.ppo_clip, 1 + config.ppo_clip) * adv)
+        loss = -((clipped * post.mask).sum(1) / post.steps_per_task).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            kl = ((gaussian_kl(old_mean, old_log_std, mean, log_std) * post.mask).sum(1) / post.steps_per_task).mean()
+        first = float(loss) if epoch == 0 else first
+        last = float(loss)
+    return {"losses/surrogate_before": first, "losses/surrogate_after": last, "losses/kl": float(kl)}
+
+
+def reptile_outer_step(policy: GaussianMLPPolicy, adapted: Params, outer_lr: float) -> dict[str, float]:
+    """θ ← θ + ε (mean_i θ'_i − θ)."""
+    moved = 0.0
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            delta = adapted[name].mean(0) - p
+            p.add_(outer_lr * delta)
+            moved += float(delta.pow(2).sum())
+    return {"reptile/mean_delta_norm": math.sqrt(moved)}
+
+
+# -- the agent ------------------------------------------------------------------------------------
+
+
+class MAMLAgent:
+    """MAML-family agent behind the shared training loop (:class:`metarl.agent.MetaLearner`)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        config: MAMLConfig | None = None,
+        *,
+        name: str = "maml-trpo",
+        episodes_per_task: int = 10,
+        device: torch.device | str = "cpu",
+        action_low: Any = None,
+        action_high: Any = None,
+        seed: int = 0,
+    ) -> None:
+        self.config = config or MAMLConfig()
+        self.name = name
+        self.episodes_per_task = int(episodes_per_task)
+        self.device = torch.device(device)
+        torch.manual_seed(seed)
+        self.policy = GaussianMLPPolicy(
+            obs_dim, action_dim, self.config.hidden, self.config.init_std, action_low, action_high
+        ).to(self.device)
+        self.optimizer: torch.optim.Optimizer | None = (
+            torch.optim.Adam(self.policy.parameters(), lr=self.config.outer_lr) if self.config.outer == "ppo" else None
+        )
+        self.env_steps = 0
+
+    # -- sampling --------------------------------------------------------------------------
+    def _collect(
+        self, engine: Any, tasks: Sequence[Task], params: Params | None, episodes: int, deterministic: bool = False
+    ) -> Trajectories:
+        traj: Trajectories = engine.collect(
+            TaskPolicy(self.policy, params), list(tasks), episodes_per_task=episodes, deterministic=deterministic
+        )
+        return traj
+
+    def adapt(
+        self, engine: Any, tasks: Sequence[Task], episodes: int | None = None, steps: int | None = None
+    ) -> tuple[TaskPolicy, list[TaskBatch]]:
+        """Collect ``episodes`` per task and take ``steps`` inner steps; returns the adapted per-task policy.
+
+        The returned :class:`TaskPolicy` holds the adapted weights stacked in the order of ``tasks``:
+        pass it and the same task list to ``engine.collect``.
+        """
+        episodes = self.episodes_per_task if episodes is None else int(episodes)
+        steps = self.config.inner_steps if steps is None else int(steps)
+        if episodes <= 0:
+            raise ValueError(f"adaptation needs at least one episode per task, got {episodes}")
+        params: Params | None = None
+        batches: list[TaskBatch] = []
+        for _ in range(steps):
+            traj = self._collect(engine, tasks, params, episodes)
+            batches.append(task_batch(traj, self.policy, self.config))
+            base = stack_params(self.policy.params(), len(tasks)) if params is None else params
+            params = detach_params(inner_step(self.policy, base, batches[-1], self.config.inner_lr, False))
+        return TaskPolicy(self.policy, params), batches
+
+    # -- MetaLearner ------------------------------------------------------------------------
+    def meta_train_step(self, engine: Any, tasks: Sequence[Task]) -> dict[str, float]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        adapted_policy, pre = self.adapt(engine, tasks)
+        assert adapted_policy.params is not None
+        post: TaskBatch | None = None
+        if cfg.outer != "reptile":
+            post_traj = self._collect(engine, tasks, adapted_policy.params, self.episodes_per_task)
+            post = task_batch(post_traj, self.policy, cfg)
+        t1 = time.perf_counter()
+        if post is None:  # Reptile: θ moves toward the weights after the inner steps
+            losses = reptile_outer_step(self.policy, adapted_policy.params, cfg.outer_lr)
+        elif cfg.outer == "trpo":
+            losses = trpo_step(self.policy, pre, post, cfg)
+        else:
+            assert self.optimizer is not None
+            losses = ppo_outer_step(self.policy, self.optimizer, pre, post, cfg)
+        t2 = time.perf_counter()
+        # Reptile has no post-adaptation phase: its "post" figures are those of the last inner step's episodes
+        last = post if post is not None else pre[-1]
+        return {
+            "env_steps": float(sum(b.num_steps for b in pre) + (post.num_steps if post is not None else 0)),
+            "charts/pre_adaptation_return": float(pre[0].returns.mean()),
+            "charts/post_adaptation_return": float(last.returns.mean()),
+            "charts/pre_adaptation_success": float(pre[0].success.mean()),
+            "charts/post_adaptation_success": float(last.success.mean()),
+            "charts/log_std": float(self.policy.log_std.detach().mean()),
+            **losses,
+            "time/sampling_s": t1 - t0,
+            "time/learning_s": t2 - t1,
+        }
+
+    def meta_test(
+        self, engine: Any, tasks: Sequence[Task], adaptation_episodes: int, eval_episodes: int, deterministic: bool
+    ) -> MetaTestRollouts:
+        """Curve point k: ``eval_episodes`` episodes with the weights after k inner steps (k = 0..S).
+
+        Each inner step uses ``adaptation_episodes`` fresh stochastic episodes per task (one
+        episode if 0 is given: a gradient step needs data).
+        """
+        tasks = list(tasks)
+        steps = self.config.steps_at_test
+        episodes = max(int(adaptation_episodes), 1)
+        params: Params | None = None
+        succ, rets = [], []
+        last: Trajectories | None = None
+        for k in range(steps + 1):
+            last = self._collect(engine, tasks, params, eval_episodes, deterministic)
+            succ.append(last.episode_success.float().mean(1))
+            rets.append(last.episode_returns.mean(1))
+            if k == steps:
+                break
+            traj = self._collect(engine, tasks, params, episodes)
+            batch = task_batch(traj, self.policy, self.config)
+            base = stack_params(self.policy.params(), len(tasks)) if params is None else params
+            params = detach_params(inner_step(self.policy, base, batch, self.config.inner_lr, False))
+        assert last is not None
+        return MetaTestRollouts(
+            tasks=list(last.tasks),
+            curve_success=torch.stack(succ, 1).cpu(),
+            curve_return=torch.stack(rets, 1).cpu(),
+            eval_success=last.episode_success.cpu(),
+            eval_return=last.episode_returns.cpu(),
+            unit="gradient_steps",
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"policy": self.policy.state_dict()}
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        if self.optimizer is not None and "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+AGENT_CONFIGS: dict[str, type[MAMLConfig]] = {
+    "maml-trpo": MAMLConfig,
+    "maml-ppo": MAMLPPOConfig,
+    "fomaml": FOMAMLConfig,
+    "reptile": ReptileConfig,
+}
+
+
+def build(observation_space: Any, action_space: Any, config: MAMLConfig, train: Any, device: torch.device) -> MAMLAgent:
+    """Agent factory used by the training loop (``train`` is a :class:`metarl.config.TrainConfig`)."""
+    expected = AGENT_CONFIGS.get(train.agent)
+    if expected is not None and type(config) is not expected:
+        raise ValueError(f"agent {train.agent!r} needs a {expected.__name__}, got a {type(config).__name__}")
+    return MAMLAgent(
+        int(math.prod(observation_space.shape)),
+        int(math.prod(action_space.shape)),
+        config,
+        name=train.agent,
+        episodes_per_task=train.episodes_per_task,
+        device=device,
+        action_low=action_space.low,
+        action_high=action_space.high,
+        seed=train.seed,
+    )
+
+
+# -- Meta-World's MetaLearningAgent protocol ----------------------------------------------------
+
+
+class MAMLMetaWorldAgent:
+    """Adapter so ``metaworld.evaluation.metalearning_evaluation`` can score a MAML-family agent.
+
+    Env ``i`` of the evaluator's vector env is task ``i``.  ``adapt_action``/``step`` record each
+    env's adaptation episodes; ``adapt()`` takes one inner step per call (the evaluator calls it
+    once per adaptation step) on that env's complete episodes, from the current weights; the
+    evaluation episodes then run with the adapted weights (``reset`` has nothing to do: the
+    policy is feed-forward).  ``init()`` returns every env to θ.  Meta-World vector envs
+    auto-reset in the same step (``SAME_STEP``), so every recorded step is a real one.
+    """
+
+    def __init__(self, agent: MAMLAgent, num_envs: int, *, deterministic: bool = False, seed: int = 0) -> None:
+        self.agent = agent
+        self.policy = agent.policy
+        self.num_envs = int(num_envs)
+        self.deterministic = deterministic
+        self.generator = torch.Generator(device=self.policy.device).manual_seed(seed)
+        self.params: Params | None = None
+        self.init()
+
+    def init(self) -> None:
+        self.params = None
+        self._clear()
+
+    def _clear(self) -> None:
+        self._steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _act(self, observations: Any, deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        dev = self.policy.device
+        obs = torch.as_tensor(observations, dtype=torch.float32, device=dev)
+        task = torch.arange(self.num_envs, device=dev)
+        noise = torch.randn(self.num_envs, self.policy.action_dim, generator=self.generator, device=dev)
+        with torch.no_grad():
+            mean, log_std = TaskPolicy(self.policy, self.params).distribution(obs, task)
+            a = mean if deterministic else mean + log_std.exp() * noise
+            log_prob = gaussian_log_prob(a, mean, log_std)
+        return obs, self.policy.action_bias + self.policy.action_scale * a, log_prob
+
+    def adapt_action(self, observations: Any) -> tuple[Any, dict[str, Any]]:
+        # adaptation episodes are always sampled: a policy gradient needs exploration
+        obs, action, log_prob = self._act(observations, False)
+        self._last = (obs, action)
+        return action.cpu().numpy().astype("float64"), {"log_prob": log_prob.cpu().numpy()}
+
+    def step(self, timestep: Any) -> None:
+        if self._last is None:
+            raise RuntimeError("step() called before adapt_action()")
+        dev = self.policy.device
+        obs, action = self._last
+        reward = torch.as_tensor(timestep.reward, dtype=torch.float32, device=dev)
+        done = torch.as_tensor(timestep.terminated | timestep.truncated, device=dev)
+        terminated = torch.as_tensor(timestep.terminated, device=dev)
+        self._steps.append((obs, action, reward, done, terminated))
+
+    def _trajectories(self) -> Trajectories:
+        """The recorded steps as [env, episode, time] whole episodes (an unfinished last episode is dropped)."""
+        if not self._steps:
+            raise RuntimeError("adapt() called with no adaptation steps recorded")
+        obs, act, rew, done, term = (torch.stack(x, 1) for x in zip(*self._steps, strict=True))  # [N, T, ...]
+        episodes: list[list[tuple[int, int]]] = []
+        for i in range(self.num_envs):
+            ends = (done[i].nonzero().squeeze(1) + 1).tolist()
+            episodes.append(list(zip([0, *ends[:-1]], ends, strict=True)) if ends else [])
+        if any(not e for e in episodes):
+            raise RuntimeError("an env finished no adaptation episode; give the evaluator more adaptation episodes")
+        n_eps = max(len(e) for e in episodes)
+        horizon = max(b - a for e in episodes for a, b in e)
+        n, dev = self.num_envs, self.policy.device
+        out_obs = torch.zeros(n, n_eps, horizon, obs.shape[-1], device=dev)
+        out_act = torch.zeros(n, n_eps, horizon, act.shape[-1], device=dev)
+        out_rew = torch.zeros(n, n_eps, horizon, device=dev)
+        valid = torch.zeros(n, n_eps, horizon, dtype=torch.bool, device=dev)
+        terminated = torch.zeros(n, n_eps, horizon, dtype=torch.bool, device=dev)
+        for i, eps in enumerate(episodes):
+            for e, (a, b) in enumerate(eps):
+                out_obs[i, e, : b - a] = obs[i, a:b]
+                out_act[i, e, : b - a] = act[i, a:b]
+                out_rew[i, e, : b - a] = rew[i, a:b]
+                valid[i, e, : b - a] = True
+                terminated[i, e, : b - a] = term[i, a:b]
+        return Trajectories(
+            tasks=[],
+            obs=out_obs,
+            actions=out_act,
+            rewards=out_rew,
+            terminated=terminated,
+            truncated=torch.zeros_like(terminated),
+            success=torch.zeros_like(terminated),
+            valid=valid,
+            final_obs=torch.zeros(n, n_eps, obs.shape[-1], device=dev),
+            lengths=valid.sum(-1),
+            episode_seeds=torch.zeros(n, n_eps, dtype=torch.int64, device=dev),
+        )
+
+    def adapt(self) -> None:
+        """One inner step per env from the current weights, on the episodes recorded since the last call."""
+        batch = task_batch(self._trajectories(), self.policy, self.agent.config)
+        base = stack_params(detach_params(self.policy.params()), self.num_envs) if self.params is None else self.params
+        self.params = detach_params(inner_step(self.policy, base, batch, self.agent.config.inner_lr, False))
+        self._clear()
+
+    def eval_action(self, observations: Any) -> Any:
+        _, action, _ = self._act(observations, self.deterministic)
+        return action.cpu().numpy().astype("float64")
+
+    def reset(self, env_mask: Any) -> None:
+        """Nothing to reset: the adapted weights stay, the policy has no state."""
