@@ -29,6 +29,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from metarl.agent import MetaTestRollouts
+from metarl.agents.distributions import action_affine, gaussian_kl, gaussian_log_prob
 from metarl.rollout.types import StepBatch, Trajectories
 from metarl.tasks import Task
 
@@ -171,14 +172,9 @@ class GaussianMLPPolicy(nn.Module):
     ) -> None:
         super().__init__()
         self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
-        low = torch.as_tensor(-1.0 if action_low is None else action_low, dtype=torch.float32).expand(action_dim)
-        high = torch.as_tensor(1.0 if action_high is None else action_high, dtype=torch.float32).expand(action_dim)
-        if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
-            raise ValueError(
-                f"MAML needs finite action bounds with high > low, got low={low.tolist()} high={high.tolist()}"
-            )
-        self.register_buffer("action_bias", ((high + low) / 2).clone())
-        self.register_buffer("action_scale", ((high - low) / 2).clone())
+        bias, scale = action_affine(self.action_dim, action_low, action_high, "MAML")
+        self.register_buffer("action_bias", bias)
+        self.register_buffer("action_scale", scale)
         layers: list[nn.Module] = []
         in_dim = self.obs_dim
         for width in hidden:
@@ -214,20 +210,6 @@ class GaussianMLPPolicy(nn.Module):
         """Per-task weights: ``params`` each [N, ...], obs [N, M, O] → mean, log_std [N, M, A] (one vmap)."""
         out: tuple[torch.Tensor, torch.Tensor] = vmap(self.call)(params, obs)
         return out
-
-
-def gaussian_log_prob(action: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """Log-density of a diagonal Gaussian, summed over the last axis."""
-    z = (action - mean) * torch.exp(-log_std)
-    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
-def gaussian_kl(
-    mean0: torch.Tensor, log_std0: torch.Tensor, mean1: torch.Tensor, log_std1: torch.Tensor
-) -> torch.Tensor:
-    """KL(N0 || N1) of diagonal Gaussians, summed over the last axis."""
-    var0, var1 = torch.exp(2 * log_std0), torch.exp(2 * log_std1)
-    return (log_std1 - log_std0 + (var0 + (mean0 - mean1).pow(2)) / (2 * var1) - 0.5).sum(-1)
 
 
 def stack_params(params: Params, n: int) -> Params:
@@ -398,7 +380,12 @@ class TaskBatch:
 
 
 def task_batch(traj: Trajectories, policy: GaussianMLPPolicy, config: MAMLConfig) -> TaskBatch:
-    """Advantages from a per-task linear baseline, and the tensors the losses need, on the policy's device."""
+    """Advantages from a per-task linear baseline, and the tensors the losses need, on the policy's device.
+
+    The objective is the finite-horizon return, as in MAML and garage: returns are not
+    bootstrapped past a truncated episode's end, and the baseline sees the time step (its
+    ``t, t², t³`` features), so the value of the remaining horizon is part of what it fits.
+    """
     dev = policy.device
     obs, valid, rewards = traj.obs.to(dev), traj.valid.to(dev), traj.rewards.to(dev)
     n, e, h, o = obs.shape
@@ -601,8 +588,8 @@ def ppo_outer_step(
         optimizer.step()
         with torch.no_grad():
             kl = ((gaussian_kl(old_mean, old_log_std, mean, log_std) * post.mask).sum(1) / post.steps_per_task).mean()
-        first = float(loss) if epoch == 0 else first
-        last = float(loss)
+        first = float(loss.detach()) if epoch == 0 else first
+        last = float(loss.detach())
     return {"losses/surrogate_before": first, "losses/surrogate_after": last, "losses/kl": float(kl)}
 
 

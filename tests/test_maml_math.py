@@ -375,3 +375,20 @@ def test_ppo_outer_loop_changes_theta_and_checkpoints_its_optimizer(nav_engine) 
     clone.load_state_dict(state)
     for (k, v), (_, w) in zip(agent.policy.state_dict().items(), clone.policy.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_vmapped_call_on_cuda_equals_the_cpu_loop() -> None:
+    pol = _policy(torch.float32, hidden=(32, 32))
+    stacked = {k: v.detach() + 0.1 * torch.randn(6, *v.shape) for k, v in pol.named_parameters()}
+    task = torch.tensor([5, 0, 5, 2, 2, 2, 4])
+    obs = torch.randn(task.numel(), O)
+    ref, _, _ = LoopTaskPolicy(pol, stacked).act(_step(obs, task), None)
+    cuda = torch.device("cuda")
+    pol_cuda = pol.to(cuda)
+    step = _step(obs.to(cuda), task.to(cuda))
+    step.noise = step.noise.to(cuda)
+    for name in ("prev_action", "prev_reward", "prev_done", "episode_start", "trial_start", "slot"):
+        setattr(step, name, getattr(step, name).to(cuda))
+    out, _, _ = TaskPolicy(pol_cuda, {k: v.to(cuda) for k, v in stacked.items()}).act(step, None)
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-5)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -15,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import metarl_cli
+from _helpers import progress_rows as _rows
 
 import metarl
 from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
@@ -27,18 +27,6 @@ TINY = [
     "--eval-every", "1", "--eval-tasks", "2", "--adaptation-episodes", "1", "--eval-episodes", "1",
     "--checkpoint-every", "1", "--no-progress",
 ]  # fmt: skip
-
-
-def metarl_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("metarl")
-    cmd = [exe, *args] if exe else [sys.executable, "-m", "metarl.cli", *args]
-    env = {k: v for k, v in os.environ.items() if k != "METARL_DEBUG"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-
-
-def _rows(run: Path) -> list[dict[str, str]]:
-    with (run / "progress.csv").open() as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_cli_train_two_iterations_then_resume_one_more(tmp_path: Path) -> None:
