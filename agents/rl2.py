@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from metarl.agent import MetaTestRollouts
+from metarl.agents.distributions import action_affine, gaussian_entropy, gaussian_log_prob
 from metarl.rollout.types import StepBatch, Trajectories
 from metarl.tasks import Task
 
@@ -72,14 +73,9 @@ class RL2Policy(nn.Module):
         self.config = config or RL2PolicyConfig()
         self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
         # The Gaussian lives in [-1, 1]-normalised action units; env actions = bias + scale * a.
-        low = torch.as_tensor(-1.0 if action_low is None else action_low, dtype=torch.float32).expand(action_dim)
-        high = torch.as_tensor(1.0 if action_high is None else action_high, dtype=torch.float32).expand(action_dim)
-        if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
-            raise ValueError(
-                f"RL² needs finite action bounds with high > low, got low={low.tolist()} high={high.tolist()}"
-            )
-        self.register_buffer("action_bias", (high + low) / 2)
-        self.register_buffer("action_scale", (high - low) / 2)
+        bias, scale = action_affine(self.action_dim, action_low, action_high, "RL²")
+        self.register_buffer("action_bias", bias)
+        self.register_buffer("action_scale", scale)
         # Running statistics of returns, for value normalisation (identity when it is off).
         self.register_buffer("ret_mean", torch.zeros(()))
         self.register_buffer("ret_std", torch.ones(()))
@@ -168,16 +164,6 @@ class RL2Policy(nn.Module):
         out, h_last = self.gru(self.encoder(inputs), h0.unsqueeze(0))
         mean, log_std, value = self.heads(out)
         return mean, log_std, value, h_last[0]
-
-
-def gaussian_log_prob(action: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """Log-density of a diagonal Gaussian, summed over the last axis."""
-    z = (action - mean) * torch.exp(-log_std)
-    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
-def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
-    return (log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
 
 
 # -- trials: from [task, episode, time] to compact per-trial sequences -------------------------
@@ -493,9 +479,14 @@ class RL2Agent:
     def meta_test(
         self, engine: Any, tasks: Sequence[Task], adaptation_episodes: int, eval_episodes: int, deterministic: bool
     ) -> MetaTestRollouts:
+        """One trial per task: ``adaptation_episodes`` episodes, then ``eval_episodes`` evaluation episodes that
+        each start from the hidden state reached after the adaptation episodes (as Meta-World's evaluator
+        does), so an evaluation episode never learns from an earlier one.
+        """
         total = adaptation_episodes + eval_episodes
+        policy = AdaptedStatePolicy(self.policy, adaptation_episodes)
         traj = engine.collect(
-            self.policy, list(tasks), episodes_per_task=total, episodes_per_trial=total, deterministic=deterministic
+            policy, list(tasks), episodes_per_task=total, episodes_per_trial=total, deterministic=deterministic
         )
         success = traj.episode_success.float()  # [N, K+n]
         returns = traj.episode_returns
@@ -536,6 +527,40 @@ def build(observation_space: Any, action_space: Any, config: RL2Config, train: A
         action_low=action_space.low,
         action_high=action_space.high,
     )
+
+
+class AdaptedStatePolicy:
+    """An RL² policy for meta-tests: after ``k`` episodes of a trial, every later episode starts from the
+    hidden state reached at the end of episode ``k`` (the adapted state), not from where the previous
+    evaluation episode left it.
+
+    State per slot: (hidden, snapshot of the adapted hidden, episode number within the trial).
+    """
+
+    def __init__(self, policy: RL2Policy, k: int) -> None:
+        self.policy = policy
+        self.k = int(k)
+        self.device = policy.device
+
+    def initial_state(self, num_slots: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.policy.initial_state(num_slots)
+        return h, torch.zeros_like(h), torch.zeros(num_slots, dtype=torch.long, device=h.device)
+
+    @torch.no_grad()
+    def act(
+        self, step: StepBatch, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
+        hidden, snapshot, count = state
+        c = count[step.slot]
+        c = torch.where(step.trial_start, torch.ones_like(c), torch.where(step.episode_start, c + 1, c))
+        count = count.index_copy(0, step.slot, c)
+        first_eval = step.episode_start & (c == self.k + 1)  # the adapted state: snapshot it
+        adapted = torch.where(step.trial_start.unsqueeze(-1), torch.zeros_like(hidden[step.slot]), hidden[step.slot])
+        snapshot = snapshot.index_copy(0, step.slot[first_eval], adapted[first_eval])
+        later = step.episode_start & (c > self.k + 1)  # later evaluation episodes: restore it
+        hidden = hidden.index_copy(0, step.slot[later], snapshot[step.slot[later]])
+        action, hidden, extras = self.policy.act(step, hidden)
+        return action, (hidden, snapshot, count), extras
 
 
 # -- Meta-World's MetaLearningAgent protocol ----------------------------------------------------

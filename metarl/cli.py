@@ -153,6 +153,15 @@ def _add_train_parser(sub: Any, agent: str | None) -> None:
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     train.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="train one run per seed, under OUT/seed-S (then `metarl compare OUT`)",
+    )
+    train.add_argument("--jobs", type=int, default=1, help="with --seeds: runs at a time, each in its own process")
     add_dataclass_flags(train, TrainConfig, title="training", skip=("agent",))
     for section in _agent_sections(agent):
         nested = {f.name for f in dataclasses.fields(section) if dataclasses.is_dataclass(f.default)}
@@ -172,6 +181,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         allowed = {"total_env_steps", "iterations", "max_minutes"}
         extra = sorted(set(train_overrides) - allowed)
+        if args.seeds:
+            raise UserError("--resume continues one run; resume each seed's run directory on its own")
         if extra or args.agent or args.config:
             given = extra + (["agent"] if args.agent else []) + (["--config"] if args.config else [])
             raise UserError(f"--resume continues a run as configured; only budgets can change, but got {given}")
@@ -198,10 +209,114 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             field = next(f.name for f in dataclasses.fields(agent_cfg) if type(getattr(agent_cfg, f.name)) is section)
             agent_cfg = dataclasses.replace(agent_cfg, **{field: replace_checked(getattr(agent_cfg, field), changes)})
+    if args.seeds:
+        return _train_seeds(args, train_cfg, agent_cfg, named.name, progress)
     run_dir = train(
         train_cfg, agent_cfg, out=args.out, config_name=named.name, overwrite=args.overwrite, progress=progress
     )
     print(f"run saved in {run_dir}")
+    return 0
+
+
+def _train_one_seed(train_cfg: Any, agent_cfg: Any, out: str, config_name: str, overwrite: bool, progress: bool) -> str:
+    from metarl.training import train
+
+    return str(train(train_cfg, agent_cfg, out=out, config_name=config_name, overwrite=overwrite, progress=progress))
+
+
+def _train_seeds(args: argparse.Namespace, train_cfg: Any, agent_cfg: Any, config_name: str, progress: bool) -> int:
+    """``--seeds S1 S2 ...``: one run per seed under ``OUT/seed-S`` (``--jobs`` at a time, each in its own process)."""
+    import dataclasses
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+    from pathlib import Path
+
+    from metarl.training import default_run_dir
+
+    seeds = list(args.seeds)
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds must be distinct non-negative integers, got {seeds}")
+    if args.jobs <= 0:
+        raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
+    root = Path(args.out) if args.out else default_run_dir(config_name, train_cfg.agent)
+    jobs = [(dataclasses.replace(train_cfg, seed=s), root / f"seed-{s}") for s in seeds]
+    if args.jobs == 1:
+        done = [_train_one_seed(cfg, agent_cfg, str(out), config_name, args.overwrite, progress) for cfg, out in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+            futures = [
+                pool.submit(_train_one_seed, cfg, agent_cfg, str(out), config_name, args.overwrite, False)
+                for cfg, out in jobs
+            ]
+            done = [f.result() for f in futures]
+    for run_dir in done:
+        print(f"run saved in {run_dir}")
+    print(f"compare them with: metarl compare {root} --out {root / 'compare'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """IQM and mean with 95% bootstrap intervals across runs; Markdown and PNGs in --out."""
+    from pathlib import Path
+
+    from metarl.evaluation.report import compare
+
+    paths = [Path(p) for p in args.paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UserError(f"no such run directory or result file: {missing}")
+    written = compare(paths, Path(args.out), reps=args.reps, seed=args.seed)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Meta-test a trained run on held-out tasks; write the EvalResult JSON, report.md and PNGs."""
+    from pathlib import Path
+
+    from metarl.evaluation.report import write_eval_report
+    from metarl.evaluation.runner import FINAL_EVAL, EvalSettings, evaluate_run
+    from metarl.run import is_run_dir
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"no run directory {str(run_dir)!r}")
+    if not is_run_dir(run_dir):
+        raise UserError(f"{str(run_dir)!r} is not a metarl run directory (no config.json/meta.json)")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    if checkpoint is not None and not checkpoint.is_file():
+        raise UserError(f"no checkpoint file {str(checkpoint)!r}")
+    for name in ("adaptation_episodes", "eval_episodes", "tasks_per_family", "workers"):
+        value = getattr(args, name)
+        if value is not None and (value < 0 or (value == 0 and name != "adaptation_episodes")):
+            flag = "--" + name.replace("_", "-")
+            raise UserError(
+                f"{flag} must be {'non-negative' if name == 'adaptation_episodes' else 'positive'}, got {value}"
+            )
+    settings = EvalSettings(
+        split=args.split,
+        adaptation_episodes=args.adaptation_episodes,
+        eval_episodes=args.eval_episodes,
+        tasks_per_family=args.tasks_per_family,
+        deterministic=args.deterministic,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    result = evaluate_run(run_dir, settings, checkpoint=checkpoint)
+    out = Path(args.json) if args.json else run_dir / "eval" / FINAL_EVAL
+    result.save(out)
+    report_dir = out.parent if args.json else run_dir / "eval"
+    written = write_eval_report(result, report_dir)
+    unit = result.curve["unit"].replace("_", " ")
+    print(
+        f"{result.agent} on {len(result.per_task)} {result.split} task(s) of {result.distribution}: "
+        f"success {result.success_mean:.3f}, return {result.return_mean:.2f} "
+        f"(after {result.curve['x'][-1]} {unit}; {result.eval_episodes_per_task} evaluation episodes per task)"
+    )
+    print(f"wrote {out}")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
@@ -250,6 +365,54 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     roll.set_defaults(func=cmd_rollout)
 
     _add_train_parser(sub, _agent_from_argv(argv))
+    ev = sub.add_parser(
+        "eval",
+        help="meta-test a trained run on held-out tasks (JSON, report.md, PNGs in RUN_DIR/eval/)",
+        description="Meta-test a trained run: for each task a fresh adaptation, then exactly N evaluation episodes.",
+    )
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `metarl train`")
+    ev.add_argument("--split", default="test", choices=["test", "train"], help="which tasks (default: held-out)")
+    ev.add_argument(
+        "--adaptation-episodes",
+        type=int,
+        default=None,
+        metavar="K",
+        help="adaptation episodes per task (Meta-World default 10, else the run's)",
+    )
+    ev.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluation episodes per task (Meta-World default 3, else the run's)",
+    )
+    ev.add_argument(
+        "--tasks-per-family",
+        type=int,
+        default=None,
+        metavar="M",
+        help="evaluate M tasks per family, drawn with --seed (default: all tasks)",
+    )
+    ev.add_argument("--deterministic", action="store_true", help="evaluate the mean action")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the task subsample, env resets and action noise")
+    ev.add_argument("--checkpoint", default=None, metavar="PATH", help="a checkpoint file (default: the latest)")
+    ev.add_argument(
+        "--json", default=None, metavar="PATH", help="write the EvalResult here (default: RUN_DIR/eval/final.json)"
+    )
+    ev.add_argument("--workers", type=int, default=None, help="rollout workers (default: the run's)")
+    ev.set_defaults(func=cmd_eval)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="compare evaluated runs: IQM and mean with 95%% bootstrap CIs, Markdown and PNGs",
+        description="Compare runs (run dirs, their parents, or EvalResult JSON files) per benchmark and agent.",
+    )
+    cmp.add_argument("paths", nargs="+", metavar="RUN_DIR", help="run directories, parents of runs, or result JSONs")
+    cmp.add_argument("--out", required=True, metavar="DIR", help="where compare.md and the PNGs go")
+    cmp.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
+    cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    cmp.set_defaults(func=cmd_compare)
+
     configs = sub.add_parser("configs", help="list the named reference configs")
     configs.add_argument("--json", action="store_true", help="print JSON instead of a table")
     configs.set_defaults(func=cmd_configs)

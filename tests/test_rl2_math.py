@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from metarl.agents.rl2 import (
@@ -135,3 +136,44 @@ def test_act_updates_only_given_slots_and_resets_exactly_at_trial_start() -> Non
     )
     _, _, _, h_seq = policy.forward_sequence(inputs, torch.zeros(1, 8))
     torch.testing.assert_close(h_seq[0], state2[1])
+
+
+def _one_step(obs: torch.Tensor, *, trial_start: bool, episode_start: bool, noise: torch.Tensor) -> StepBatch:
+    return StepBatch(
+        obs=obs,
+        prev_action=torch.zeros(1, 2),
+        prev_reward=torch.zeros(1),
+        prev_done=torch.tensor([episode_start and not trial_start]),
+        episode_start=torch.tensor([episode_start]),
+        trial_start=torch.tensor([trial_start]),
+        slot=torch.tensor([1]),
+        task=torch.tensor([0]),
+        noise=noise,
+    )
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_meta_test_policy_starts_every_evaluation_episode_from_the_adapted_state(k: int) -> None:
+    from metarl.agents.rl2 import AdaptedStatePolicy
+
+    torch.manual_seed(0)
+    policy = AdaptedStatePolicy(RL2Policy(3, 2, RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6)), k)
+    state = policy.initial_state(3)
+    g = torch.Generator().manual_seed(1)
+    first_actions = []
+    start_obs, noise = torch.randn(1, 3, generator=g), torch.randn(1, 2, generator=g)
+    for episode in range(k + 3):  # k adaptation episodes, then 3 evaluation episodes of 3 steps
+        for t in range(3):
+            obs = start_obs if t == 0 else torch.randn(1, 3, generator=g)
+            step = _one_step(obs, trial_start=episode == 0 and t == 0, episode_start=t == 0, noise=noise)
+            action, state, _ = policy.act(step, state)
+            if t == 0:
+                first_actions.append(action)
+    evals = first_actions[k:]
+    # same first input and the same (adapted) hidden state: the same first action in every evaluation episode
+    # (with k = 0 the first one is the trial's first step, whose input has no done flag)
+    torch.testing.assert_close(evals[2], evals[1])
+    if k > 0:
+        torch.testing.assert_close(evals[1], evals[0])
+    if k > 0:  # and that state is not the trial's initial one
+        assert not torch.allclose(first_actions[0], evals[0])

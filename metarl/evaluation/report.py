@@ -1,0 +1,694 @@
+"""Reports of meta-test results: Markdown for one EvalResult, PNG figures, and comparisons across runs.
+
+* :func:`render_markdown` / :func:`write_eval_report`: one evaluation (``report.md``, ``curve.png``, ``per_task.png``).
+* :func:`plot_adaptation_curve`, :func:`plot_per_task_success`, :func:`plot_training_curves`: figures of groups of
+  results (one group per label, e.g. agent; one result per seed).
+* :func:`compare`: run directories or EvalResult JSON files → ``compare.md`` with the IQM and mean success across
+  seeds with 95% stratified-bootstrap intervals (rliable), one section per benchmark, plus figures.
+
+Figures are drawn with matplotlib's object API (``matplotlib.figure.Figure``, rendered by Agg): no display is
+needed and the pyplot backend of the caller (a notebook, say) is left untouched.  Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from numpy.typing import NDArray
+
+from metarl.evaluation.result import EvalResult, load_eval_result
+from metarl.evaluation.stats import Interval, aggregate, columnwise_mean_ci, stratified_bootstrap_ci
+from metarl.run import CONFIG_FILE, PROGRESS_FILE, atomic_write_bytes
+
+EVAL_DIR = "eval"
+FINAL_EVAL = "final.json"
+LATEST_EVAL = "latest.json"
+ENV_STEPS_COLUMN = "charts/env_steps"
+"""progress.csv column with the env steps of a row (the TensorBoard step)."""
+
+_UNIT_WORDS = {"episodes": "adaptation episodes", "gradient_steps": "gradient steps"}
+_DPI = 110
+_MAX_LABEL_CHARS = 28
+
+
+# ----------------------------------------------------------------------------------------------- small helpers
+
+
+def _num(value: Any) -> str:
+    """A number for a table: 3 decimals below 100, one decimal with thousands separators above."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3f}"
+
+
+def _cell(text: Any) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _natural_key(text: str) -> list[Any]:
+    """Sort key that orders ``.../7`` before ``.../10``."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text)]
+
+
+def _unit_words(unit: Any) -> str:
+    return _UNIT_WORDS.get(str(unit), str(unit).replace("_", " "))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "benchmark"
+
+
+def _write_text(path: Path, text: str) -> Path:
+    atomic_write_bytes(Path(path), text.encode())
+    return Path(path)
+
+
+def _save_figure(fig: Figure, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight")
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def _short_task_label(task_id: str, prefix: str) -> str:
+    """``task_id`` without ``prefix``, shortened in the middle so that its ``/index`` end stays readable."""
+    label = task_id[len(prefix) :] if prefix and task_id.startswith(prefix) else task_id
+    if len(label) <= _MAX_LABEL_CHARS:
+        return label
+    tail = label[label.rfind("/") :] if "/" in label else ""
+    if len(tail) > _MAX_LABEL_CHARS // 2:
+        tail = label[-(_MAX_LABEL_CHARS // 2) :]
+    return label[: _MAX_LABEL_CHARS - 1 - len(tail)] + "…" + tail
+
+
+def _common_prefix(task_ids: Sequence[str]) -> str:
+    """The ``distribution/split/`` start all task ids share (``""`` if they do not), dropped from plot labels."""
+    heads = {"/".join(t.split("/")[:2]) + "/" for t in task_ids if t.count("/") >= 2}
+    return heads.pop() if len(heads) == 1 and all(t.count("/") >= 2 for t in task_ids) else ""
+
+
+def _numbers(values: Any) -> list[float] | None:
+    """``values`` as a list of floats, or None when it is not a list of numbers."""
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _curve(result: EvalResult) -> tuple[list[float], list[float], list[float]]:
+    """``(x, success, return)`` of the adaptation curve, checked to be lists of numbers of one length."""
+    xs, succ, ret = (_numbers(result.curve.get(key)) for key in ("x", "success", "return"))
+    if not xs or succ is None or ret is None or not len(xs) == len(succ) == len(ret):
+        given = {key: result.curve.get(key) for key in ("x", "success", "return")}
+        raise ValueError(
+            f"EvalResult of {result.agent!r} on {result.distribution!r} has a bad adaptation curve {given}; "
+            "valid curves have non-empty lists of numbers x, success and return of one length"
+        )
+    return xs, succ, ret
+
+
+def _x_text(x: float) -> str:
+    return str(int(x)) if x.is_integer() else f"{x:g}"
+
+
+def _task_success(result: EvalResult, task_id: str, key: str = "success") -> float:
+    entry = result.per_task.get(task_id)
+    value = entry.get(key) if isinstance(entry, Mapping) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(
+            f"EvalResult of {result.agent!r} on {result.distribution!r}: per_task[{task_id!r}][{key!r}] is "
+            f"{value!r}; it must be a finite number"
+        )
+    return float(value)
+
+
+# ----------------------------------------------------------------------------------------------- one result
+
+
+def _protocol_sentence(result: EvalResult) -> str:
+    n_tasks = len(result.per_task)
+    budget = _x_text(max(_curve(result)[0]))
+    unit = str(result.curve.get("unit", "episodes"))
+    evals = result.eval_episodes_per_task
+    if unit == "gradient_steps":
+        adapt = (
+            f"was adapted with up to {budget} gradient steps (each step on {max(result.adaptation_episodes, 1)} "
+            f"fresh episodes of the task), and at every point of the curve {evals} evaluation episodes were run"
+        )
+    else:
+        adapt = (
+            f"was given up to {budget} {_unit_words(unit)}, followed by {evals} evaluation episodes "
+            "(point k of the curve is measured after k adaptation episodes; its last point on the evaluation episodes)"
+        )
+    return (
+        f"Each of the {n_tasks} {result.split}-split tasks {adapt}. "
+        "Success means the task was solved at any step of an episode; success and return are averaged over "
+        "the evaluation episodes of each task, then over tasks (success is a fraction in [0, 1])."
+    )
+
+
+def _training_sentence(result: EvalResult) -> str:
+    if result.env_steps == 0:
+        return (
+            "No meta-training behind this result (env_steps = 0: an untrained agent, or a baseline that trains only "
+            f"on the test tasks); evaluation seed {result.seed}."
+        )
+    return f"The agent was meta-trained for {result.env_steps:,} environment steps; evaluation seed {result.seed}."
+
+
+def render_markdown(result: EvalResult) -> str:
+    """A Markdown report of one meta-test: protocol, headline, adaptation curve, per-family and per-task tables."""
+    unit = str(result.curve.get("unit", "episodes"))
+    xs, succ, ret = _curve(result)
+    lines = [
+        f"# Meta-test: {result.distribution} ({result.split} split), agent `{result.agent}`",
+        "",
+        _protocol_sentence(result),
+        _training_sentence(result),
+        "",
+        f"**Success {_num(result.success_mean)}**, **return {_num(result.return_mean)}** "
+        f"(mean over {len(result.per_task)} tasks after the full adaptation budget).",
+    ]
+    lines.append(f"Before any adaptation: success {_num(succ[0])}, return {_num(ret[0])}.")
+    lines += ["", "## Adaptation curve", "", f"Point x = after x {_unit_words(unit)}; x = 0 is before adaptation.", ""]
+    lines += _table(
+        [_unit_words(unit), "success", "return"],
+        [(_x_text(x), _num(s), _num(r)) for x, s, r in zip(xs, succ, ret, strict=True)],
+    )
+    tasks_per_family: dict[str, int] = {}
+    for entry in result.per_task.values():
+        if isinstance(entry, Mapping) and "family" in entry:
+            tasks_per_family[str(entry["family"])] = tasks_per_family.get(str(entry["family"]), 0) + 1
+    lines += ["", "## Per family", ""]
+    lines += _table(
+        ["family", "tasks", "success", "return"],
+        [
+            (fam, tasks_per_family.get(fam, ""), _num(v.get("success")), _num(v.get("return")))
+            for fam, v in sorted(result.per_family.items(), key=lambda kv: _natural_key(kv[0]))
+        ],
+    )
+    lines += ["", "## Per task", ""]
+    lines += _table(
+        ["task", "family", "success", "return"],
+        [
+            (tid, v.get("family", ""), _num(v.get("success")), _num(v.get("return")))
+            for tid, v in sorted(result.per_task.items(), key=lambda kv: _natural_key(kv[0]))
+        ],
+    )
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+
+def _check_groups(groups: Mapping[str, Sequence[Any]], what: str) -> None:
+    if not groups:
+        raise ValueError(f"no {what} to plot: give a mapping label -> non-empty list")
+    empty = [label for label, items in groups.items() if not items]
+    if empty:
+        raise ValueError(f"labels {empty} have no {what}; every label needs at least one")
+
+
+def _curve_matrix(label: str, results: Sequence[EvalResult]) -> tuple[list[float], dict[str, NDArray[np.float64]]]:
+    """``(x, {"success": [num_seeds, num_points], "return": ...})``; all seeds of a label must share ``x``."""
+    curves = [_curve(r) for r in results]
+    xs = curves[0][0]
+    for r, (x, _, _) in zip(results, curves, strict=True):
+        if x != xs:
+            raise ValueError(
+                f"the results of {label!r} have different adaptation curves (x = {xs} and x = {x} for seed "
+                f"{r.seed}); a label groups seeds of one configuration"
+            )
+    return xs, {
+        "success": np.asarray([c[1] for c in curves], dtype=np.float64),
+        "return": np.asarray([c[2] for c in curves], dtype=np.float64),
+    }
+
+
+def plot_adaptation_curve(
+    groups: Mapping[str, Sequence[EvalResult]], path: Path, reps: int = 2000, seed: int = 0
+) -> Path:
+    """Success and return vs adaptation, one line per label: the mean over its results (seeds).
+
+    With two or more results a label gets a 95% percentile-bootstrap band over seeds at every curve point.
+    Labels whose curves are in different units (RL² episodes vs MAML gradient steps) say so in the legend.
+    """
+    _check_groups(groups, "EvalResults")
+    units = {str(r.curve.get("unit", "episodes")) for rs in groups.values() for r in rs}
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2)
+    for color_i, (label, results) in enumerate(groups.items()):
+        unit = str(results[0].curve.get("unit", "episodes"))
+        legend = f"{label} (n={len(results)})" + (f", x in {_unit_words(unit)}" if len(units) > 1 else "")
+        xs, values = _curve_matrix(label, results)
+        for ax, key in zip(axes, ("success", "return"), strict=True):
+            values_SP = values[key]
+            color = f"C{color_i % 10}"
+            ax.plot(xs, values_SP.mean(axis=0), marker="o", markersize=3, color=color, label=legend)
+            if len(results) >= 2:
+                band = columnwise_mean_ci(values_SP, reps=reps, seed=seed)
+                ax.fill_between(xs, [b.low for b in band], [b.high for b in band], color=color, alpha=0.2, lw=0)
+    xlabel = _unit_words(units.pop()) if len(units) == 1 else "adaptation (episodes or gradient steps, see legend)"
+    for ax, key in zip(axes, ("success", "return"), strict=True):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{key} (mean over seeds)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=8, loc="best")
+    bands = any(len(results) >= 2 for results in groups.values())
+    fig.suptitle(_groups_title(groups, "Adaptation curve") + (" (bands: 95% bootstrap CI over seeds)" if bands else ""))
+    return _save_figure(fig, path)
+
+
+def _groups_title(groups: Mapping[str, Sequence[EvalResult]], what: str) -> str:
+    names = sorted({f"{r.distribution} ({r.split})" for rs in groups.values() for r in rs})
+    return f"{what}: {', '.join(names)}" if len(names) <= 2 else what
+
+
+def plot_per_task_success(groups: Mapping[str, Sequence[EvalResult]], path: Path) -> Path:
+    """Grouped bars: per task (x, sorted by id), the success of each label averaged over its results (seeds)."""
+    _check_groups(groups, "EvalResults")
+    task_ids = sorted({t for rs in groups.values() for r in rs for t in r.per_task}, key=_natural_key)
+    if not task_ids:
+        raise ValueError("the EvalResults have no per_task entries to plot")
+    n_tasks, n_labels = len(task_ids), len(groups)
+    width_in = min(max(6.0, 1.5 + n_tasks * (0.22 + 0.1 * n_labels)), 40.0)
+    fig = Figure(figsize=(width_in, 4.8))
+    ax = fig.subplots()
+    bar_w = 0.8 / n_labels
+    centers = np.arange(n_tasks)
+    for i, (label, results) in enumerate(groups.items()):
+        means = []
+        for tid in task_ids:
+            values = [_task_success(r, tid) for r in results if tid in r.per_task]
+            means.append(float(np.mean(values)) if values else np.nan)
+        offsets = centers - 0.4 + bar_w * (i + 0.5)
+        ax.bar(offsets, means, width=bar_w, color=f"C{i % 10}", label=f"{label} (n={len(results)})")
+    prefix = _common_prefix(task_ids)
+    ax.set_xticks(centers)
+    ax.set_xticklabels([_short_task_label(t, prefix) for t in task_ids], rotation=60, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, n_tasks - 0.4)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success (mean over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    title = _groups_title(groups, "Success per task after adaptation")
+    ax.set_title(title + (f" (task ids without {prefix!r})" if prefix else ""))
+    return _save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------- training curves
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One run's scalar: ``steps[n]`` (env steps, increasing) and ``values[n]``."""
+
+    steps: NDArray[np.float64]
+    values: NDArray[np.float64]
+
+
+def _series(pairs: Mapping[float, float]) -> _Series:
+    steps = sorted(pairs)
+    return _Series(np.asarray(steps, dtype=np.float64), np.asarray([pairs[s] for s in steps], dtype=np.float64))
+
+
+def _read_events(run_dir: Path, tags: Sequence[str]) -> dict[str, _Series]:
+    if not any(run_dir.glob("events.out.tfevents.*")):
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    available = set(acc.Tags().get("scalars", []))
+    out = {}
+    for tag in tags:
+        if tag in available:
+            # a step logged twice (a resumed run) keeps its last value
+            out[tag] = _series({float(e.step): float(e.value) for e in acc.Scalars(tag)})
+    return out
+
+
+def _read_progress_csv(run_dir: Path, tags: Sequence[str]) -> dict[str, _Series]:
+    path = run_dir / PROGRESS_FILE
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out = {}
+    for tag in tags:
+        pairs: dict[float, float] = {}
+        for row in rows:
+            try:
+                step, value = float(row[ENV_STEPS_COLUMN]), float(row[tag])
+            except (KeyError, TypeError, ValueError):  # column absent or empty in this row
+                continue
+            if math.isfinite(step) and math.isfinite(value):
+                pairs[step] = value
+        if pairs:
+            out[tag] = _series(pairs)
+    return out
+
+
+def _read_scalars(run_dir: Path, tags: Sequence[str]) -> dict[str, _Series]:
+    """Scalars of ``run_dir`` by tag: TensorBoard events first, else the progress.csv column of the same name."""
+    found = _read_events(Path(run_dir), tags)
+    missing = [t for t in tags if t not in found]
+    if missing:
+        found.update(_read_progress_csv(Path(run_dir), missing))
+    return found
+
+
+def _training_data(
+    run_dirs: Mapping[str, Sequence[Path]], tags: Sequence[str]
+) -> tuple[dict[str, dict[str, list[_Series]]], list[str]]:
+    """``({tag: {label: [series per run]}}, notes)``; tags no run has are left out and named in the notes."""
+    _check_groups(run_dirs, "run directories")
+    per_run = {label: [_read_scalars(Path(d), tags) for d in dirs] for label, dirs in run_dirs.items()}
+    data: dict[str, dict[str, list[_Series]]] = {}
+    notes = []
+    for tag in tags:
+        by_label = {label: [r[tag] for r in runs if tag in r] for label, runs in per_run.items()}
+        by_label = {label: series for label, series in by_label.items() if series}
+        if not by_label:
+            notes.append(f"no run has training scalar {tag!r} (in TensorBoard events or progress.csv); not plotted")
+            continue
+        data[tag] = by_label
+        for label, runs in per_run.items():
+            have = len(by_label.get(label, []))
+            if have < len(runs):
+                notes.append(f"{tag!r}: {len(runs) - have} of {len(runs)} runs of {label!r} do not have it")
+    return data, notes
+
+
+def _mean_series(series: Sequence[_Series]) -> _Series | None:
+    """Mean over runs on the union of their steps within the range all runs cover (None if they do not overlap)."""
+    if len(series) == 1:
+        return series[0]
+    first = series[0].steps
+    if all(s.steps.shape == first.shape and np.array_equal(s.steps, first) for s in series):
+        return _Series(first, np.mean([s.values for s in series], axis=0))
+    lo, hi = max(s.steps[0] for s in series), min(s.steps[-1] for s in series)
+    grid = np.unique(np.concatenate([s.steps for s in series]))
+    grid = grid[(grid >= lo) & (grid <= hi)]
+    if grid.size == 0:
+        return None
+    return _Series(grid, np.mean([np.interp(grid, s.steps, s.values) for s in series], axis=0))
+
+
+def _plot_training(
+    data: Mapping[str, Mapping[str, Sequence[_Series]]], path: Path, notes: list[str], labels: Sequence[str]
+) -> Path:
+    """One subplot per tag; ``labels`` fixes the colour order (the same as in the other figures of a comparison)."""
+    tags = list(data)
+    fig = Figure(figsize=(5.5 * len(tags), 4.2))
+    axes: list[Axes] = list(np.atleast_1d(fig.subplots(1, len(tags))))
+    for ax, tag in zip(axes, tags, strict=True):
+        for label, runs in data[tag].items():
+            color = f"C{labels.index(label) % 10}"
+            if len(runs) > 1:
+                for s in runs:
+                    ax.plot(s.steps, s.values, color=color, alpha=0.25, lw=0.8)
+            mean = _mean_series(runs)
+            if mean is None:
+                notes.append(f"{tag!r}: the runs of {label!r} cover disjoint env-step ranges; only runs plotted")
+                continue
+            ax.plot(mean.steps, mean.values, color=color, lw=1.8, label=f"{label} (n={len(runs)})")
+        ax.set_title(tag)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(f"{tag} (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        if tag.endswith("success"):
+            ax.set_ylim(-0.02, 1.02)
+    fig.suptitle("Training curves (thin lines: single seeds)")
+    return _save_figure(fig, path)
+
+
+def plot_training_curves(
+    run_dirs: Mapping[str, Sequence[Path]], path: Path, tags: Sequence[str] = ("eval/success", "eval/return")
+) -> list[str]:
+    """Scalars vs env steps from run directories, one line per label: the mean over its runs (seeds).
+
+    Reads each run's TensorBoard events (x = the event step, i.e. env steps); for a tag without events falls
+    back to the progress.csv column of the same name (x = ``charts/env_steps``).  Returns notes on tags or
+    runs that had no data; the figure is written only when at least one tag has data.
+    """
+    data, notes = _training_data(run_dirs, tags)
+    if data:
+        _plot_training(data, path, notes, list(run_dirs))
+    else:
+        notes.append(f"no training curves written to {str(path)!r}: none of the tags {list(tags)} was found")
+    return notes
+
+
+# ----------------------------------------------------------------------------------------------- one result, files
+
+
+def write_eval_report(result: EvalResult, out_dir: Path) -> list[Path]:
+    """Write ``report.md``, ``curve.png`` and ``per_task.png`` into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = {result.agent: [result]}
+    return [
+        _write_text(out_dir / "report.md", render_markdown(result)),
+        plot_adaptation_curve(groups, out_dir / "curve.png"),
+        plot_per_task_success(groups, out_dir / "per_task.png"),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- compare
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One evaluated run: the EvalResult file read, its result, and its run directory (None for a bare JSON file)."""
+
+    source: Path
+    result: EvalResult
+    run_dir: Path | None
+
+
+def _eval_file(run_dir: Path) -> Path:
+    for name in (FINAL_EVAL, LATEST_EVAL):
+        if (run_dir / EVAL_DIR / name).is_file():
+            return run_dir / EVAL_DIR / name
+    raise ValueError(
+        f"{str(run_dir)!r} has no eval results ({EVAL_DIR}/{FINAL_EVAL} or {EVAL_DIR}/{LATEST_EVAL}); "
+        f"run `metarl eval {run_dir}` first"
+    )
+
+
+def _run_in(run_dir: Path) -> _Run:
+    source = _eval_file(run_dir)
+    return _Run(source, load_eval_result(source), run_dir)
+
+
+def _runs_at(path: Path) -> list[_Run]:
+    """The runs a path stands for: a JSON file, a run directory, or a directory of run directories."""
+    if path.is_file():
+        return [_Run(path, load_eval_result(path), None)]
+    if not path.is_dir():
+        raise ValueError(f"{str(path)!r} does not exist; give run directories, their parents, or EvalResult JSON files")
+    if (path / CONFIG_FILE).is_file():
+        return [_run_in(path)]
+    children = sorted((p for p in path.iterdir() if (p / CONFIG_FILE).is_file()), key=lambda p: _natural_key(p.name))
+    if not children:
+        raise ValueError(
+            f"{str(path)!r} is not a run directory (no {CONFIG_FILE}) and has no run directories one level down; "
+            "give run directories, their parents, or EvalResult JSON files"
+        )
+    return [_run_in(child) for child in children]
+
+
+def _collect_runs(paths: Sequence[Path]) -> list[_Run]:
+    if not paths:
+        raise ValueError("nothing to compare: give at least one run directory or EvalResult JSON file")
+    runs: list[_Run] = []
+    seen: set[Path] = set()
+    for path in paths:
+        for run in _runs_at(Path(path)):
+            key = run.source.resolve()
+            if key not in seen:  # the same run named twice (a dir and its parent) counts once
+                seen.add(key)
+                runs.append(run)
+    return runs
+
+
+@dataclass(frozen=True)
+class _AgentRow:
+    agent: str
+    runs: int
+    success: dict[str, Interval]
+    ret: Interval
+    env_steps: str
+
+
+def _env_steps_text(results: Sequence[EvalResult]) -> str:
+    steps = sorted({r.env_steps for r in results})
+    return f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,}–{steps[-1]:,}"
+
+
+def _ci_text(interval: Interval, runs: int, digits: int = 3) -> str:
+    if runs < 2:
+        return f"{interval.point:.{digits}f} (1 run: no CI)"
+    return interval.format(digits)
+
+
+def _matrix_mean(scores: NDArray[np.float64]) -> float:
+    return float(np.mean(scores))
+
+
+def _family_score(result: EvalResult, family: str, key: str = "success") -> float:
+    return float(result.per_family[family][key])
+
+
+def _benchmark_rows(
+    by_agent: Mapping[str, Sequence[EvalResult]], families: Sequence[str], reps: int, seed: int
+) -> list[_AgentRow]:
+    """Per agent: the [runs, families] score matrices, bootstrapped over runs within each family (rliable)."""
+    rows = []
+    for agent, results in by_agent.items():
+        success_RF = np.asarray([[_family_score(r, f) for f in families] for r in results])
+        return_RF = np.asarray([[_family_score(r, f, "return") for f in families] for r in results])
+        ret = stratified_bootstrap_ci(return_RF, _matrix_mean, reps=reps, seed=seed)
+        rows.append(
+            _AgentRow(agent, len(results), aggregate(success_RF, reps=reps, seed=seed), ret, _env_steps_text(results))
+        )
+    return sorted(rows, key=lambda row: (-row.success["iqm"].point, row.agent))
+
+
+def _benchmark_notes(runs: Sequence[_Run], families: Sequence[str]) -> list[str]:
+    notes = []
+    all_families = {f for run in runs for f in run.result.per_family}
+    if len(all_families) > len(families):
+        notes.append(
+            f"the runs were evaluated on different task families; the table uses the {len(families)} families all "
+            f"runs share ({len(all_families) - len(families)} others left out)"
+        )
+    task_sets = {frozenset(run.result.per_task) for run in runs}
+    if len(task_sets) > 1:
+        notes.append(
+            "the runs were evaluated on different tasks (each seed draws its own task lists); scores are compared "
+            "per task family"
+        )
+    for field in ("eval_episodes_per_task", "adaptation_episodes"):
+        values = sorted({getattr(run.result, field) for run in runs})
+        if len(values) > 1:
+            notes.append(f"the runs differ in {field} ({values}); their numbers are not strictly comparable")
+    return notes
+
+
+def _benchmark_section(
+    name: str, runs: Sequence[_Run], out_dir: Path, reps: int, seed: int
+) -> tuple[list[str], list[Path]]:
+    """Markdown lines and written figures of one benchmark (distribution, split)."""
+    by_agent: dict[str, list[EvalResult]] = {}
+    for run in runs:
+        by_agent.setdefault(run.result.agent, []).append(run.result)
+    by_agent = dict(sorted(by_agent.items()))
+    shared = set.intersection(*(set(run.result.per_family) for run in runs))
+    if not shared:
+        counts = ", ".join(f"{run.source} ({sorted(run.result.per_family)})" for run in runs)
+        raise ValueError(f"the runs on {name} share no task family, so they cannot be compared: {counts}")
+    families = sorted(shared, key=_natural_key)
+    rows = _benchmark_rows(by_agent, families, reps, seed)
+    lines = [
+        f"## {name}",
+        "",
+        f"{len(runs)} runs, {len(families)} task families; intervals resample runs within each family "
+        "(stratified bootstrap, as rliable); sorted by success IQM.",
+        "",
+    ]
+    lines += _table(
+        ["agent", "runs", "success IQM [95% CI]", "success mean [95% CI]", "return mean [95% CI]", "env steps"],
+        [
+            (
+                f"`{r.agent}`",
+                r.runs,
+                _ci_text(r.success["iqm"], r.runs),
+                _ci_text(r.success["mean"], r.runs),
+                _ci_text(r.ret, r.runs, 2),
+                r.env_steps,
+            )
+            for r in rows
+        ],
+    )
+    notes = _benchmark_notes(runs, families)
+    slug = _slug(name)
+    written = [
+        plot_adaptation_curve(by_agent, out_dir / f"{slug}-curve.png", reps=reps, seed=seed),
+        plot_per_task_success(by_agent, out_dir / f"{slug}-per_task.png"),
+    ]
+    run_dirs: dict[str, list[Path]] = {}
+    for run in runs:
+        if run.run_dir is not None:
+            run_dirs.setdefault(run.result.agent, []).append(run.run_dir)
+    if run_dirs:
+        data, train_notes = _training_data(dict(sorted(run_dirs.items())), ("eval/success", "eval/return"))
+        if data:
+            written.append(_plot_training(data, out_dir / f"{slug}-training.png", train_notes, list(by_agent)))
+        notes += train_notes
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
+    lines += [""] + [f"![{p.stem}]({p.name})" for p in written]
+    return lines, written
+
+
+def compare(paths: Sequence[Path], out_dir: Path, reps: int = 2000, seed: int = 0) -> list[Path]:
+    """Compare evaluated runs: ``compare.md`` plus figures per benchmark in ``out_dir``; returns written paths.
+
+    Each path is a run directory (with ``config.json``; its ``eval/final.json``, else ``eval/latest.json``), a
+    directory of run directories (one level down, e.g. ``OUT/seed-0``, ``OUT/seed-1``), or an EvalResult JSON
+    file.  Results are grouped by benchmark (distribution and split) and by agent (``EvalResult.agent``); each
+    agent's success IQM and mean over the ``[runs, tasks]`` per-task success matrix get 95% stratified-bootstrap
+    intervals (``reps`` replicates, generator seed ``seed``).
+    """
+    runs = _collect_runs(paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_benchmark: dict[str, list[_Run]] = {}
+    for run in runs:
+        by_benchmark.setdefault(f"{run.result.distribution} ({run.result.split} split)", []).append(run)
+    lines = [
+        "# Comparison of meta-test results",
+        "",
+        f"{len(runs)} runs. A run's score on a task family is its mean success over that family's evaluated tasks "
+        "(success at any step of an episode, a fraction in [0, 1], after the full adaptation budget); seeds draw "
+        "their own task lists, so families are the unit that runs share. IQM = mean of the middle 50% of all "
+        "run×family scores; mean = mean of all of them. Intervals: 95% stratified bootstrap over runs (seeds) "
+        f"within each family, {reps} replicates (as in rliable); with one run there is no interval.",
+        "",
+    ]
+    written: list[Path] = []
+    for name in sorted(by_benchmark, key=_natural_key):
+        section, figures = _benchmark_section(name, by_benchmark[name], out_dir, reps, seed)
+        lines += [*section, ""]
+        written += figures
+    lines += ["## Inputs", ""]
+    lines += [
+        f"- `{r.result.agent}` (seed {r.result.seed}, {r.result.env_steps:,} env steps): {r.source}" for r in runs
+    ]
+    return [_write_text(out_dir / "compare.md", "\n".join(lines) + "\n"), *written]

@@ -1,0 +1,119 @@
+"""``metarl eval RUN_DIR``: the meta-test protocol on a trained run's held-out tasks.
+
+For each task (all of the split by default; ``tasks_per_family`` subsamples, seeded) a fresh
+adaptation — an RL² trial of ``adaptation_episodes`` episodes, or the MAML family's inner steps
+on that many episodes per step — then exactly ``eval_episodes`` evaluation episodes per task,
+counted per task (never per env instance or task name).  Episodes run with the run's env settings.
+Meta-World distributions default to the Meta-World+ protocol: 10 adaptation episodes, 1
+adaptation step, 3 evaluation episodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metarl.evaluation.result import EvalResult, evaluate
+from metarl.tasks import Task, TaskDistribution
+
+MW_ADAPTATION_EPISODES, MW_EVAL_EPISODES = 10, 3
+FINAL_EVAL = "final.json"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What ``metarl eval`` runs; ``None`` fields take the run's or the protocol's defaults."""
+
+    split: str = "test"
+    adaptation_episodes: int | None = None
+    eval_episodes: int | None = None
+    tasks_per_family: int | None = None
+    deterministic: bool = False
+    seed: int = 0
+    workers: int | None = None
+
+
+def is_metaworld(dist: TaskDistribution) -> bool:
+    return type(dist).__module__.endswith("envs.metaworld")
+
+
+def select_tasks(dist: TaskDistribution, split: str, tasks_per_family: int | None, seed: int) -> list[Task]:
+    """The split's tasks, or ``tasks_per_family`` of each family drawn with ``seed`` (in task-list order)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r}; choose one of ['test', 'train']")
+    tasks = list(dist.tasks(split))  # type: ignore[arg-type]
+    if not tasks:
+        raise ValueError(f"distribution {dist.name!r} has no {split!r} tasks to evaluate on")
+    if tasks_per_family is None:
+        return tasks
+    if isinstance(tasks_per_family, bool) or not isinstance(tasks_per_family, int) or tasks_per_family <= 0:
+        raise ValueError(f"tasks_per_family must be a positive integer, got {tasks_per_family!r}")
+    rng = np.random.default_rng([seed, 3])
+    chosen: set[str] = set()
+    by_family: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_family.setdefault(task.family, []).append(task)
+    for family_tasks in by_family.values():
+        picks = rng.choice(len(family_tasks), size=min(tasks_per_family, len(family_tasks)), replace=False)
+        chosen.update(family_tasks[int(i)].id for i in picks)
+    return [t for t in tasks if t.id in chosen]
+
+
+def evaluate_run(
+    run_dir: Path, settings: EvalSettings, *, checkpoint: Path | None = None, progress: bool = False
+) -> EvalResult:
+    """Meta-test the agent of ``run_dir`` (its latest checkpoint, or ``checkpoint``) as ``settings`` say."""
+    from metarl.rollout import RolloutEngine
+    from metarl.training import load, make_run_distribution, read_run_config
+
+    train_cfg, _, config_name = read_run_config(Path(run_dir))
+    agent: Any = load(run_dir, checkpoint)
+    dist = make_run_distribution(train_cfg)
+    tasks = select_tasks(dist, settings.split, settings.tasks_per_family, settings.seed)
+    mw = is_metaworld(dist)
+    k = settings.adaptation_episodes
+    if k is None:
+        k = MW_ADAPTATION_EPISODES if mw else train_cfg.adaptation_episodes
+    n = settings.eval_episodes
+    if n is None:
+        n = MW_EVAL_EPISODES if mw else train_cfg.eval_episodes
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"adaptation_episodes must be a non-negative integer, got {k!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"eval_episodes must be a positive integer, got {n!r}")
+    families = len({t.family for t in tasks})
+    per_family = -(-len(tasks) // families)
+    # MAML runs its episodes side by side (independent episodes); RL² runs one trial per slot
+    slots = per_family * (max(k, n) if agent.name != "rl2" else 1)
+    engine = RolloutEngine(
+        dist,
+        num_workers=settings.workers or train_cfg.workers,
+        slots_per_family=max(1, min(slots, 400)),
+        seed=settings.seed,
+        backend=train_cfg.backend if train_cfg.backend != "ray" else "process",
+    )
+    with engine:
+        result = evaluate(
+            agent,
+            engine,
+            tasks,
+            adaptation_episodes=k,
+            eval_episodes=n,
+            deterministic=settings.deterministic,
+            env_steps=int(getattr(agent, "env_steps", 0)),
+            seed=settings.seed,
+        )
+    result.extra.update(
+        {
+            "run_dir": str(run_dir),
+            "config_name": config_name,
+            "checkpoint": str(checkpoint) if checkpoint else "latest",
+            "deterministic": settings.deterministic,
+            "tasks_per_family": settings.tasks_per_family,
+            "protocol": "meta-world+" if mw else "run-config",
+        }
+    )
+    return result

@@ -1,0 +1,136 @@
+"""`metarl eval RUN_DIR`: the meta-test of a trained run, its files, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _helpers import metarl_cli
+
+import metarl
+from metarl.agents.maml import MAMLConfig
+from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
+from metarl.config import TrainConfig
+from metarl.envs import make_distribution
+from metarl.evaluation.runner import select_tasks
+from metarl.tasks import Task
+
+
+def _train(root: Path, agent: str) -> Path:
+    cfg = TrainConfig(
+        agent=agent, benchmark="point-nav", iterations=1, meta_batch=2, episodes_per_task=2, workers=1,
+        backend="inline", slots_per_family=4, eval_every=0,
+    )  # fmt: skip
+    rl2 = RL2Config(
+        episodes_per_trial=2,
+        policy=RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=8),
+        ppo=RL2PPOConfig(epochs=1, minibatches=1, bptt_chunk=50),
+    )
+    agent_cfg = MAMLConfig(hidden=(8,)) if agent == "maml-trpo" else rl2
+    return metarl.train(cfg, agent_cfg, out=root / agent, progress=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    return {agent: _train(root, agent) for agent in ("rl2", "maml-trpo")}
+
+
+@pytest.mark.parametrize("agent", ["rl2", "maml-trpo"])
+def test_eval_writes_the_result_report_and_figures(runs: dict[str, Path], agent: str) -> None:
+    run = runs[agent]
+    proc = metarl_cli("eval", str(run), "--tasks-per-family", "3", "--adaptation-episodes", "2", "--eval-episodes", "2")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run / "eval/final.json").read_text())
+    assert (result["agent"], result["split"], result["distribution"]) == (agent, "test", "point-nav")
+    assert len(result["per_task"]) == 3 and result["eval_episodes_per_task"] == 2
+    assert result["adaptation_episodes"] == 2
+    unit, x = result["curve"]["unit"], result["curve"]["x"]
+    assert (unit, x) == (("episodes", [0, 1, 2]) if agent == "rl2" else ("gradient_steps", [0, 1]))
+    assert result["return_mean"] == pytest.approx(result["curve"]["return"][-1])
+    assert result["env_steps"] > 0  # the training env steps behind the checkpoint
+    for name in ("report.md", "curve.png", "per_task.png"):
+        path = run / "eval" / name
+        assert path.is_file() and path.stat().st_size > 100, name
+    assert (run / "eval/curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (run / "eval/report.md").read_text()
+    assert all(task_id in report for task_id in result["per_task"])
+    assert "success" in proc.stdout and str(run / "eval/final.json") in proc.stdout
+
+
+def test_eval_is_seeded_and_json_goes_where_asked(runs: dict[str, Path], tmp_path: Path) -> None:
+    a, b = tmp_path / "a/r.json", tmp_path / "b/r.json"
+    args = ["eval", str(runs["maml-trpo"]), "--tasks-per-family", "2", "--adaptation-episodes", "1",
+            "--eval-episodes", "1", "--seed", "5"]  # fmt: skip
+    assert metarl_cli(*args, "--json", str(a)).returncode == 0
+    assert metarl_cli(*args, "--json", str(b)).returncode == 0
+    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    assert ra["per_task"] == rb["per_task"]  # same seed: same tasks, same episodes
+    assert (a.parent / "report.md").is_file()
+
+
+def test_select_tasks_subsamples_per_family_with_the_seed() -> None:
+    dist = make_distribution("point-nav")
+    a = select_tasks(dist, "test", 5, seed=1)
+    assert len(a) == 5 and a == select_tasks(dist, "test", 5, seed=1)
+    assert [t.id for t in a] != [t.id for t in select_tasks(dist, "test", 5, seed=2)]
+    assert len(select_tasks(dist, "test", None, seed=0)) == 100
+
+
+def test_a_split_without_tasks_is_refused() -> None:
+    class NoTest(type(make_distribution("point-nav"))):  # type: ignore[misc]
+        def tasks(self, split: str = "train") -> list[Task]:
+            return [] if split == "test" else super().tasks(split)  # type: ignore[arg-type]
+
+    with pytest.raises(ValueError, match="has no 'test' tasks to evaluate on"):
+        select_tasks(NoTest(), "test", None, seed=0)
+
+
+def test_bad_eval_input_is_one_line_and_exit_2(runs: dict[str, Path], tmp_path: Path) -> None:
+    cases = [
+        (["eval", str(tmp_path / "nope")], "no run directory"),
+        (["eval", str(tmp_path)], "is not a metarl run directory"),
+        (["eval", str(runs["rl2"]), "--checkpoint", str(runs["maml-trpo"] / "checkpoints/latest.pt")],
+         "checkpoint is of agent 'maml-trpo', but"),
+        (["eval", str(runs["rl2"]), "--eval-episodes", "0"], "--eval-episodes must be positive, got 0"),
+        (["eval", str(runs["rl2"]), "--checkpoint", str(tmp_path / "x.pt")], "no checkpoint file"),
+    ]  # fmt: skip
+    before = {p: p.read_bytes() for p in runs["rl2"].rglob("*") if p.is_file()}
+    for args, message in cases:
+        proc = metarl_cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    after = {p: p.read_bytes() for p in runs["rl2"].rglob("*") if p.is_file()}
+    assert after == before  # nothing written or overwritten
+    assert torch.load(runs["rl2"] / "checkpoints/latest.pt", weights_only=True)["agent_name"] == "rl2"
+
+
+def test_seeds_then_eval_then_compare_on_two_small_real_runs(tmp_path: Path) -> None:
+    root = tmp_path / "seeds"
+    proc = metarl_cli(
+        "train", "maml-trpo", "--seeds", "0", "1", "--jobs", "2", "--iterations", "1", "--meta-batch", "2",
+        "--episodes-per-task", "2", "--hidden", "8", "--eval-every", "1", "--eval-tasks", "2",
+        "--adaptation-episodes", "1", "--eval-episodes", "1", "--backend", "inline", "--slots-per-family", "4",
+        "--out", str(root), "--no-progress",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    seeds = sorted(p.name for p in root.iterdir())
+    assert seeds == ["seed-0", "seed-1"]
+    configs = [json.loads((root / s / "config.json").read_text())["train"]["seed"] for s in seeds]
+    assert configs == [0, 1]
+    for s in seeds:  # one evaluated with `metarl eval` (final.json), the other left with its latest.json
+        if s == "seed-0":
+            ev = metarl_cli("eval", str(root / s), "--tasks-per-family", "2", "--adaptation-episodes", "1",
+                            "--eval-episodes", "1")  # fmt: skip
+            assert ev.returncode == 0, ev.stderr
+    out = tmp_path / "cmp"
+    proc = metarl_cli("compare", str(root), "--out", str(out), "--reps", "200")
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "compare.md").read_text()
+    assert "maml-trpo" in md and "point-nav" in md
+    assert any(p.suffix == ".png" for p in out.iterdir())
+    bad = metarl_cli("compare", str(tmp_path / "missing"), "--out", str(out))
+    assert bad.returncode == 2 and "no such run directory or result file" in bad.stderr

@@ -1,0 +1,273 @@
+"""Markdown and PNG reports of EvalResults, and `compare` across run directories and JSON files."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metarl.evaluation.report import (
+    compare,
+    plot_adaptation_curve,
+    plot_per_task_success,
+    plot_training_curves,
+    render_markdown,
+    write_eval_report,
+)
+from metarl.evaluation.result import EvalResult
+from metarl.evaluation.stats import aggregate, iqm
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_result(
+    agent: str = "rl2",
+    seed: int = 0,
+    success: dict[str, float] | None = None,
+    *,
+    distribution: str = "ML10",
+    unit: str = "episodes",
+    env_steps: int = 1_000_000,
+) -> EvalResult:
+    """An EvalResult built by hand: curve x = [0, 1, 2]; task returns = 10 * success + 2."""
+    if success is None:
+        ids = [f"{distribution}/test/reach-v3/{i}" for i in (2, 10, 3, 1)]
+        success = dict(zip(ids, (0.5, 1.0, 0.0, 1.0), strict=True))
+    per_task: dict[str, dict[str, float]] = {
+        tid: {"success": s, "return": 10 * s + 2, "family": tid.split("/")[2]}  # type: ignore[dict-item]
+        for tid, s in success.items()
+    }
+    s_mean = float(np.mean(list(success.values())))
+    fams: dict[str, list[float]] = {}
+    for v in per_task.values():
+        fams.setdefault(str(v["family"]), []).append(v["success"])
+    return EvalResult(
+        distribution=distribution,
+        split="test",
+        agent=agent,
+        env_steps=env_steps,
+        success_mean=s_mean,
+        return_mean=10 * s_mean + 2,
+        curve={
+            "x": [0, 1, 2],
+            "unit": unit,
+            "success": [0.1 + 0.01 * seed, 0.4, s_mean],
+            "return": [3.0, 6.0, 10 * s_mean + 2],
+        },
+        per_family={f: {"success": float(np.mean(v)), "return": 10 * float(np.mean(v)) + 2} for f, v in fams.items()},
+        per_task=per_task,
+        eval_episodes_per_task=3,
+        adaptation_episodes=2,
+        seed=seed,
+    )
+
+
+def assert_png(path: Path, min_bytes: int = 5_000) -> tuple[int, int]:
+    """The file is a PNG of a real figure; returns its (width, height) in pixels."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    assert len(data) > min_bytes, (path, len(data))
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    return width, height
+
+
+def make_run_dir(path: Path, result: EvalResult, steps: tuple[int, ...] = (1000, 2000, 3000)) -> Path:
+    """A minimal run directory: config.json, eval/final.json and TensorBoard events with eval/success."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.set_num_threads(1)
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"train": {"agent": result.agent, "seed": result.seed}}))
+    result.save(path / "eval" / "final.json")
+    writer = SummaryWriter(log_dir=str(path))
+    for i, step in enumerate(steps):
+        writer.add_scalar("eval/success", (i + 1) / len(steps) * result.success_mean, step)
+    writer.close()
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- Markdown
+
+
+def test_markdown_has_title_protocol_headline_curve_and_every_task() -> None:
+    result = make_result()
+    md = render_markdown(result)
+    assert md.startswith("# Meta-test: ML10 (test split), agent `rl2`")
+    assert "up to 2 adaptation episodes" in md and "3 evaluation episodes" in md and "any step" in md
+    assert "**Success 0.625**" in md and "**return 8.250**" in md  # headline: mean success and return
+    assert "1,000,000 environment steps" in md
+    assert "| adaptation episodes | success | return |" in md
+    assert "| 0 | 0.100 | 3.000 |" in md and "| 2 | 0.625 | 8.250 |" in md
+    assert "| reach-v3 | 4 | 0.625 | 8.250 |" in md  # per family, with its task count
+    for tid, entry in result.per_task.items():
+        assert f"| {tid} | reach-v3 | {entry['success']:.3f} | {entry['return']:.3f} |" in md
+    order = [md.index(f"ML10/test/reach-v3/{i} ") for i in (1, 2, 3, 10)]
+    assert order == sorted(order)  # per-task table sorted by task id (numbers in order)
+
+
+def test_markdown_for_gradient_steps_and_baselines() -> None:
+    md = render_markdown(make_result("maml-trpo", unit="gradient_steps", env_steps=0))
+    assert "up to 2 gradient steps (each step on 2 fresh episodes" in md
+    assert "| gradient steps | success | return |" in md
+    assert "env_steps = 0" in md
+
+
+def test_markdown_rejects_a_bad_curve() -> None:
+    result = make_result()
+    result.curve["success"] = [0.1, 0.2]
+    with pytest.raises(ValueError, match=r"bad adaptation curve.*one length"):
+        render_markdown(result)
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+
+def test_write_eval_report_writes_markdown_and_two_pngs(tmp_path: Path) -> None:
+    result = make_result()
+    paths = write_eval_report(result, tmp_path / "report")
+    assert [p.name for p in paths] == ["report.md", "curve.png", "per_task.png"]
+    assert paths[0].read_text() == render_markdown(result)
+    for png in paths[1:]:
+        assert_png(png)
+    assert not [p for p in (tmp_path / "report").iterdir() if p.name.endswith(".tmp")]  # no temp files left
+
+
+def test_adaptation_curve_with_seeds_and_mixed_units(tmp_path: Path) -> None:
+    groups = {
+        "rl2": [make_result("rl2", seed=s) for s in range(3)],
+        "maml-trpo": [make_result("maml-trpo", seed=s, unit="gradient_steps") for s in range(2)],
+        "untrained": [make_result("untrained", env_steps=0)],
+    }
+    assert_png(plot_adaptation_curve(groups, tmp_path / "curve.png"))
+
+
+def test_adaptation_curve_rejects_seeds_with_different_curves(tmp_path: Path) -> None:
+    other = make_result(seed=1)
+    other.curve = {"x": [0, 1], "unit": "episodes", "success": [0.0, 1.0], "return": [0.0, 1.0]}
+    with pytest.raises(ValueError, match="results of 'rl2' have different adaptation curves"):
+        plot_adaptation_curve({"rl2": [make_result(), other]}, tmp_path / "curve.png")
+    with pytest.raises(ValueError, match="labels \\['x'\\] have no EvalResults"):
+        plot_adaptation_curve({"x": []}, tmp_path / "curve.png")
+
+
+def test_per_task_bars_for_fifty_tasks_have_a_sensible_width(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    tasks = [f"ML45/test/some-very-long-family-name-v3/{i}" for i in range(50)]
+    groups = {
+        agent: [make_result(agent, seed=s, success={t: float(rng.random()) for t in tasks}) for s in range(2)]
+        for agent in ("rl2", "maml-trpo")
+    }
+    width, height = assert_png(plot_per_task_success(groups, tmp_path / "per_task.png"))
+    assert 1500 < width < 4500 and 400 < height < 1200
+
+
+def test_training_curves_from_events_and_from_progress_csv(tmp_path: Path) -> None:
+    a = make_run_dir(tmp_path / "a", make_result("rl2", seed=0))
+    b = make_run_dir(tmp_path / "b", make_result("rl2", seed=1), steps=(1000, 2500, 3000))
+    c = tmp_path / "c"  # no events: progress.csv columns of the same names
+    c.mkdir()
+    (c / "progress.csv").write_text(
+        "iteration,charts/env_steps,eval/return,eval/success\n1,500,,\n2,1000,4.0,0.25\n3,1500,,\n4,2000,6.0,0.5\n"
+    )
+    notes = plot_training_curves({"rl2": [a, b], "maml": [c]}, tmp_path / "train.png")
+    assert_png(tmp_path / "train.png")
+    assert notes == ["'eval/return': 2 of 2 runs of 'rl2' do not have it"]
+
+    notes = plot_training_curves({"rl2": [a]}, tmp_path / "none.png", tags=("losses/nope",))
+    assert not (tmp_path / "none.png").exists()
+    assert "no run has training scalar 'losses/nope'" in notes[0] and "no training curves written" in notes[1]
+
+
+# ----------------------------------------------------------------------------------------------- compare
+
+
+def test_compare_two_agents_from_run_dirs_and_a_json_file(tmp_path: Path) -> None:
+    tasks = [f"ML10/test/reach-v3/{i}" for i in range(5)]
+    rl2 = [make_result("rl2", seed=s, success={t: (i + s) / 6 for i, t in enumerate(tasks)}) for s in range(2)]
+    for s, result in enumerate(rl2):
+        make_run_dir(tmp_path / "rl2-runs" / f"seed-{s}", result)
+    baseline = make_result("sb3-ppo-scratch", env_steps=0, success={t: 0.2 for t in tasks})
+    baseline.save(tmp_path / "baseline.json")
+
+    out = tmp_path / "cmp"
+    paths = compare([tmp_path / "rl2-runs", tmp_path / "baseline.json"], out, reps=300)
+
+    assert [p.name for p in paths] == [
+        "compare.md",
+        "ML10-test-split-curve.png",
+        "ML10-test-split-per_task.png",
+        "ML10-test-split-training.png",
+    ]
+    for png in paths[1:]:
+        assert_png(png)
+    md = (out / "compare.md").read_text()
+    families = sorted(rl2[0].per_family)
+    assert "## ML10 (test split)" in md and f"3 runs, {len(families)} task families" in md
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| `")}
+    assert set(rows) == {"`rl2`", "`sb3-ppo-scratch`"}
+    cells = [c.strip() for c in rows["`rl2`"].split("|")[1:-1]]
+    scores = np.array([[r.per_family[f]["success"] for f in families] for r in rl2])
+    expected = aggregate(scores, reps=300)
+    assert cells[1] == "2"  # runs (seeds)
+    assert cells[2] == expected["iqm"].format() and cells[2].startswith(f"{iqm(scores):.3f} [")
+    assert cells[3] == expected["mean"].format()
+    assert cells[5] == "1,000,000"
+    baseline_cells = [c.strip() for c in rows["`sb3-ppo-scratch`"].split("|")[1:-1]]
+    assert baseline_cells[1] == "1" and baseline_cells[2] == "0.200 (1 run: no CI)" and baseline_cells[5] == "0"
+    assert md.index("`rl2`") < md.index("`sb3-ppo-scratch`")  # sorted by success IQM
+    for p in paths[1:]:
+        assert f"]({p.name})" in md  # figures embedded by relative path
+    assert "'eval/return'" in md  # the missing training scalar is noted
+
+
+def test_compare_scores_per_family_and_says_when_families_or_tasks_differ(tmp_path: Path) -> None:
+    a = make_result("rl2", success={"T/test/f/0": 1.0, "T/test/f/1": 0.0, "T/test/g/2": 1.0}, distribution="T")
+    b = make_result("maml", success={"T/test/f/0": 0.5, "T/test/f/3": 0.5}, distribution="T")
+    a.save(tmp_path / "a.json")
+    b.save(tmp_path / "b.json")
+    compare([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "out", reps=100)
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "2 runs, 1 task families" in md
+    assert "the table uses the 1 families all runs share (1 others left out)" in md
+    assert "evaluated on different tasks" in md
+    # rl2's score on family f is the mean over its f tasks: (1.0 + 0.0) / 2
+    assert "| `rl2` | 1 | 0.500 (1 run: no CI)" in md and "| `maml` | 1 | 0.500 (1 run: no CI)" in md
+
+
+def test_compare_reads_latest_json_when_there_is_no_final(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path / "run", make_result("rl2"))
+    (run / "eval" / "final.json").rename(run / "eval" / "latest.json")
+    paths = compare([run], tmp_path / "out", reps=100)
+    assert "`rl2`" in paths[0].read_text()
+
+
+def test_compare_refuses_runs_without_eval_results(tmp_path: Path) -> None:
+    run = tmp_path / "run-without-eval"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"'.*run-without-eval' has no eval results .*run `metarl eval .*` first"):
+        compare([run], tmp_path / "out")
+    parent = tmp_path / "parent"
+    (parent / "seed-0").mkdir(parents=True)
+    (parent / "seed-0" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"seed-0' has no eval results"):
+        compare([parent], tmp_path / "out")
+    with pytest.raises(ValueError, match=r"'.*empty' is not a run directory \(no config.json\)"):
+        (tmp_path / "empty").mkdir()
+        compare([tmp_path / "empty"], tmp_path / "out")
+    with pytest.raises(ValueError, match=r"'.*missing' does not exist"):
+        compare([tmp_path / "missing"], tmp_path / "out")
+    with pytest.raises(ValueError, match="nothing to compare"):
+        compare([], tmp_path / "out")
+    assert not (tmp_path / "out" / "compare.md").exists()
+
+
+def test_compare_refuses_runs_that_share_no_task(tmp_path: Path) -> None:
+    make_result("rl2", success={"T/test/f/0": 1.0}, distribution="T").save(tmp_path / "a.json")
+    make_result("maml", success={"T/test/g/1": 0.5}, distribution="T").save(tmp_path / "b.json")
+    with pytest.raises(ValueError, match=r"runs on T \(test split\) share no task family.*a\.json \(\['f'\]\)"):
+        compare([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "out", reps=100)
