@@ -13,9 +13,15 @@ $(BIN)/python:
 install: $(BIN)/python  ## install metarl (editable) with the test tools
 	$(BIN)/pip install -e ".[dev]"
 
-demo: install  ## list the task distributions, then roll a random policy on held-out Meta-World tasks
+DEMO ?= runs/demo
+demo: install  ## train MAML-TRPO briefly on 2-D navigation, evaluate it and an untrained one on held-out goals
 	$(BIN)/metarl envs list
-	$(BIN)/metarl rollout --benchmark ML1-reach-v3 --split test --tasks 2 --episodes 1
+	$(BIN)/metarl train maml-trpo --config maml-trpo-point-nav --total-env-steps 800000 --eval-every 0 \
+		--out $(DEMO) --overwrite
+	$(BIN)/metarl eval $(DEMO)
+	$(BIN)/metarl eval $(DEMO) --untrained --json $(DEMO)/untrained/final.json
+	$(BIN)/metarl compare $(DEMO) $(DEMO)/untrained/final.json --out $(DEMO)/compare
+	@echo "report: $(DEMO)/compare/compare.md (figures beside it); trained agent alone: $(DEMO)/eval/report.md"
 
 test:  ## the full test suite, as CI runs it
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -255,6 +255,63 @@ def _train_seeds(args: argparse.Namespace, train_cfg: Any, agent_cfg: Any, confi
     return 0
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """Non-meta-learning SB3 baselines on held-out tasks, written as an evaluated run directory."""
+    from pathlib import Path
+
+    from metarl.envs import canonical_name, make_distribution
+    from metarl.evaluation.baselines import sb3_multitask, sb3_scratch
+    from metarl.evaluation.report import write_eval_report
+    from metarl.evaluation.runner import (
+        FINAL_EVAL,
+        MW_ADAPTATION_EPISODES,
+        MW_EVAL_EPISODES,
+        is_metaworld,
+        select_tasks,
+    )
+    from metarl.run import atomic_write_json, prepare_run_dir, run_metadata
+
+    for name in ("total_env_steps", "tasks_per_family", "adaptation_episodes", "eval_episodes"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if args.multitask and args.algo != "ppo":
+        raise UserError(f"--multitask trains SB3 PPO; got --algo {args.algo}")
+    dist = make_distribution(canonical_name(args.benchmark), seed=args.seed)
+    mw = is_metaworld(dist)
+    k = args.adaptation_episodes or (MW_ADAPTATION_EPISODES if mw else 10)
+    n = args.eval_episodes or (MW_EVAL_EPISODES if mw else 3)
+    tasks = select_tasks(dist, "test", args.tasks_per_family, args.seed)
+    out = prepare_run_dir(Path(args.out), resume=False, overwrite=args.overwrite)
+    settings = {
+        "kind": "sb3-multitask" if args.multitask else "sb3-scratch", "algo": args.algo,
+        "benchmark": dist.name, "seed": args.seed, "tasks": len(tasks), "adaptation_episodes": k,
+        "eval_episodes": n, "total_env_steps": args.total_env_steps, "deterministic": not args.stochastic,
+    }  # fmt: skip
+    atomic_write_json(out / "config.json", {"baseline": settings})
+    atomic_write_json(out / "meta.json", run_metadata())
+    if args.multitask:
+        steps = args.total_env_steps or 1_000_000
+        result = sb3_multitask(dist, tasks, total_env_steps=steps, eval_episodes=n, seed=args.seed,
+                               deterministic=not args.stochastic)  # fmt: skip
+    else:
+
+        def report(done: int, total: int) -> None:
+            print(f"  task {done}/{total} trained and evaluated", flush=True)
+
+        result = sb3_scratch(
+            dist, tasks, algo=args.algo, adaptation_episodes=k, total_env_steps=args.total_env_steps,
+            eval_episodes=n, seed=args.seed, deterministic=not args.stochastic, progress=report,
+        )  # fmt: skip
+    path = result.save(out / "eval" / FINAL_EVAL)
+    written = write_eval_report(result, out / "eval")
+    print(f"{result.agent} on {len(tasks)} test task(s) of {dist.name}: success {result.success_mean:.3f}, "
+          f"return {result.return_mean:.2f}")  # fmt: skip
+    for p in (path, *written):
+        print(f"wrote {p}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """IQM and mean with 95% bootstrap intervals across runs; Markdown and PNGs in --out."""
     from pathlib import Path
@@ -284,6 +341,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(f"no run directory {str(run_dir)!r}")
     if not is_run_dir(run_dir):
         raise UserError(f"{str(run_dir)!r} is not a metarl run directory (no config.json/meta.json)")
+    if "baseline" in json.loads((run_dir / "config.json").read_text()):
+        raise UserError(f"{str(run_dir)!r} holds a baseline; its evaluation is already in eval/final.json")
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     if checkpoint is not None and not checkpoint.is_file():
         raise UserError(f"no checkpoint file {str(checkpoint)!r}")
@@ -302,7 +361,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         deterministic=args.deterministic,
         seed=args.seed,
         workers=args.workers,
+        untrained=args.untrained,
     )
+    if args.untrained and args.checkpoint:
+        raise UserError("--untrained evaluates a fresh agent; it takes no --checkpoint")
+    if args.untrained and not args.json:
+        raise UserError("--untrained needs --json PATH, so the run's own eval/final.json is kept")
     result = evaluate_run(run_dir, settings, checkpoint=checkpoint)
     out = Path(args.json) if args.json else run_dir / "eval" / FINAL_EVAL
     result.save(out)
@@ -400,6 +464,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--json", default=None, metavar="PATH", help="write the EvalResult here (default: RUN_DIR/eval/final.json)"
     )
     ev.add_argument("--workers", type=int, default=None, help="rollout workers (default: the run's)")
+    ev.add_argument(
+        "--untrained",
+        action="store_true",
+        help="evaluate a freshly initialised agent of the run's config instead (the 'untrained' baseline)",
+    )
     ev.set_defaults(func=cmd_eval)
 
     cmp = sub.add_parser(
@@ -412,6 +481,42 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     cmp.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
     cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     cmp.set_defaults(func=cmd_compare)
+
+    base = sub.add_parser("baseline", help="non-meta-learning baselines on held-out tasks (for `metarl compare`)")
+    base_sub = base.add_subparsers(dest="baseline_kind", metavar="KIND")
+    base_sub.required = True
+    sb3 = base_sub.add_parser(
+        "sb3",
+        help="stable-baselines3 from scratch on each held-out task, or one multi-task PPO evaluated zero-shot",
+        description="SB3 from scratch on each held-out task with the adaptation budget (default: adaptation "
+        "episodes x horizon env steps), or --multitask: one PPO on the training tasks, evaluated zero-shot.",
+    )
+    sb3.add_argument("--algo", default="ppo", choices=["ppo", "sac"], help="SB3 algorithm")
+    sb3.add_argument("--benchmark", required=True, help="distribution name (see `metarl envs list`)")
+    sb3.add_argument(
+        "--total-env-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="env steps per task (scratch; default: the adaptation budget) or in all (--multitask; 1M)",
+    )
+    sb3.add_argument(
+        "--multitask", action="store_true", help="one PPO on the training tasks, zero-shot on the test tasks"
+    )
+    sb3.add_argument("--tasks-per-family", type=int, default=None, metavar="M", help="M test tasks per family (seeded)")
+    sb3.add_argument(
+        "--adaptation-episodes",
+        type=int,
+        default=None,
+        metavar="K",
+        help="the adaptation budget in episodes (Meta-World default 10, else 10)",
+    )
+    sb3.add_argument("--eval-episodes", type=int, default=None, metavar="N", help="evaluation episodes per task")
+    sb3.add_argument("--seed", type=int, default=0, help="seed of the task lists, the agents and the envs")
+    sb3.add_argument("--stochastic", action="store_true", help="evaluate sampled actions (default: deterministic)")
+    sb3.add_argument("--out", required=True, metavar="RUN_DIR", help="where eval/final.json and the report go")
+    sb3.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+    sb3.set_defaults(func=cmd_baseline)
 
     configs = sub.add_parser("configs", help="list the named reference configs")
     configs.add_argument("--json", action="store_true", help="print JSON instead of a table")

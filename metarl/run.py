@@ -17,6 +17,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -91,6 +92,8 @@ def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> Path:
             )
         if not is_run_dir(path) and not overwrite:
             raise RunDirError(f"{str(path)!r} exists and is not empty; choose another --out or pass --overwrite")
+        if is_run_dir(path):  # --overwrite replaces the old run whole: no stale checkpoints, events or evals
+            shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -67,7 +67,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _build_agent(train_cfg: TrainConfig, agent_cfg: Any, dist: TaskDistribution, device: torch.device) -> MetaLearner:
+def build_agent(train_cfg: TrainConfig, agent_cfg: Any, dist: TaskDistribution, device: torch.device) -> MetaLearner:
     from metarl.agents import agent_module
 
     module = agent_module(train_cfg.agent)
@@ -119,7 +119,7 @@ class Trainer:
         torch.set_num_threads(train_cfg.torch_threads)
         self.dist = make_run_distribution(train_cfg)
         _check_meta_batch(train_cfg, self.dist)
-        self.agent = _build_agent(train_cfg, agent_cfg, self.dist, self.device)
+        self.agent = build_agent(train_cfg, agent_cfg, self.dist, self.device)
         self.state = RunState()
         self.task_rng = np.random.default_rng([train_cfg.seed, 1])
         self.eval_tasks: list[Task] = (
@@ -320,7 +320,7 @@ def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> MetaLearn
         )
 
     dist = make_run_distribution(train_cfg)
-    agent = _build_agent(train_cfg, agent_cfg, dist, torch.device("cpu"))
+    agent = build_agent(train_cfg, agent_cfg, dist, torch.device("cpu"))
     agent.load_state_dict(state["agent"])
     agent.env_steps = int(state["run"]["env_steps"])  # type: ignore[attr-defined]
     return agent

@@ -34,6 +34,8 @@ class EvalSettings:
     deterministic: bool = False
     seed: int = 0
     workers: int | None = None
+    untrained: bool = False
+    """Evaluate a freshly initialised agent of the run's config (label ``untrained``, 0 env steps)."""
 
 
 def is_metaworld(dist: TaskDistribution) -> bool:
@@ -66,12 +68,19 @@ def evaluate_run(
     run_dir: Path, settings: EvalSettings, *, checkpoint: Path | None = None, progress: bool = False
 ) -> EvalResult:
     """Meta-test the agent of ``run_dir`` (its latest checkpoint, or ``checkpoint``) as ``settings`` say."""
-    from metarl.rollout import RolloutEngine
-    from metarl.training import load, make_run_distribution, read_run_config
+    import torch
 
-    train_cfg, _, config_name = read_run_config(Path(run_dir))
-    agent: Any = load(run_dir, checkpoint)
+    from metarl.rollout import RolloutEngine
+    from metarl.training import build_agent, load, make_run_distribution, read_run_config
+
+    train_cfg, agent_cfg, config_name = read_run_config(Path(run_dir))
     dist = make_run_distribution(train_cfg)
+    agent: Any
+    if settings.untrained:
+        agent = build_agent(train_cfg, agent_cfg, dist, torch.device("cpu"))
+        agent.env_steps = 0
+    else:
+        agent = load(run_dir, checkpoint)
     tasks = select_tasks(dist, settings.split, settings.tasks_per_family, settings.seed)
     mw = is_metaworld(dist)
     k = settings.adaptation_episodes
@@ -106,11 +115,15 @@ def evaluate_run(
             env_steps=int(getattr(agent, "env_steps", 0)),
             seed=settings.seed,
         )
+    trained_agent = result.agent
+    if settings.untrained:
+        result.agent = "untrained"
     result.extra.update(
         {
+            "agent_type": trained_agent,
             "run_dir": str(run_dir),
             "config_name": config_name,
-            "checkpoint": str(checkpoint) if checkpoint else "latest",
+            "checkpoint": "none (untrained)" if settings.untrained else str(checkpoint) if checkpoint else "latest",
             "deterministic": settings.deterministic,
             "tasks_per_family": settings.tasks_per_family,
             "protocol": "meta-world+" if mw else "run-config",
