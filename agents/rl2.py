@@ -633,7 +633,14 @@ class RL2MetaWorldAgent:
         self.adapted_hidden = self.hidden.clone()
 
     def eval_action(self, observations: Any) -> Any:
+        """An evaluation action.  Meta-World's evaluator gives the agent no rewards during evaluation
+        episodes (it never calls ``step`` there), so the next input carries this action and a done flag
+        of 0 but a reward of 0; metarl's own meta-test feeds the real reward (see
+        :mod:`metarl.evaluation.official`)."""
         action, _ = self._act(observations, self.deterministic)
+        self.prev_action = self._last_action
+        self.prev_reward = torch.zeros_like(self.prev_reward)
+        self.prev_done = torch.zeros_like(self.prev_done)
         return action
 
     def reset(self, env_mask: Any) -> None:

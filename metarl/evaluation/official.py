@@ -1,0 +1,151 @@
+"""Cross-check against Meta-World's own evaluator, ``metaworld.evaluation.metalearning_evaluation``.
+
+:func:`cross_check` scores one agent both ways on the same held-out goals, one round per goal:
+
+* **official**: a Meta-World vector env with one env (so each task name has exactly one env
+  instance), the agent's ``MetaLearningAgent`` adapter, ``metalearning_evaluation`` with
+  ``num_evals=1``; the goal it sampled is read back from the env (``tasks[current_task_idx]``);
+* **metarl**: ``agent.meta_test`` on that same goal through the rollout engine.
+
+With one env per task name both count exactly ``eval_episodes`` evaluation episodes on the same
+goals, and the same deterministic policy takes the same adaptation episodes (up to float rounding)
+and starts every evaluation episode from the same adapted state.  They still differ, for two
+reasons that the report states:
+
+* the official evaluation episodes terminate on success, metarl's run the full horizon (the
+  training env settings), so metarl's returns are larger whenever a goal is reached (success at
+  any step is unaffected);
+* the official evaluator never shows the agent a reward during evaluation episodes (it calls
+  ``eval_action(obs)`` only), so an RL² policy, whose input includes the previous reward, sees 0
+  there, while metarl's meta-test feeds the real reward.  Trajectories drift apart from the first
+  rewarded step of each evaluation episode.
+
+With several env instances per task name (ML1 with ``meta_batch_size > 1``) the official evaluator
+stops counting after the first ``eval_episodes`` episodes *of the task name*, whichever envs
+finished them — envs that succeed early (and so end their episodes early) are over-represented.
+:func:`official_counting` reproduces that rule so the report can show the effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from metarl.tasks import Task, TaskDistribution
+
+
+@dataclass
+class CrossCheckRound:
+    task_id: str
+    official_success: float
+    metarl_success: float
+    official_return: float
+    metarl_return: float
+
+
+@dataclass
+class CrossCheck:
+    """Per-round figures and their means."""
+
+    rounds: list[CrossCheckRound] = field(default_factory=list)
+
+    @property
+    def official_success(self) -> float:
+        return float(np.mean([r.official_success for r in self.rounds]))
+
+    @property
+    def metarl_success(self) -> float:
+        return float(np.mean([r.metarl_success for r in self.rounds]))
+
+    @property
+    def max_success_gap(self) -> float:
+        return float(max(abs(r.official_success - r.metarl_success) for r in self.rounds))
+
+
+def official_counting(ended: list[tuple[int, bool]], num_episodes: int) -> float:
+    """Meta-World's success rate for one task name from ``(env index, success)`` in the order episodes ended.
+
+    Successes of the first ``num_episodes`` ended episodes are counted, whichever env ended them,
+    and divided by ``num_episodes`` (``metaworld.evaluation.evaluation``).
+    """
+    return sum(int(s) for _, s in ended[:num_episodes]) / num_episodes
+
+
+def per_env_counting(ended: list[tuple[int, bool]], num_episodes: int) -> float:
+    """metarl's rule: the first ``num_episodes`` episodes of *each* env, averaged over envs."""
+    envs = sorted({i for i, _ in ended})
+    rates = []
+    for env in envs:
+        mine = [s for i, s in ended if i == env][:num_episodes]
+        if len(mine) < num_episodes:
+            raise ValueError(f"env {env} ended {len(mine)} episodes, fewer than {num_episodes}")
+        rates.append(sum(mine) / num_episodes)
+    return float(np.mean(rates))
+
+
+def _adapter(agent: Any, num_envs: int, seed: int) -> Any:
+    if agent.name == "rl2":
+        from metarl.agents.rl2 import RL2MetaWorldAgent
+
+        return RL2MetaWorldAgent(agent.policy, num_envs, deterministic=True, seed=seed)
+    from metarl.agents.maml import MAMLMetaWorldAgent
+
+    return MAMLMetaWorldAgent(agent, num_envs, deterministic=True, seed=seed)
+
+
+def _find_task(dist: TaskDistribution, data: bytes, family: str) -> Task:
+    for task in dist.tasks("test"):
+        if task.family == family and task.param("mw_data") == data:
+            return task
+    raise ValueError(
+        f"the official evaluator sampled a {family} goal that is not in {dist.name}'s test split; "
+        "build both with the same seed"
+    )
+
+
+def cross_check(
+    agent: Any,
+    dist: TaskDistribution,
+    engine: Any,
+    *,
+    rounds: int,
+    adaptation_episodes: int,
+    eval_episodes: int,
+    seed: int = 0,
+) -> CrossCheck:
+    """Score ``agent`` with Meta-World's evaluator and with ``meta_test`` on the same goals (ML1 only)."""
+    import gymnasium as gym
+    from metaworld.evaluation import metalearning_evaluation
+
+    families = list(dist.families)
+    if len(families) != 1 or not dist.name.startswith("ML1-"):
+        raise ValueError(f"the cross-check runs on an ML1 distribution, got {dist.name!r}")
+    env_name = families[0]
+    envs: Any = gym.make_vec(
+        "Meta-World/ML1-test", env_name=env_name, seed=seed, vector_strategy="sync", meta_batch_size=1
+    )
+    out = CrossCheck()
+    try:
+        adapter = _adapter(agent, envs.num_envs, seed)
+        for _ in range(rounds):
+            success, mean_return, _ = metalearning_evaluation(
+                adapter, envs, num_evals=1, adaptation_steps=1,
+                adaptation_episodes=adaptation_episodes, evaluation_episodes=eval_episodes,
+            )  # fmt: skip
+            mw_task = envs.get_attr("tasks")[0][envs.get_attr("current_task_idx")[0]]
+            task = _find_task(dist, mw_task.data, env_name)
+            ours = agent.meta_test(engine, [task], adaptation_episodes, eval_episodes, True)
+            out.rounds.append(
+                CrossCheckRound(
+                    task_id=task.id,
+                    official_success=float(success),
+                    metarl_success=float(ours.eval_success.float().mean()),
+                    official_return=float(mean_return),
+                    metarl_return=float(ours.eval_return.mean()),
+                )
+            )
+    finally:
+        envs.close()
+    return out
