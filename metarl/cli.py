@@ -333,7 +333,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from metarl.evaluation.report import write_eval_report
-    from metarl.evaluation.runner import FINAL_EVAL, EvalSettings, evaluate_run
+    from metarl.evaluation.runner import FINAL_EVAL, EvalSettings, evaluate_run, evaluated_tasks
     from metarl.run import is_run_dir
 
     run_dir = Path(args.run_dir)
@@ -372,6 +372,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result.save(out)
     report_dir = out.parent if args.json else run_dir / "eval"
     written = write_eval_report(result, report_dir)
+    if args.video:
+        from metarl.evaluation.video import record_videos
+
+        by_id = set(result.per_task)
+        tasks = [t for t in evaluated_tasks(run_dir, settings) if t.id in by_id]
+        videos, problem = record_videos(
+            run_dir, checkpoint, tasks, result.adaptation_episodes, Path(args.video), seed=settings.seed
+        )
+        if problem:
+            print(f"metarl: {problem}", file=sys.stderr)
+        written += videos
     unit = result.curve["unit"].replace("_", " ")
     print(
         f"{result.agent} on {len(result.per_task)} {result.split} task(s) of {result.distribution}: "
@@ -464,6 +475,12 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--json", default=None, metavar="PATH", help="write the EvalResult here (default: RUN_DIR/eval/final.json)"
     )
     ev.add_argument("--workers", type=int, default=None, help="rollout workers (default: the run's)")
+    ev.add_argument(
+        "--video",
+        default=None,
+        metavar="DIR",
+        help="also record one evaluation episode per task as a GIF in DIR (needs an OpenGL backend)",
+    )
     ev.add_argument(
         "--untrained",
         action="store_true",

@@ -65,7 +65,9 @@ def wait_until(pred, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-
 
 @pytest.mark.parametrize("host_worker", [False, True], ids=["all-processes", "hosted"])
 def test_sigkilled_worker_is_restarted_and_its_trials_recollected(host_worker: bool) -> None:
-    dist = CountingDistribution(num_families=2, tasks_per_family=3, horizon=8, lengths=(0, 5), step_delay_s=0.004)
+    # each worker has about 1 s of work (3 tasks x 4 episodes x up to 8 steps x 10 ms), so the kill at 0.3 s
+    # lands mid-collection even on a fast machine
+    dist = CountingDistribution(num_families=2, tasks_per_family=3, horizon=8, lengths=(0, 5), step_delay_s=0.01)
     tasks = list(dist.tasks("train"))
     policy = ElementwisePolicy(2)
     with RolloutEngine(dist, num_workers=2, slots_per_family=1, seed=7, backend="inline") as ref_engine:
@@ -74,7 +76,7 @@ def test_sigkilled_worker_is_restarted_and_its_trials_recollected(host_worker: b
         pids = engine.worker_pids()
         assert len(pids) == (1 if host_worker else 2)
         victim = pids[-1]
-        timer = threading.Timer(0.4, os.kill, (victim, signal.SIGKILL))
+        timer = threading.Timer(0.3, os.kill, (victim, signal.SIGKILL))
         timer.start()
         traj = engine.collect(policy, tasks, episodes_per_task=4, episodes_per_trial=2)
         timer.join()

@@ -64,6 +64,14 @@ def select_tasks(dist: TaskDistribution, split: str, tasks_per_family: int | Non
     return [t for t in tasks if t.id in chosen]
 
 
+def evaluated_tasks(run_dir: Path, settings: EvalSettings) -> list[Task]:
+    """The tasks :func:`evaluate_run` evaluates for these settings."""
+    from metarl.training import make_run_distribution, read_run_config
+
+    train_cfg, _, _ = read_run_config(Path(run_dir))
+    return select_tasks(make_run_distribution(train_cfg), settings.split, settings.tasks_per_family, settings.seed)
+
+
 def evaluate_run(
     run_dir: Path, settings: EvalSettings, *, checkpoint: Path | None = None, progress: bool = False
 ) -> EvalResult:
