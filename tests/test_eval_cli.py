@@ -134,3 +134,25 @@ def test_seeds_then_eval_then_compare_on_two_small_real_runs(tmp_path: Path) -> 
     assert any(p.suffix == ".png" for p in out.iterdir())
     bad = metarl_cli("compare", str(tmp_path / "missing"), "--out", str(out))
     assert bad.returncode == 2 and "no such run directory or result file" in bad.stderr
+
+
+def test_evaluation_counts_exactly_n_episodes_per_task_when_some_tasks_end_early() -> None:
+    """The over-count case: tasks whose episodes end early finish more episodes in the same time."""
+    from metarl.agents.maml import MAMLAgent
+    from metarl.evaluation.official import official_counting
+    from metarl.evaluation.result import evaluate
+    from metarl.rollout import RolloutEngine
+    from metarl.testing import CountingDistribution
+
+    # one family; even task indices end after 3 steps (before the success step 6), odd ones run 10 steps
+    dist = CountingDistribution(num_families=1, tasks_per_family=4, horizon=10, lengths=(3, 0), success_step=6)
+    tasks = list(dist.tasks("train"))
+    agent = MAMLAgent(3, 2, MAMLConfig(hidden=(4,)), episodes_per_task=1)
+    with RolloutEngine(dist, num_workers=1, slots_per_family=4, seed=0, backend="inline") as engine:
+        result = evaluate(agent, engine, tasks, adaptation_episodes=1, eval_episodes=3)
+    assert result.eval_episodes_per_task == 3
+    assert [result.per_task[t.id]["success"] for t in tasks] == [0.0, 1.0, 0.0, 1.0]
+    assert result.success_mean == 0.5 and result.per_family["count-0"]["success"] == 0.5
+    # counting the first 3 ended episodes of the family, as Meta-World's evaluator does, sees only short ones
+    ended = [(0, False), (2, False), (0, False), (2, False), (1, True), (3, True)]
+    assert official_counting(ended, 3) == 0.0
