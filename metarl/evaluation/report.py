@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import EngFormatter, MaxNLocator
 from numpy.typing import NDArray
 
 from metarl.evaluation.result import EvalResult, load_eval_result
@@ -438,6 +438,8 @@ def _plot_training(
             ax.plot(mean.steps, mean.values, color=color, lw=1.8, label=f"{label} (n={len(runs)})")
         ax.set_title(tag)
         ax.set_xlabel("env steps")
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.set_ylabel(f"{tag} (mean over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
