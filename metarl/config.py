@@ -56,7 +56,11 @@ class TrainConfig:
     slots_per_family: int | None = None
     """Env slots per env family in the rollout engine; default: one per task of a meta-batch."""
     backend: str = "process"
-    """Rollout backend: process or inline."""
+    """Rollout backend: process, inline, or ray (Ray actors, each with its own worker processes)."""
+    ray_address: str | None = None
+    """With --backend ray: the cluster to join (auto, or HOST:PORT); default: a local Ray on 127.0.0.1."""
+    ray_actors: int | None = None
+    """With --backend ray: actors, each running --workers worker processes (default: Ray CPUs / workers)."""
     device: str = "auto"
     """Device of the policy and its updates: auto, cpu or cuda."""
     torch_threads: int = 1
@@ -78,7 +82,7 @@ class TrainConfig:
             check_positive_int(name, getattr(self, name))
         for name in ("eval_every", "adaptation_episodes", "seed"):
             check_nonnegative_int(name, getattr(self, name))
-        for name in ("total_env_steps", "iterations", "slots_per_family", "max_episode_steps"):
+        for name in ("total_env_steps", "iterations", "slots_per_family", "max_episode_steps", "ray_actors"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):

@@ -82,6 +82,18 @@ def _make_engine(train_cfg: TrainConfig, dist: TaskDistribution, device: torch.d
     if slots is None:  # one slot per task of a meta-batch (or of a periodic meta-test), so one call serves all
         train_families = len({t.family for t in dist.tasks("train")})
         slots = max(-(-train_cfg.meta_batch // train_families), -(-train_cfg.eval_tasks // len(dist.families)), 1)
+    if train_cfg.backend == "ray":
+        from metarl.rollout.ray_backend import RayRolloutEngine
+
+        return RayRolloutEngine(
+            dist,
+            num_actors=train_cfg.ray_actors,
+            workers_per_actor=train_cfg.workers,
+            slots_per_family=slots,
+            seed=train_cfg.seed,
+            device="auto",
+            address=train_cfg.ray_address,
+        )
     return RolloutEngine(
         dist,
         num_workers=train_cfg.workers,

@@ -54,8 +54,10 @@ class Collection:
         collect_index: int,
         deterministic: bool,
         transfer: HostTransfer | PackedTransfer,
+        task_offset: int = 0,
     ) -> None:
         self.engine = engine
+        self.task_offset = task_offset  # global position of tasks[0] (a share of a distributed collect)
         self.pool = engine.pool
         self.block = self.pool.block
         self.cols = self.block.cols
@@ -87,7 +89,7 @@ class Collection:
         self.extras_f: dict[str, np.ndarray] = {}
         self.final_obs = np.zeros((n * e, o), np.float32)
         self.lengths = np.zeros(n * e, np.int64)
-        self.seeds = episode_seeds(self.seed, collect_index, n, e)
+        self.seeds = episode_seeds(self.seed, collect_index, n, e, task_offset)
         self.seeds_flat = self.seeds.reshape(-1)
 
         # Per-slot state.
@@ -277,14 +279,14 @@ class Collection:
         i = task * self.e + ep
         self.pos[s] = i * self.h
         self.noise_f[i * self.h : (i + 1) * self.h] = episode_noise(
-            self.seed, self.collect_index, task, ep, (self.h, self.a)
+            self.seed, self.collect_index, self.task_offset + task, ep, (self.h, self.a)
         )
         c = self.cols
         row = self.block.x[s]
         row[c.prev_done] = 0.0 if trial_start else 1.0
         row[c.episode_start] = 1.0
         row[c.trial_start] = 1.0 if trial_start else 0.0
-        row[c.task] = task
+        row[c.task] = self.task_offset + task
         self.flagged[self.slot_group[s]].append(s)
 
     def _plan_next(self, s: int) -> None:

@@ -239,8 +239,16 @@ class RolloutEngine:
         episodes_per_task: int,
         episodes_per_trial: int | None = None,
         deterministic: bool = False,
+        *,
+        task_offset: int = 0,
+        collect_index: int | None = None,
     ) -> Trajectories:
         """Run ``episodes_per_task`` whole episodes of every task; result shaped ``[task, episode, time, ...]``.
+
+        ``task_offset`` and ``collect_index`` are for distributed backends, which give each machine a
+        share of a collect: the share's tasks sit at positions ``task_offset ..`` of the whole task
+        list (``step.task`` and the seed/noise streams use those positions), and ``collect_index``
+        names the collect (default: this engine's own count).
 
         With ``episodes_per_trial=k`` (RL²), each task's episodes run as ``episodes_per_task / k``
         trials of ``k`` consecutive episodes in one slot; ``step.trial_start`` marks a trial's first
@@ -271,14 +279,18 @@ class RolloutEngine:
         if self._dirty:
             self.pool.drain()
             self._dirty = False
-        index = self._collects
+        index = self._collects if collect_index is None else int(collect_index)
         self._collects += 1
+        if isinstance(task_offset, bool) or not isinstance(task_offset, int) or task_offset < 0:
+            raise ValueError(f"task_offset must be a non-negative integer, got {task_offset!r}")
         threads = torch.get_num_threads()
         if self.inference_threads is not None and device.type == "cpu":
             torch.set_num_threads(self.inference_threads)
         try:
             with torch.no_grad():
-                run = Collection(self, policy, tasks, episodes_per_task, k, index, bool(deterministic), transfer)
+                run = Collection(
+                    self, policy, tasks, episodes_per_task, k, index, bool(deterministic), transfer, task_offset
+                )
                 return run.run()
         except BaseException:
             self._dirty = True

@@ -12,12 +12,14 @@ _ENV_SEED = 0
 _NOISE = 1
 
 
-def episode_seeds(seed: int, collect_index: int, num_tasks: int, episodes_per_task: int) -> np.ndarray:
-    """Env reset seeds, ``[N, E]`` int64 in ``[0, 2**32)``."""
+def episode_seeds(
+    seed: int, collect_index: int, num_tasks: int, episodes_per_task: int, first_task: int = 0
+) -> np.ndarray:
+    """Env reset seeds, ``[N, E]`` int64 in ``[0, 2**32)``, of task positions ``first_task ..``."""
     out = np.empty((num_tasks, episodes_per_task), np.int64)
     for n in range(num_tasks):
         for e in range(episodes_per_task):
-            ss = np.random.SeedSequence([seed, collect_index, n, e, _ENV_SEED])
+            ss = np.random.SeedSequence([seed, collect_index, first_task + n, e, _ENV_SEED])
             out[n, e] = int(ss.generate_state(1, np.uint32)[0])
     return out
 
