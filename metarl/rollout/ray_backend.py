@@ -265,10 +265,8 @@ class RayRolloutEngine:
             return
         self._closed = True
         for actor in self.actors:
-            try:
+            with contextlib.suppress(Exception):  # a dead actor has nothing left to close
                 self.ray.get(actor.close.remote(), timeout=30)
-            except Exception:
-                pass
             self.ray.kill(actor)
 
     def __enter__(self) -> RayRolloutEngine:
