@@ -11,6 +11,7 @@ two of each), with the same torch policies, it measures:
 ``sb3_subproc``   stable-baselines3 ``SubprocVecEnv`` (forkserver) + the batched MLP policy.
 ``metarl_mlp``    ``RolloutEngine.collect`` with the MLP policy.
 ``metarl_gru``    ``RolloutEngine.collect`` with the GRU policy, in RL² trials.
+``metarl_ray``    the ``ray`` backend: one Ray actor (local, on loopback) running ``metarl_mlp``'s engine.
 
 Every measurement runs whole 500-step episodes of every env, resets included, and counts only
 real env steps.  Each figure is the median over ``--repeats`` rounds; within a round the methods
@@ -57,6 +58,7 @@ from benchmarks._common import (
     ml10_train_envs,
     now,
     package_versions,
+    ray_loopback_env,
     single_thread_torch,
 )
 
@@ -68,6 +70,7 @@ METHODS: tuple[str, ...] = (
     "sb3_subproc",
     "metarl_mlp",
     "metarl_gru",
+    "metarl_ray",
 )
 """Methods in table order; the JSON keys are these (10 envs) and these + ``_20`` (20 envs)."""
 CONFIGS: tuple[tuple[str, int], ...] = (("", 1), ("_20", 2))
@@ -446,6 +449,65 @@ def _build_engine(
     return engine, runners, None
 
 
+def _build_ray_engine(bench: BenchEnvs, settings: Settings) -> tuple[Any, str | None]:
+    """One Ray actor running the process-backend engine of ``metarl_mlp`` (same workers and slots), on a local
+    Ray instance kept on loopback: the row measures the ray backend's overhead."""
+    if bench.distribution is None or bench.tasks is None:
+        return None, f"the envs come from {bench.source}; the engine needs a metarl distribution"
+    try:
+        import ray
+    except ImportError:
+        return None, 'Ray is not installed (pip install "metarl[ray]")'
+    from metarl.rollout.ray_backend import RayRolloutEngine
+
+    if not ray.is_initialized():
+        ray_loopback_env()
+        ray.init(num_cpus=settings.workers + 1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    families = list(dict.fromkeys(bench.families))
+    engine = RayRolloutEngine(
+        bench.distribution, num_actors=1, workers_per_actor=settings.workers,
+        slots_per_family=bench.num_envs // len(families), seed=settings.seed,
+        engine_options={"families": families, "start_method": START_METHOD},
+    )  # fmt: skip
+    return engine, None
+
+
+def _add_ray_runner(
+    bench: BenchEnvs,
+    settings: Settings,
+    runners: dict[str, Runner],
+    skipped: dict[str, str],
+    build_seconds: dict[str, float],
+    closers: list[Callable[[], None]],
+    log: Callable[[str], None],
+) -> None:
+    t = now()
+    engine, why = _build_ray_engine(bench, settings)
+    if engine is None:
+        skipped["metarl_ray"] = str(why)
+        log(f"  skipping metarl_ray: {why}")
+        return
+    closers.append(engine.close)
+    runners["metarl_ray"] = EngineRunner(engine, bench.tasks or [], MLPPolicy(), settings, None)
+    build_seconds["metarl_ray"] = now() - t
+
+
+def _add_vector_runners(
+    methods: Sequence[str],
+    bench: BenchEnvs,
+    settings: Settings,
+    runners: dict[str, Runner],
+    build_seconds: dict[str, float],
+    closers: list[Callable[[], None]],
+) -> None:
+    for m in ("gym_sync", "gym_async", "sb3_subproc"):
+        if m in methods:
+            t = now()
+            runners[m] = _vector_runner(m, bench, settings)
+            closers.append(runners[m].close)
+            build_seconds[m] = now() - t
+
+
 def _vector_runner(method: str, bench: BenchEnvs, settings: Settings) -> GymRunner | SB3Runner:
     fns = list(bench.env_fns)
     if method == "gym_sync":
@@ -504,12 +566,9 @@ def run_config(
             build_seconds["limit"] = now() - t
             runners.update({m: LimitRunner(pool, settings, m == "limit_strict") for m in ("limit", "limit_strict")
                             if m in methods})  # fmt: skip
-        for m in ("gym_sync", "gym_async", "sb3_subproc"):
-            if m in methods:
-                t = now()
-                runners[m] = _vector_runner(m, bench, settings)
-                closers.append(runners[m].close)
-                build_seconds[m] = now() - t
+        if "metarl_ray" in methods:
+            _add_ray_runner(bench, settings, runners, skipped, build_seconds, closers, log)
+        _add_vector_runners(methods, bench, settings, runners, build_seconds, closers)
         built = ", ".join(f"{k} {v:.1f} s" for k, v in build_seconds.items())
         log(f"  built over {bench.num_envs} envs: {built}")
         order = [m for m in METHODS if m in runners]

@@ -148,6 +148,7 @@ class RayRolloutEngine:
         address: a Ray cluster (``"auto"``, ``"HOST:PORT"``); ``None`` starts a local loopback instance.
         max_restarts: replacements of dead actors per collect before giving up.
         actor_options: passed to ``.options(...)`` of each actor (e.g. ``{"num_gpus": 1}``).
+        engine_options: more :class:`RolloutEngine` arguments for the actors' engines (e.g. ``families``).
     """
 
     backend = "ray"
@@ -163,6 +164,7 @@ class RayRolloutEngine:
         address: str | None = None,
         max_restarts: int = 3,
         actor_options: Mapping[str, Any] | None = None,
+        engine_options: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -178,6 +180,7 @@ class RayRolloutEngine:
             raise ValueError(f"num_actors must be a positive integer, got {num_actors!r}")
         self.engine_kwargs: dict[str, Any] = {
             "num_workers": workers_per_actor, "slots_per_family": slots_per_family, "seed": seed, "device": device,
+            **dict(engine_options or {}),
         }  # fmt: skip
         self.actor_options = {"num_cpus": 1, **dict(actor_options or {})}
         self._remote = self.ray.remote(_EngineActor)
