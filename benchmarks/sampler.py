@@ -469,6 +469,7 @@ def _build_ray_engine(bench: BenchEnvs, settings: Settings) -> tuple[Any, str | 
         slots_per_family=bench.num_envs // len(families), seed=settings.seed,
         engine_options={"families": families, "start_method": START_METHOD},
     )  # fmt: skip
+    engine.collect(MLPPolicy(), bench.tasks, episodes_per_task=1)  # warm-up: the actor's first collect starts its pool
     return engine, None
 
 
