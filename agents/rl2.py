@@ -451,6 +451,9 @@ class RL2Agent:
         self.policy = RL2Policy(obs_dim, action_dim, config.policy, action_low, action_high).to(device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
+        # Meta-tests feed the real previous reward in evaluation episodes; the official cross-check turns this
+        # off to reproduce Meta-World's evaluator, which shows the agent no reward there.
+        self.eval_reward_feedback = True
 
     def meta_train_step(self, engine: Any, tasks: Sequence[Task]) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -484,7 +487,7 @@ class RL2Agent:
         does), so an evaluation episode never learns from an earlier one.
         """
         total = adaptation_episodes + eval_episodes
-        policy = AdaptedStatePolicy(self.policy, adaptation_episodes)
+        policy = AdaptedStatePolicy(self.policy, adaptation_episodes, self.eval_reward_feedback)
         traj = engine.collect(
             policy, list(tasks), episodes_per_task=total, episodes_per_trial=total, deterministic=deterministic
         )
@@ -537,9 +540,10 @@ class AdaptedStatePolicy:
     State per slot: (hidden, snapshot of the adapted hidden, episode number within the trial).
     """
 
-    def __init__(self, policy: RL2Policy, k: int) -> None:
+    def __init__(self, policy: RL2Policy, k: int, reward_feedback: bool = True) -> None:
         self.policy = policy
         self.k = int(k)
+        self.reward_feedback = reward_feedback
         self.device = policy.device
 
     def initial_state(self, num_slots: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -559,6 +563,8 @@ class AdaptedStatePolicy:
         snapshot = snapshot.index_copy(0, step.slot[first_eval], adapted[first_eval])
         later = step.episode_start & (c > self.k + 1)  # later evaluation episodes: restore it
         hidden = hidden.index_copy(0, step.slot[later], snapshot[step.slot[later]])
+        if not self.reward_feedback:  # Meta-World's evaluator shows no reward in evaluation episodes
+            step.prev_reward = torch.where(c > self.k, torch.zeros_like(step.prev_reward), step.prev_reward)
         action, hidden, extras = self.policy.act(step, hidden)
         return action, (hidden, snapshot, count), extras
 

@@ -108,9 +108,10 @@ def main() -> int:
               f"{r.official_return:>12.1f} {r.metarl_return:>10.1f}")  # fmt: skip
     print(f"\nmean success: official {check.official_success:.3f}, metarl {check.metarl_success:.3f}; "
           f"largest per-goal gap {check.max_success_gap:.2f}")  # fmt: skip
-    print("Where they differ and why: the official evaluation episodes end on success (metarl's run the full\n"
-          "horizon, so its returns are larger after a success), and the official evaluator shows the agent no\n"
-          "reward during evaluation episodes (an RL² policy sees 0 there; metarl feeds the real reward).")  # fmt: skip
+    print("metarl's side runs with the official inputs (mean actions; no reward shown to RL² in evaluation\n"
+          "episodes, as metalearning_evaluation does), so success must agree and returns must agree wherever no\n"
+          "episode ended early on success. `metarl eval` itself feeds RL² the real reward and never ends an\n"
+          "episode on success (the training env settings), so its returns are larger after a success.")  # fmt: skip
     demo = counting_demo(agent, dist, envs_per_name=5, episodes=args.eval_episodes, seed=args.seed)
     print(f"\ncounting on one ML1 vector env with 5 envs and {args.eval_episodes} episode(s) each: "
           f"official rule (first {args.eval_episodes} per task name) {demo['official_rule']:.3f}, "

@@ -17,8 +17,12 @@ reasons that the report states:
   any step is unaffected);
 * the official evaluator never shows the agent a reward during evaluation episodes (it calls
   ``eval_action(obs)`` only), so an RL² policy, whose input includes the previous reward, sees 0
-  there, while metarl's meta-test feeds the real reward.  Trajectories drift apart from the first
-  rewarded step of each evaluation episode.
+  there, while metarl's meta-test feeds the real reward.  :func:`cross_check` runs metarl's side
+  with the same blind inputs (``RL2Agent.eval_reward_feedback = False``) so the two can agree;
+  ``metarl eval`` itself keeps the reward.
+
+So on the same goals with one env per name: the same success in every round (up to float rounding
+of borderline goals), and the same returns wherever no episode reached its goal.
 
 With several env instances per task name (ML1 with ``meta_batch_size > 1``) the official evaluator
 stops counting after the first ``eval_episodes`` episodes *of the task name*, whichever envs
@@ -105,6 +109,19 @@ def _find_task(dist: TaskDistribution, data: bytes, family: str) -> Task:
     )
 
 
+def _meta_test_as_official(agent: Any, engine: Any, task: Task, k: int, n: int) -> Any:
+    """``agent.meta_test`` with the official evaluator's inputs: deterministic, and (RL²) no reward shown
+    during evaluation episodes."""
+    blind = hasattr(agent, "eval_reward_feedback")
+    if blind:
+        agent.eval_reward_feedback = False
+    try:
+        return agent.meta_test(engine, [task], k, n, True)
+    finally:
+        if blind:
+            agent.eval_reward_feedback = True
+
+
 def cross_check(
     agent: Any,
     dist: TaskDistribution,
@@ -136,7 +153,7 @@ def cross_check(
             )  # fmt: skip
             mw_task = envs.get_attr("tasks")[0][envs.get_attr("current_task_idx")[0]]
             task = _find_task(dist, mw_task.data, env_name)
-            ours = agent.meta_test(engine, [task], adaptation_episodes, eval_episodes, True)
+            ours = _meta_test_as_official(agent, engine, task, adaptation_episodes, eval_episodes)
             out.rounds.append(
                 CrossCheckRound(
                     task_id=task.id,
