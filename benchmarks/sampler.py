@@ -483,11 +483,19 @@ def _add_ray_runner(
     log: Callable[[str], None],
 ) -> None:
     t = now()
+    try:
+        import ray
+
+        started_here = not ray.is_initialized()
+    except ImportError:
+        started_here = False
     engine, why = _build_ray_engine(bench, settings)
     if engine is None:
         skipped["metarl_ray"] = str(why)
         log(f"  skipping metarl_ray: {why}")
         return
+    if started_here:
+        closers.append(ray.shutdown)  # closers run in reverse: the engine closes first, then the Ray it started
     closers.append(engine.close)
     runners["metarl_ray"] = EngineRunner(engine, bench.tasks or [], MLPPolicy(), settings, None)
     build_seconds["metarl_ray"] = now() - t

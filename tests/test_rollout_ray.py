@@ -27,6 +27,8 @@ def local_ray():  # type: ignore[no-untyped-def]
     """A local Ray instance that binds and advertises 127.0.0.1 and contacts nothing else."""
     saved = {k: os.environ.get(k) for k in LOOPBACK_ENV}
     os.environ.update(LOOPBACK_ENV)
+    if ray.is_initialized():  # another test module left one running: start ours on loopback
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         yield ray
