@@ -573,8 +573,7 @@ def ppo_outer_step(
         adapted0 = adapt_params(policy, policy.params(), pre, config.inner_lr, create_graph=False)
         old_mean, old_log_std = policy.call_stacked(detach_params(adapted0), post.obs)
         old_logp = gaussian_log_prob(post.actions, old_mean, old_log_std)
-    first = last = 0.0
-    kl = torch.zeros(())
+    first = 0.0
     for epoch in range(config.ppo_epochs):
         adapted = adapt_params(policy, policy.params(), pre, config.inner_lr, create_graph)
         mean, log_std = policy.call_stacked(adapted, post.obs)
@@ -586,10 +585,15 @@ def ppo_outer_step(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        with torch.no_grad():
-            kl = ((gaussian_kl(old_mean, old_log_std, mean, log_std) * post.mask).sum(1) / post.steps_per_task).mean()
         first = float(loss.detach()) if epoch == 0 else first
-        last = float(loss.detach())
+    with torch.no_grad():  # the figures at the final θ, after the last Adam step
+        adapted = adapt_params(policy, policy.params(), pre, config.inner_lr, create_graph=False)
+        mean, log_std = policy.call_stacked(adapted, post.obs)
+        ratio = torch.exp(gaussian_log_prob(post.actions, mean, log_std) - old_logp)
+        adv = post.advantages
+        clipped = torch.min(ratio * adv, ratio.clamp(1 - config.ppo_clip, 1 + config.ppo_clip) * adv)
+        last = float(-((clipped * post.mask).sum(1) / post.steps_per_task).mean())
+        kl = ((gaussian_kl(old_mean, old_log_std, mean, log_std) * post.mask).sum(1) / post.steps_per_task).mean()
     return {"losses/surrogate_before": first, "losses/surrogate_after": last, "losses/kl": float(kl)}
 
 

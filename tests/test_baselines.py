@@ -45,6 +45,7 @@ def test_sb3_scratch_trains_per_task_and_reports_before_and_after(nav) -> None: 
     assert result.curve["x"] == [0, 2] and result.curve["unit"] == "episodes"
     assert set(result.per_task) == {t.id for t in tasks}
     assert result.eval_episodes_per_task == 2 and result.extra["budget_env_steps_per_task"] == 200
+    assert result.extra["trained_env_steps_per_task"] == 200  # whole PPO rollouts that add up to the budget
     assert result.return_mean == pytest.approx(result.curve["return"][-1])
     assert 0.0 <= result.success_mean <= 1.0 and np.isfinite(result.return_mean)
 
@@ -87,3 +88,12 @@ def test_bad_baseline_input_is_one_line_and_exit_2(tmp_path: Path, args: list[st
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1
     assert not (tmp_path / "o" / "config.json").exists()
+
+
+def test_ppo_rollouts_add_up_to_the_budget() -> None:
+    from metarl.evaluation.baselines import ppo_rollout
+
+    for budget in (200, 1000, 5000, 100_000):
+        n_steps, batch = ppo_rollout(budget)
+        assert budget % n_steps == 0 and budget // n_steps >= 4 and n_steps <= 2048
+        assert n_steps % batch == 0 and batch <= 64

@@ -57,6 +57,9 @@ def test_ray_equals_process_backend(local_ray) -> None:  # type: ignore[no-untyp
     with RayRolloutEngine(dist, num_actors=2, workers_per_actor=1, slots_per_family=2, seed=3) as rengine:
         got1 = rengine.collect(policy, tasks, episodes_per_task=2)
         got2 = rengine.collect(policy, tasks, episodes_per_task=4, episodes_per_trial=2)
+        assert rengine.state_dict() == {"seed": 3, "collects": 2}
+        with pytest.raises(ValueError, match="engine state has seed 4, but this engine's actors run seed 3"):
+            rengine.load_state_dict({"seed": 4, "collects": 0})
     for ref, got in ((ref1, got1), (ref2, got2)):
         assert [t.id for t in got.tasks] == [t.id for t in ref.tasks]
         for name in FIELDS:

@@ -102,6 +102,19 @@ def _result(
     )
 
 
+def ppo_rollout(budget: int) -> tuple[int, int]:
+    """``(n_steps, batch_size)`` for SB3 PPO on one env: rollouts that add up to ``budget`` exactly when it
+    allows (at least 4 rollouts of at most 2048 steps), a minibatch size that divides them."""
+    rollouts = max(4, -(-budget // 2048))
+    while budget % rollouts and rollouts < budget:
+        rollouts += 1
+    n_steps = max(1, budget // rollouts)
+    batch = n_steps // max(1, -(-n_steps // 64))
+    while n_steps % batch:
+        batch -= 1
+    return n_steps, max(1, batch)
+
+
 def sb3_scratch(
     dist: TaskDistribution,
     tasks: Sequence[Task],
@@ -126,16 +139,17 @@ def sb3_scratch(
     n = len(tasks)
     succ, ret = np.zeros((n, 2)), np.zeros((n, 2))
     t0 = time.perf_counter()
+    trained = 0
     for i, task in enumerate(tasks):
         venv = TaskVecEnv(dist, split=task.split, tasks=[task], envs_per_family=1, seed=seed, backend="inline")
         try:
             kwargs: dict[str, Any] = {"seed": seed + i, "device": "cpu", "verbose": 0}
-            if algo == "ppo":  # several updates even on a small budget
-                kwargs["n_steps"] = max(64, min(2048, budget // 4 // 64 * 64))
-                kwargs["batch_size"] = 64
+            if algo == "ppo":  # whole rollouts that add up to the budget exactly, several updates even when small
+                kwargs["n_steps"], kwargs["batch_size"] = ppo_rollout(budget)
             model = cls("MlpPolicy", venv, **kwargs)
             s0, r0 = run_episodes(model, dist, task, eval_episodes, seed, deterministic)
             model.learn(total_timesteps=budget)
+            trained = max(trained, int(model.num_timesteps))
             s1, r1 = run_episodes(model, dist, task, eval_episodes, seed, deterministic)
         finally:
             venv.close()
@@ -146,7 +160,8 @@ def sb3_scratch(
     x_budget = max(1, round(budget / dist.max_episode_steps))
     return _result(
         f"sb3-{algo}-scratch", tasks, succ, ret, [0, x_budget], eval_episodes, x_budget, 0, seed,
-        {"budget_env_steps_per_task": budget, "deterministic": deterministic, "wall_s": time.perf_counter() - t0},
+        {"budget_env_steps_per_task": budget, "trained_env_steps_per_task": trained, "deterministic": deterministic,
+         "wall_s": time.perf_counter() - t0},
     )  # fmt: skip
 
 

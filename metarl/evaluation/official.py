@@ -21,8 +21,12 @@ reasons that the report states:
   with the same blind inputs (``RL2Agent.eval_reward_feedback = False``) so the two can agree;
   ``metarl eval`` itself keeps the reward.
 
-So on the same goals with one env per name: the same success in every round (up to float rounding
-of borderline goals), and the same returns wherever no episode reached its goal.
+So for RL² on the same goals with one env per name: the same success in every round (up to float
+rounding of borderline goals), and the same returns wherever no episode reached its goal.  A MAML
+agent's adaptation episodes are sampled (a policy gradient needs exploration), by the adapter from
+its own generator and by the engine from its noise streams, so for MAML the two sides agree only
+in distribution, over many goals; the official side takes the agent's test-time inner steps
+(``adaptation_steps = config.steps_at_test``), one adaptation round of ``adaptation_episodes`` each.
 
 With several env instances per task name (ML1 with ``meta_batch_size > 1``) the official evaluator
 stops counting after the first ``eval_episodes`` episodes *of the task name*, whichever envs
@@ -147,8 +151,9 @@ def cross_check(
     try:
         adapter = _adapter(agent, envs.num_envs, seed)
         for _ in range(rounds):
+            steps = 1 if agent.name == "rl2" else agent.config.steps_at_test  # MAML: its inner steps at test time
             success, mean_return, _ = metalearning_evaluation(
-                adapter, envs, num_evals=1, adaptation_steps=1,
+                adapter, envs, num_evals=1, adaptation_steps=steps,
                 adaptation_episodes=adaptation_episodes, evaluation_episodes=eval_episodes,
             )  # fmt: skip
             mw_task = envs.get_attr("tasks")[0][envs.get_attr("current_task_idx")[0]]

@@ -35,7 +35,7 @@ class EvalSettings:
     seed: int = 0
     workers: int | None = None
     untrained: bool = False
-    """Evaluate a freshly initialised agent of the run's config (label ``untrained``, 0 env steps)."""
+    """Evaluate a freshly initialised agent of the run's config (label ``untrained-AGENT``, 0 env steps)."""
 
 
 def is_metaworld(dist: TaskDistribution) -> bool:
@@ -101,6 +101,8 @@ def evaluate_run(
         raise ValueError(f"adaptation_episodes must be a non-negative integer, got {k!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ValueError(f"eval_episodes must be a positive integer, got {n!r}")
+    if k == 0 and agent.name != "rl2":
+        raise ValueError(f"{agent.name} adapts by gradient steps on episodes; adaptation_episodes must be at least 1")
     families = len({t.family for t in tasks})
     per_family = -(-len(tasks) // families)
     # MAML runs its episodes side by side (independent episodes); RL² runs one trial per slot
@@ -125,7 +127,7 @@ def evaluate_run(
         )
     trained_agent = result.agent
     if settings.untrained:
-        result.agent = "untrained"
+        result.agent = f"untrained-{trained_agent}"
     result.extra.update(
         {
             "agent_type": trained_agent,

@@ -261,7 +261,12 @@ class RayRolloutEngine:
         missing = {"seed", "collects"} - set(state)
         if missing:
             raise ValueError(f"engine state is missing {sorted(missing)}; got keys {sorted(state)}")
-        self.seed, self._collects = int(state["seed"]), int(state["collects"])
+        if int(state["seed"]) != self.seed:
+            raise ValueError(
+                f"engine state has seed {state['seed']}, but this engine's actors run seed {self.seed}; "
+                "build the engine with that seed"
+            )
+        self._collects = int(state["collects"])
 
     def close(self) -> None:
         if self._closed:
