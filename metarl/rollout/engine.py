@@ -70,6 +70,19 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def checked_engine_state(state: Mapping[str, int]) -> tuple[int, int]:
+    """``(seed, collects)`` of a saved engine state, or a ValueError saying what is wrong with it."""
+    missing = {"seed", "collects"} - set(state)
+    if missing:
+        raise ValueError(f"engine state is missing {sorted(missing)}; got keys {sorted(state)}")
+    seed, collects = state["seed"], state["collects"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"engine state has an invalid seed {seed!r}")
+    if isinstance(collects, bool) or not isinstance(collects, int) or collects < 0:
+        raise ValueError(f"engine state has an invalid collect count {collects!r}")
+    return seed, collects
+
+
 class RolloutEngine:
     """Collects whole episodes of many tasks with env slots in worker processes.
 
@@ -306,16 +319,7 @@ class RolloutEngine:
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
         """Continue the streams of a saved engine exactly."""
-        missing = {"seed", "collects"} - set(state)
-        if missing:
-            raise ValueError(f"engine state is missing {sorted(missing)}; got keys {sorted(state)}")
-        seed, collects = state["seed"], state["collects"]
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"engine state has an invalid seed {seed!r}")
-        if isinstance(collects, bool) or not isinstance(collects, int) or collects < 0:
-            raise ValueError(f"engine state has an invalid collect count {collects!r}")
-        self.seed = seed
-        self._collects = collects
+        self.seed, self._collects = checked_engine_state(state)
 
     # -- lifetime --------------------------------------------------------------------------------
     def close(self) -> None:

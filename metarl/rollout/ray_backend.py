@@ -258,15 +258,15 @@ class RayRolloutEngine:
         return {"seed": self.seed, "collects": self._collects}
 
     def load_state_dict(self, state: Mapping[str, int]) -> None:
-        missing = {"seed", "collects"} - set(state)
-        if missing:
-            raise ValueError(f"engine state is missing {sorted(missing)}; got keys {sorted(state)}")
-        if int(state["seed"]) != self.seed:
+        from metarl.rollout.engine import checked_engine_state
+
+        seed, collects = checked_engine_state(state)
+        if seed != self.seed:
             raise ValueError(
-                f"engine state has seed {state['seed']}, but this engine's actors run seed {self.seed}; "
+                f"engine state has seed {seed}, but this engine's actors run seed {self.seed}; "
                 "build the engine with that seed"
             )
-        self._collects = int(state["collects"])
+        self._collects = collects
 
     def close(self) -> None:
         if self._closed:
