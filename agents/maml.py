@@ -560,6 +560,17 @@ def trpo_step(
     }
 
 
+def _clipped_loss(
+    policy: GaussianMLPPolicy, adapted: Params, post: TaskBatch, old_logp: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """PPO's clipped loss (mean over tasks of the per-task mean) and the new (mean, log_std)."""
+    mean, log_std = policy.call_stacked(adapted, post.obs)
+    ratio = torch.exp(gaussian_log_prob(post.actions, mean, log_std) - old_logp)
+    adv = post.advantages
+    clipped = torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+    return -((clipped * post.mask).sum(1) / post.steps_per_task).mean(), (mean, log_std)
+
+
 def ppo_outer_step(
     policy: GaussianMLPPolicy,
     optimizer: torch.optim.Optimizer,
@@ -576,23 +587,15 @@ def ppo_outer_step(
     first = 0.0
     for epoch in range(config.ppo_epochs):
         adapted = adapt_params(policy, policy.params(), pre, config.inner_lr, create_graph)
-        mean, log_std = policy.call_stacked(adapted, post.obs)
-        logp = gaussian_log_prob(post.actions, mean, log_std)
-        ratio = torch.exp(logp - old_logp)
-        adv = post.advantages
-        clipped = torch.min(ratio * adv, ratio.clamp(1 - config.ppo_clip, 1 + config.ppo_clip) * adv)
-        loss = -((clipped * post.mask).sum(1) / post.steps_per_task).mean()
+        loss, _ = _clipped_loss(policy, adapted, post, old_logp, config.ppo_clip)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         first = float(loss.detach()) if epoch == 0 else first
     with torch.no_grad():  # the figures at the final θ, after the last Adam step
         adapted = adapt_params(policy, policy.params(), pre, config.inner_lr, create_graph=False)
-        mean, log_std = policy.call_stacked(adapted, post.obs)
-        ratio = torch.exp(gaussian_log_prob(post.actions, mean, log_std) - old_logp)
-        adv = post.advantages
-        clipped = torch.min(ratio * adv, ratio.clamp(1 - config.ppo_clip, 1 + config.ppo_clip) * adv)
-        last = float(-((clipped * post.mask).sum(1) / post.steps_per_task).mean())
+        final_loss, (mean, log_std) = _clipped_loss(policy, adapted, post, old_logp, config.ppo_clip)
+        last = float(final_loss)
         kl = ((gaussian_kl(old_mean, old_log_std, mean, log_std) * post.mask).sum(1) / post.steps_per_task).mean()
     return {"losses/surrogate_before": first, "losses/surrogate_after": last, "losses/kl": float(kl)}
 
@@ -666,9 +669,13 @@ class MAMLAgent:
         for _ in range(steps):
             traj = self._collect(engine, tasks, params, episodes)
             batches.append(task_batch(traj, self.policy, self.config))
-            base = stack_params(self.policy.params(), len(tasks)) if params is None else params
-            params = detach_params(inner_step(self.policy, base, batches[-1], self.config.inner_lr, False))
+            params = self._inner_step(params, batches[-1], len(tasks))
         return TaskPolicy(self.policy, params), batches
+
+    def _inner_step(self, params: Params | None, batch: TaskBatch, num_tasks: int) -> Params:
+        """Per-task weights after one more inner step (from θ when ``params`` is None), as constants."""
+        base = stack_params(detach_params(self.policy.params()), num_tasks) if params is None else params
+        return detach_params(inner_step(self.policy, base, batch, self.config.inner_lr, False))
 
     # -- MetaLearner ------------------------------------------------------------------------
     def meta_train_step(self, engine: Any, tasks: Sequence[Task]) -> dict[str, float]:
@@ -725,8 +732,7 @@ class MAMLAgent:
                 break
             traj = self._collect(engine, tasks, params, episodes)
             batch = task_batch(traj, self.policy, self.config)
-            base = stack_params(self.policy.params(), len(tasks)) if params is None else params
-            params = detach_params(inner_step(self.policy, base, batch, self.config.inner_lr, False))
+            params = self._inner_step(params, batch, len(tasks))
         assert last is not None
         return MetaTestRollouts(
             tasks=list(last.tasks),
@@ -876,8 +882,7 @@ class MAMLMetaWorldAgent:
     def adapt(self) -> None:
         """One inner step per env from the current weights, on the episodes recorded since the last call."""
         batch = task_batch(self._trajectories(), self.policy, self.agent.config)
-        base = stack_params(detach_params(self.policy.params()), self.num_envs) if self.params is None else self.params
-        self.params = detach_params(inner_step(self.policy, base, batch, self.agent.config.inner_lr, False))
+        self.params = self.agent._inner_step(self.params, batch, self.num_envs)
         self._clear()
 
     def eval_action(self, observations: Any) -> Any:

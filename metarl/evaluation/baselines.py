@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
-from metarl.evaluation.result import EvalResult
+from metarl.agent import MetaTestRollouts
+from metarl.evaluation.result import EvalResult, result_from_rollouts
 from metarl.tasks import Task, TaskDistribution
 
 ALGOS = ("ppo", "sac")
@@ -60,46 +62,29 @@ def run_episodes(
 def _result(
     agent: str,
     tasks: Sequence[Task],
-    curve_success: np.ndarray,  # [N, points]
-    curve_return: np.ndarray,
+    success: list[list[list[bool]]],  # [N][points][episodes]
+    returns: list[list[list[float]]],
     x: list[int],
-    eval_episodes: int,
     adaptation_episodes: int,
     env_steps: int,
     seed: int,
     extra: dict[str, Any],
 ) -> EvalResult:
-    per_task = {
-        t.id: {"success": float(curve_success[i, -1]), "return": float(curve_return[i, -1]), "family": t.family}
-        for i, t in enumerate(tasks)
-    }
-    per_family: dict[str, dict[str, float]] = {}
-    for fam in sorted({t.family for t in tasks}):
-        rows = [i for i, t in enumerate(tasks) if t.family == fam]
-        per_family[fam] = {
-            "success": float(curve_success[rows, -1].mean()),
-            "return": float(curve_return[rows, -1].mean()),
-        }
-    return EvalResult(
-        distribution=tasks[0].distribution,
-        split=tasks[0].split,
-        agent=agent,
-        env_steps=env_steps,
-        success_mean=float(curve_success[:, -1].mean()),
-        return_mean=float(curve_return[:, -1].mean()),
-        curve={
-            "x": x,
-            "unit": "episodes",
-            "success": [float(v) for v in curve_success.mean(0)],
-            "return": [float(v) for v in curve_return.mean(0)],
-        },
-        per_family=per_family,
-        per_task=per_task,  # type: ignore[arg-type]
-        eval_episodes_per_task=eval_episodes,
-        adaptation_episodes=adaptation_episodes,
-        seed=seed,
-        extra=extra,
+    """The EvalResult of per-task evaluation episodes at each curve point (the last point is the result)."""
+    succ = torch.tensor(success, dtype=torch.bool)  # [N, points, n]
+    ret = torch.tensor(returns, dtype=torch.float32)
+    rollouts = MetaTestRollouts(
+        tasks=list(tasks),
+        curve_success=succ.float().mean(-1),
+        curve_return=ret.mean(-1),
+        eval_success=succ[:, -1],
+        eval_return=ret[:, -1],
+        unit="episodes",
     )
+    return result_from_rollouts(
+        rollouts, agent, env_steps=env_steps, eval_episodes=succ.shape[-1], adaptation_episodes=adaptation_episodes,
+        seed=seed, x=x, extra=extra,
+    )  # fmt: skip
 
 
 def ppo_rollout(budget: int) -> tuple[int, int]:
@@ -136,8 +121,8 @@ def sb3_scratch(
     budget = total_env_steps if total_env_steps is not None else adaptation_episodes * dist.max_episode_steps
     if budget <= 0:
         raise ValueError(f"the interaction budget must be positive, got {budget} env steps")
-    n = len(tasks)
-    succ, ret = np.zeros((n, 2)), np.zeros((n, 2))
+    succ: list[list[list[bool]]] = []
+    ret: list[list[list[float]]] = []
     t0 = time.perf_counter()
     trained = 0
     for i, task in enumerate(tasks):
@@ -153,13 +138,13 @@ def sb3_scratch(
             s1, r1 = run_episodes(model, dist, task, eval_episodes, seed, deterministic)
         finally:
             venv.close()
-        succ[i] = [np.mean(s0), np.mean(s1)]
-        ret[i] = [np.mean(r0), np.mean(r1)]
+        succ.append([s0, s1])
+        ret.append([r0, r1])
         if progress is not None:
-            progress(i + 1, n)
+            progress(i + 1, len(tasks))
     x_budget = max(1, round(budget / dist.max_episode_steps))
     return _result(
-        f"sb3-{algo}-scratch", tasks, succ, ret, [0, x_budget], eval_episodes, x_budget, 0, seed,
+        f"sb3-{algo}-scratch", tasks, succ, ret, [0, x_budget], x_budget, 0, seed,
         {"budget_env_steps_per_task": budget, "trained_env_steps_per_task": trained, "deterministic": deterministic,
          "wall_s": time.perf_counter() - t0},
     )  # fmt: skip
@@ -190,12 +175,12 @@ def sb3_multitask(
         model.learn(total_timesteps=total_env_steps)
     finally:
         venv.close()
-    n = len(tasks)
-    succ, ret = np.zeros((n, 1)), np.zeros((n, 1))
-    for i, task in enumerate(tasks):
+    succ, ret = [], []
+    for task in tasks:
         s, r = run_episodes(model, dist, task, eval_episodes, seed, deterministic)
-        succ[i, 0], ret[i, 0] = np.mean(s), np.mean(r)
+        succ.append([s])
+        ret.append([r])
     return _result(
-        "sb3-ppo-multitask", tasks, succ, ret, [0], eval_episodes, 0, int(model.num_timesteps), seed,
+        "sb3-ppo-multitask", tasks, succ, ret, [0], 0, int(model.num_timesteps), seed,
         {"deterministic": deterministic, "wall_s": time.perf_counter() - t0},
     )  # fmt: skip

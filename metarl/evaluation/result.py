@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metarl.agent import MetaLearner
+from metarl.agent import MetaLearner, MetaTestRollouts
 from metarl.run import atomic_write_json
 from metarl.tasks import Task
 
@@ -80,6 +80,24 @@ def evaluate(
     if not tasks:
         raise ValueError("no tasks to evaluate on")
     rollouts = agent.meta_test(engine, tasks, adaptation_episodes, eval_episodes, deterministic)
+    return result_from_rollouts(
+        rollouts, agent.name, env_steps=env_steps, eval_episodes=eval_episodes,
+        adaptation_episodes=adaptation_episodes, seed=seed,
+    )  # fmt: skip
+
+
+def result_from_rollouts(
+    rollouts: MetaTestRollouts,
+    agent: str,
+    *,
+    env_steps: int,
+    eval_episodes: int,
+    adaptation_episodes: int,
+    seed: int,
+    x: Sequence[int] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> EvalResult:
+    """Per-task, per-family and mean figures of a meta-test; ``x`` labels the curve points (default 0, 1, ...)."""
     per_task: dict[str, dict[str, float]] = {}
     by_family: dict[str, list[tuple[float, float]]] = {}
     for i, task in enumerate(rollouts.tasks):
@@ -93,15 +111,16 @@ def evaluate(
     }
     k = rollouts.curve_success.shape[1]
     curve = {
-        "x": list(range(k)),
+        "x": list(range(k)) if x is None else [int(v) for v in x],
         "unit": rollouts.unit,
         "success": [float(v) for v in rollouts.curve_success.float().mean(0)],
         "return": [float(v) for v in rollouts.curve_return.float().mean(0)],
     }
+    first = rollouts.tasks[0]
     return EvalResult(
-        distribution=tasks[0].distribution,
-        split=tasks[0].split,
-        agent=agent.name,
+        distribution=first.distribution,
+        split=first.split,
+        agent=agent,
         env_steps=int(env_steps),
         success_mean=_mean([v["success"] for v in per_task.values()]),
         return_mean=_mean([v["return"] for v in per_task.values()]),
@@ -111,4 +130,5 @@ def evaluate(
         eval_episodes_per_task=int(eval_episodes),
         adaptation_episodes=int(adaptation_episodes),
         seed=int(seed),
+        extra=dict(extra or {}),
     )
