@@ -222,7 +222,7 @@ class MLPPolicy(nn.Module):
 
     def act(self, step: StepBatch, state: None) -> tuple[torch.Tensor, None, dict[str, torch.Tensor]]:
         mean_RA = self(step.obs)
-        action_RA = mean_RA if step.deterministic else mean_RA + self.std * step.noise
+        action_RA = mean_RA if step.deterministic else torch.add(mean_RA, step.noise, alpha=self.std)
         return action_RA, None, {}
 
     @torch.no_grad()
@@ -235,9 +235,10 @@ class MLPPolicy(nn.Module):
 class GRUPolicy(nn.Module):
     """RL²-style recurrent policy: MLP 2×256 (tanh) → GRU 256 → linear head, Gaussian noise.
 
-    Input per row: observation ⊕ previous action ⊕ previous reward / 10 ⊕ previous done, as RL²
-    feeds it.  State: one hidden vector per env slot, ``[S, 256]``; rows whose ``trial_start`` is
-    set start from zeros, the others continue the slot's state across the episodes of a trial.
+    Input per row: observation ⊕ previous action ⊕ previous reward ⊕ previous done, as RL² feeds
+    it (``step.inputs()``, a view of the engine's rows).  State: one hidden vector per env slot,
+    ``[S, 256]``, updated in place; rows whose ``trial_start`` is set start from zeros, the others
+    continue the slot's state across the episodes of a trial.
     """
 
     def __init__(self, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, hidden: int = HIDDEN, std: float = ACTION_STD):
@@ -254,15 +255,11 @@ class GRUPolicy(nn.Module):
         return torch.zeros(num_slots, self.hidden, device=self.device)  # [S, H]
 
     def act(self, step: StepBatch, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        x_RI = torch.cat(
-            [step.obs, step.prev_action, step.prev_reward[:, None] / 10.0, step.prev_done[:, None].float()], dim=1
-        )
-        h_RH = state[step.slot]
-        h_RH = torch.where(step.trial_start[:, None], torch.zeros_like(h_RH), h_RH)
-        h_RH = self.gru(self.encoder(x_RI), h_RH)
+        h_RH = state[step.slot].masked_fill_(step.trial_start[:, None], 0.0)
+        h_RH = self.gru(self.encoder(step.inputs()), h_RH)
         mean_RA = self.head(h_RH)
-        action_RA = mean_RA if step.deterministic else mean_RA + self.std * step.noise
-        return action_RA, state.index_copy(0, step.slot, h_RH), {}
+        action_RA = mean_RA if step.deterministic else torch.add(mean_RA, step.noise, alpha=self.std)
+        return action_RA, state.index_copy_(0, step.slot, h_RH), {}  # the state is ours: update in place
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,12 +290,6 @@ def alternating_orders(methods: Sequence[str], repeats: int) -> list[list[str]]:
 
 def format_rate(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:,.0f}"
-
-
-def format_ratio(value: float | None, ref: float | None) -> str:
-    if value is None or ref is None or not math.isfinite(value) or not math.isfinite(ref) or ref <= 0:
-        return "—"
-    return f"{value / ref:.2f}"
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], align_left: int = 1) -> str:

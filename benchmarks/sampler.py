@@ -51,7 +51,6 @@ from benchmarks._common import (
     MLPPolicy,
     alternating_orders,
     format_rate,
-    format_ratio,
     format_table,
     machine_info,
     median,
@@ -613,9 +612,31 @@ def figures(results: dict[str, ConfigResult]) -> dict[str, float | None]:
     return out
 
 
+def paired_ratio(samples: Sequence[Measurement], reference: Sequence[Measurement]) -> float | None:
+    """Median over rounds of ``samples[r] / reference[r]`` (both measured in round ``r``, minutes apart at most).
+
+    On a shared machine whose speed drifts by tens of percent over minutes, the ratio of two methods
+    measured side by side is far steadier than the ratio of their medians over the whole run.
+    """
+    ratios = [a.steps_per_s / b.steps_per_s for a, b in zip(samples, reference, strict=False) if b.steps_per_s > 0]
+    return median(ratios) if ratios else None
+
+
+def ratios(results: dict[str, ConfigResult]) -> dict[str, float | None]:
+    """``{method + suffix + "_per_limit" / "_per_gym_async": paired ratio}`` for every measured pair."""
+    out: dict[str, float | None] = {}
+    for suffix, res in results.items():
+        for m, samples in res.samples.items():
+            for ref in ("limit", "gym_async"):
+                if ref in res.samples and m != ref:
+                    out[f"{m}{suffix}_per_{ref}"] = paired_ratio(samples, res.samples[ref])
+    return out
+
+
 def table(results: dict[str, ConfigResult]) -> str:
-    """Method, steps/s, min–max, ratio to ``limit`` and to ``gym_async``, for each configuration."""
+    """Method, steps/s, min–max, and the paired ratios to ``limit`` and ``gym_async``, for each configuration."""
     figs = figures(results)
+    rats = ratios(results)
     header = ["method"]
     for suffix, _ in CONFIGS:
         n = results[suffix].num_envs if suffix in results else "?"
@@ -628,8 +649,11 @@ def table(results: dict[str, ConfigResult]) -> str:
             samples = results[suffix].samples.get(m, []) if suffix in results else []
             rates = [s.steps_per_s for s in samples]
             spread = f"{format_rate(min(rates))}–{format_rate(max(rates))}" if rates else "—"
-            row += [format_rate(value), spread, format_ratio(value, figs["limit" + suffix]),
-                    format_ratio(value, figs["gym_async" + suffix])]  # fmt: skip
+            cells = []
+            for ref in ("limit", "gym_async"):
+                r = 1.0 if m == ref and value is not None else rats.get(f"{m}{suffix}_per_{ref}")
+                cells.append("—" if r is None else f"{r:.2f}")
+            row += [format_rate(value), spread, *cells]
         rows.append(row)
     return format_table(header, rows)
 
@@ -674,6 +698,7 @@ def _meta(args: argparse.Namespace, settings: Settings, results: dict[str, Confi
             "start_method": START_METHOD,
             "steps_per_episode": 500,
         },
+        "paired_ratios": {k: None if v is None else round(v, 3) for k, v in ratios(results).items()},
         "samples_steps_per_s": {
             m + suffix: [round(s.steps_per_s, 1) for s in res.samples[m]]
             for suffix, res in results.items()
@@ -689,7 +714,8 @@ def _meta(args: argparse.Namespace, settings: Settings, results: dict[str, Confi
         "total_seconds": round(now() - started, 1),
         "versions": package_versions(),
         "machine": machine,
-        "note": "the machine may be shared with other work; figures are medians of alternating repeats",
+        "note": "the machine may be shared with other work; figures are medians of alternating repeats; "
+        "paired_ratios are medians over rounds of the ratio within a round",
     }
 
 
@@ -741,7 +767,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for m, why in res.skipped.items():
             print(f"{m + suffix}: skipped ({why})")
     elapsed = now() - started
-    print(f"\ntotal {elapsed:.0f} s (figures: median steps/s over {args.repeats} alternating rounds)")
+    print(
+        f"\ntotal {elapsed:.0f} s (figures: median steps/s over {args.repeats} alternating rounds; "
+        "ratios: median over rounds of the ratio measured within the round)"
+    )
     if args.json is not None:
         write_json(args.json, results, _meta(args, settings, results, started, machine))
         print(f"wrote {args.json}")

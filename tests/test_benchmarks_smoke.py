@@ -158,7 +158,7 @@ def test_gru_policy_resets_only_trial_start_rows_and_updates_only_given_slots() 
     policy = GRUPolicy()
     state = torch.randn(3, 256)  # [S, H], nonzero so a reset is visible
     step = _step_batch(2, slots=[2, 0], trial_start=[True, False])
-    action, new_state, extras = policy.act(step, state)
+    action, new_state, extras = policy.act(step, state.clone())
     assert action.shape == (2, 4) and new_state.shape == (3, 256) and extras == {}
     # row 0 (slot 2) starts from zeros; row 1 (slot 0) continues from its state
     fresh, _, _ = policy.act(step, torch.zeros(3, 256))
@@ -221,3 +221,22 @@ def test_sampler_end_to_end_json(tmp_path: Path) -> None:
             assert isinstance(data[key], float) and math.isfinite(data[key]) and data[key] > 0, (key, data[key])
             assert len(data["meta"]["samples_steps_per_s"][key]) == 1
     assert data["meta"]["settings"]["episodes"] == 1
+
+
+def test_paired_ratio_pairs_measurements_of_the_same_round() -> None:
+    from benchmarks._common import Measurement
+
+    def ms(*rates: float) -> list[Measurement]:
+        return [Measurement(int(r), 1.0) for r in rates]
+
+    # the machine slows down 2x between rounds: ratios of medians mislead, paired ratios do not
+    limit, ours = ms(4000, 2000, 2000), ms(3000, 1500, 1500)
+    assert sampler.paired_ratio(ours, limit) == pytest.approx(0.75)
+    assert sampler.paired_ratio(ms(1, 3, 2), ms(1, 1, 1)) == pytest.approx(2.0)  # the median of 1, 3, 2
+    assert sampler.paired_ratio([], limit) is None
+    samples = {"limit": limit, "metarl_mlp": ours, "gym_async": ms(1000, 500, 500)}
+    res = sampler.ConfigResult(10, samples, {}, [], "", {})
+    rats = sampler.ratios({"": res})
+    assert rats["metarl_mlp_per_limit"] == pytest.approx(0.75)
+    assert rats["metarl_mlp_per_gym_async"] == pytest.approx(3.0)
+    assert "limit_per_limit" not in rats

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -124,3 +125,25 @@ def test_cuda_policy_gets_device_tensors_through_pinned_buffers() -> None:
     assert torch.equal(on_cuda.extras["task"], on_cpu.extras["task"])
     transfer = PackedTransfer(torch.device("cuda"), 4, Cols(3, 2), pin=True)
     assert transfer.pinned
+
+
+def test_host_batch_makes_fields_on_first_read_and_inputs_follow_assignments() -> None:
+    x, noise, cols = _rows(4)
+    host = HostTransfer(torch.device("cpu"), cols).step_batch(x, noise, deterministic=False)
+    assert "obs" not in vars(host) and "slot" not in vars(host)  # nothing made before a policy reads it
+    eager = StepBatch(**{f.name: getattr(host, f.name) for f in dataclasses.fields(StepBatch)})
+    assert set(vars(host)) >= {f.name for f in dataclasses.fields(StepBatch)}  # each field made once, then kept
+    assert host.obs is host.obs and host.obs.is_contiguous()
+    # inputs(): obs ⊕ prev_action ⊕ prev_reward ⊕ prev_done, a view of the gathered rows on the engine's path
+    inputs = host.inputs()
+    assert inputs.shape == (4, cols.obs_dim + cols.act_dim + 2) and inputs.data_ptr() == x.ctypes.data
+    torch.testing.assert_close(inputs, eager.inputs(), rtol=0, atol=0)  # eager: concatenated from the fields
+    host.prev_reward = torch.zeros(4)  # e.g. a policy hiding rewards: inputs() must follow
+    assert torch.equal(host.inputs()[:, cols.reward], torch.zeros(4))
+    assert torch.equal(host.inputs()[:, : cols.obs_dim], host.obs)
+    replaced = dataclasses.replace(host, deterministic=True)  # a lazy batch is still a dataclass
+    assert replaced.deterministic and torch.equal(replaced.slot, host.slot)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = host.nope  # type: ignore[attr-defined]
+    packed = PackedTransfer(torch.device("cpu"), max_rows=8, cols=cols, pin=False).step_batch(x, noise, False)
+    torch.testing.assert_close(packed.inputs(), eager.inputs(), rtol=0, atol=0)

@@ -332,3 +332,41 @@ def test_forkserver_workers_give_the_same_result(dist: CountingDistribution) -> 
     ):
         assert len(fork.worker_pids()) == 2
         assert_same(fork.collect(policy, tasks, 2), inline.collect(policy, tasks, 2))
+
+
+def test_spinner_budget_follows_the_waits_it_sees() -> None:
+    """After long waits shrink the polling budget, one wait shorter than the cap restores it to cover such
+    waits (a budget stuck below the typical wait would make every step block and wake up cold)."""
+    import socket
+    import threading
+    import time
+
+    from metarl.rollout.worker import Spinner
+
+    a, b = socket.socketpair()
+    try:
+
+        def wait_for(spinner: Spinner, delay: float) -> float:
+            timer = threading.Timer(delay, lambda: b.send(b"x"))
+            start = time.perf_counter()
+            timer.start()
+            spinner.wait()
+            waited = time.perf_counter() - start
+            assert a.recv(1) == b"x"  # wait() returned because the byte is there (never early)
+            timer.join()
+            return waited
+
+        spinner = Spinner(a.fileno(), max_us=2_000_000)  # cap 2 s
+        spinner.budget = 1e-4  # as if shrunk by earlier long waits
+        waited = wait_for(spinner, 0.05)
+        assert waited >= 0.05 and spinner.budget == pytest.approx(min(2.0, 2 * waited), rel=0.2)
+        assert spinner.budget >= 0.08  # now covers waits like the one just seen
+        short = Spinner(a.fileno(), max_us=10_000)  # cap 10 ms; a 50 ms wait is longer: halve
+        wait_for(short, 0.05)
+        assert short.budget == pytest.approx(0.005)
+        off = Spinner(a.fileno(), max_us=0)  # spinning off: wait() returns at once, the caller blocks
+        off.wait()
+        assert off.budget == 0.0
+    finally:
+        a.close()
+        b.close()

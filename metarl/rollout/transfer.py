@@ -22,7 +22,7 @@ from metarl.rollout.types import StepBatch
 
 def split_rows(t: torch.Tensor, noise: torch.Tensor, cols: Cols, deterministic: bool) -> StepBatch:
     """The :class:`StepBatch` whose fields are views (or small conversions) of input rows ``t``."""
-    return StepBatch(
+    step = StepBatch(
         obs=t[:, : cols.obs_dim],
         prev_action=t[:, cols.action],
         prev_reward=t[:, cols.reward],
@@ -34,33 +34,59 @@ def split_rows(t: torch.Tensor, noise: torch.Tensor, cols: Cols, deterministic: 
         noise=noise,
         deterministic=deterministic,
     )
+    step.__dict__["_inputs"] = t[:, : cols.prev_done + 1]
+    return step
+
+
+class RowStepBatch(StepBatch):
+    """A :class:`StepBatch` over gathered input rows (numpy, CPU) whose fields are made on first access.
+
+    Most policies read two or three fields; making the others costs more than the policy call's
+    arithmetic on this class of machine (every driver operation runs with cold caches).  Reading a
+    field gives the same tensor as the eager construction would; assigning one works as usual.
+    """
+
+    @classmethod
+    def from_rows(cls, rows: np.ndarray, noise: np.ndarray, cols: Cols, deterministic: bool) -> RowStepBatch:
+        self = object.__new__(cls)
+        d = self.__dict__
+        d["_rows"], d["_noise"], d["_cols"] = rows, noise, cols
+        d["deterministic"] = deterministic
+        d["_inputs"] = torch.from_numpy(rows[:, : cols.prev_done + 1])
+        return self
+
+    def __getattr__(self, name: str) -> torch.Tensor:  # only called for attributes not yet made
+        make = _ROW_FIELDS.get(name)
+        d = self.__dict__
+        if make is None or "_rows" not in d:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        value = make(d["_rows"], d["_noise"], d["_cols"])
+        d[name] = value
+        return value
+
+
+_ROW_FIELDS = {
+    "obs": lambda r, n, c: torch.from_numpy(np.ascontiguousarray(r[:, : c.obs_dim])),
+    "prev_action": lambda r, n, c: torch.from_numpy(np.ascontiguousarray(r[:, c.action])),
+    "prev_reward": lambda r, n, c: torch.from_numpy(r[:, c.reward]),
+    "prev_done": lambda r, n, c: torch.from_numpy(r[:, c.prev_done] > 0.5),
+    "episode_start": lambda r, n, c: torch.from_numpy(r[:, c.episode_start] > 0.5),
+    "trial_start": lambda r, n, c: torch.from_numpy(r[:, c.trial_start] > 0.5),
+    "slot": lambda r, n, c: torch.from_numpy(r[:, c.slot].astype(np.int64)),
+    "task": lambda r, n, c: torch.from_numpy(r[:, c.task].astype(np.int64)),
+    "noise": lambda r, n, c: torch.from_numpy(n),
+}
 
 
 class HostTransfer:
-    """Zero-copy wrapping for policies on the CPU."""
+    """Zero-copy wrapping for policies on the CPU; each field is made when the policy first reads it."""
 
     def __init__(self, device: torch.device, cols: Cols) -> None:
         self.device = device
         self.cols = cols
 
     def step_batch(self, rows: np.ndarray, noise: np.ndarray, deterministic: bool) -> StepBatch:
-        # Split with numpy, then wrap: about 3x cheaper than slicing torch tensors.
-        c = self.cols
-        f = torch.from_numpy
-        flags = rows[:, c.flags] > 0.5
-        ids = rows[:, c.slot : c.task + 1].astype(np.int64)
-        return StepBatch(
-            obs=f(np.ascontiguousarray(rows[:, : c.obs_dim])),
-            prev_action=f(np.ascontiguousarray(rows[:, c.action])),
-            prev_reward=f(rows[:, c.reward]),
-            prev_done=f(flags[:, 0]),
-            episode_start=f(flags[:, 1]),
-            trial_start=f(flags[:, 2]),
-            slot=f(ids[:, 0]),
-            task=f(ids[:, 1]),
-            noise=f(noise),
-            deterministic=deterministic,
-        )
+        return RowStepBatch.from_rows(rows, noise, self.cols, deterministic)
 
     def to_host(
         self, action: torch.Tensor, extras: dict[str, torch.Tensor]

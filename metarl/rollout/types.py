@@ -34,6 +34,28 @@ class StepBatch:
     noise: torch.Tensor  # [R, A] float32 standard normal, from per-(seed, task, episode) streams
     deterministic: bool = False  # evaluate the mean action (ignore noise)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _INPUT_FIELDS:  # a policy may rewrite a field (e.g. hide rewards): inputs() follows
+            self.__dict__.pop("_inputs", None)
+        object.__setattr__(self, name, value)
+
+    def inputs(self) -> torch.Tensor:
+        """``[R, O + A + 2]``: ``obs ⊕ prev_action ⊕ prev_reward ⊕ prev_done`` (as a float), what RL² feeds
+        its recurrent core.  For a batch built by the engine on the CPU this is a view of the gathered
+        rows (no copy, not contiguous); once any of those four fields is reassigned it is concatenated
+        from them."""
+        cached = self.__dict__.get("_inputs")
+        if cached is None:
+            cached = torch.cat(
+                [self.obs, self.prev_action, self.prev_reward[:, None], self.prev_done[:, None].to(self.obs.dtype)],
+                dim=1,
+            )
+            self.__dict__["_inputs"] = cached
+        return cached
+
+
+_INPUT_FIELDS = frozenset({"obs", "prev_action", "prev_reward", "prev_done"})
+
 
 @runtime_checkable
 class Policy(Protocol):

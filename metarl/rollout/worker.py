@@ -144,15 +144,19 @@ class SlotRunner:
 
 # -- process plumbing -------------------------------------------------------------------------
 class Spinner:
-    """Adaptive polling before a blocking read (as Linux's halt-polling does).
+    """Adaptive polling before blocking (as KVM's halt-polling does).
 
     A process that blocks lets its core halt, and on this class of (virtual) machine a halted core
-    comes back with cold caches: an env step right after a wake-up costs noticeably more.  So a
-    waiting process first polls its socket for up to ``budget`` seconds.  The budget shrinks a
-    little each time polling fails (the wait was long, and the core may be needed by another
-    process: with more busy processes than cores it ends near 100 µs) and doubles back when polling
-    succeeds, up to ``max_us``.
+    comes back slowly and with cold caches: an env step right after a wake-up costs noticeably more.
+    So a waiting process first polls its socket for up to ``budget`` seconds, then blocks.  After a
+    block the budget follows the wait it saw: a wait up to ``max_us`` (a longer poll would have
+    caught it) sets the budget to twice that wait, capped at ``max_us``; a longer wait (the other
+    side is slow, or the core is needed by another process) halves it.  A budget that shrank during
+    a few long waits (episode resets, the gap between collects) thus comes back at the first normal
+    step instead of staying below the typical wait for good.
     """
+
+    MIN_S = 50e-6
 
     def __init__(self, fd: int, max_us: float) -> None:
         self.max_s = max_us * 1e-6
@@ -161,17 +165,22 @@ class Spinner:
         self.poller.register(fd, select.POLLIN)
 
     def wait(self) -> None:
-        """Return once ``fd`` is readable or the budget is spent (the caller then reads, maybe blocking)."""
+        """Return once ``fd`` is readable or closed (polling first, then blocking); adapt the budget."""
         if self.max_s <= 0 or self.poller.poll(0):
             return
         poll = self.poller.poll
         clock = time.perf_counter
-        deadline = clock() + self.budget
+        start = clock()
+        deadline = start + self.budget
         while not poll(0):
             if clock() > deadline:
-                self.budget = max(self.budget * 0.9, min(100e-6, self.max_s))
+                poll(-1)  # block until readable, or until the other side is gone (POLLHUP)
+                waited = clock() - start
+                if waited <= self.max_s:
+                    self.budget = min(self.max_s, 2.0 * waited)
+                else:
+                    self.budget = max(0.5 * self.budget, min(self.MIN_S, self.max_s))
                 return
-        self.budget = min(self.budget * 2.0, self.max_s)
 
 
 def read_exact(fd: int, n: int) -> bytes:
