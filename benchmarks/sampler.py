@@ -15,7 +15,9 @@ two of each), with the same torch policies, it measures:
 
 Every measurement runs whole 500-step episodes of every env, resets included, and counts only
 real env steps.  Each figure is the median over ``--repeats`` rounds; within a round the methods
-run one after the other, in forward order on even rounds and reversed on odd ones.
+run one after the other (``MEASURE_ORDER``, each metarl row next to ``limit``), forward on even
+rounds and reversed on odd ones.  The ratios are medians over rounds of the ratio within a round:
+the machine's speed drifts by tens of percent over minutes, far less over seconds.
 
     python benchmarks/sampler.py --quick               # < 3 minutes
     python benchmarks/sampler.py --json sampler.json   # the full run, ~10 minutes on 2 cores
@@ -72,6 +74,18 @@ METHODS: tuple[str, ...] = (
     "metarl_ray",
 )
 """Methods in table order; the JSON keys are these (10 envs) and these + ``_20`` (20 envs)."""
+MEASURE_ORDER: tuple[str, ...] = (
+    "gym_sync",
+    "gym_async",
+    "sb3_subproc",
+    "limit_strict",
+    "metarl_gru",
+    "limit",
+    "metarl_mlp",
+    "metarl_ray",
+)
+"""Order within a round (reversed every other round): each metarl row runs next to ``limit``, so the paired
+ratio compares runs seconds apart on a machine whose speed drifts over minutes."""
 CONFIGS: tuple[tuple[str, int], ...] = (("", 1), ("_20", 2))
 """(JSON key suffix, tasks per class) of the two configurations."""
 START_METHOD = "forkserver"
@@ -579,7 +593,7 @@ def run_config(
         _add_vector_runners(methods, bench, settings, runners, build_seconds, closers)
         built = ", ".join(f"{k} {v:.1f} s" for k, v in build_seconds.items())
         log(f"  built over {bench.num_envs} envs: {built}")
-        order = [m for m in METHODS if m in runners]
+        order = [m for m in MEASURE_ORDER if m in runners]
         samples: dict[str, list[Measurement]] = {m: [] for m in order}
         expected_steps = bench.num_envs * settings.episodes * bench.horizon
         for r, round_order in enumerate(alternating_orders(order, repeats)):

@@ -240,3 +240,7 @@ def test_paired_ratio_pairs_measurements_of_the_same_round() -> None:
     assert rats["metarl_mlp_per_limit"] == pytest.approx(0.75)
     assert rats["metarl_mlp_per_gym_async"] == pytest.approx(3.0)
     assert "limit_per_limit" not in rats
+    # every method is measured, and each metarl row runs right next to the limit (in both directions)
+    order = sampler.MEASURE_ORDER
+    assert sorted(order) == sorted(sampler.METHODS)
+    assert all(abs(order.index(m) - order.index("limit")) == 1 for m in ("metarl_mlp", "metarl_gru"))
