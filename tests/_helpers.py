@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def metarl_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -22,3 +23,25 @@ def progress_rows(run: Path) -> list[dict[str, str]]:
     """The rows of a run's progress.csv."""
     with (run / "progress.csv").open() as fh:
         return list(csv.DictReader(fh))
+
+
+def tiny_rl2_config(bptt_chunk: int = 50) -> Any:
+    """An RL² config small enough for CLI and backend smoke runs (trials of 2 episodes, 8 hidden units)."""
+    from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
+
+    return RL2Config(
+        episodes_per_trial=2,
+        policy=RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=8),
+        ppo=RL2PPOConfig(epochs=1, minibatches=1, bptt_chunk=bptt_chunk),
+    )
+
+
+def tiny_official_ml1_envs() -> Any:
+    """Meta-World's own ML1 reach test envs (2 envs, 2 tasks, 15-step episodes) for its evaluator."""
+    import gymnasium as gym
+    import metaworld  # noqa: F401  (registers the Meta-World/* env ids)
+
+    return gym.make_vec(
+        "Meta-World/ML1-test", env_name="reach-v3", seed=0, vector_strategy="sync",
+        meta_batch_size=2, total_tasks_per_cls=2, max_episode_steps=15,
+    )  # fmt: skip

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _helpers import metarl_cli
+from _helpers import metarl_cli, tiny_rl2_config
 
 import metarl
 from metarl.agents.maml import MAMLConfig
-from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
 from metarl.config import TrainConfig
 from metarl.envs import make_distribution
 from metarl.evaluation.runner import select_tasks
@@ -23,11 +22,7 @@ def _train(root: Path, agent: str) -> Path:
         agent=agent, benchmark="point-nav", iterations=1, meta_batch=2, episodes_per_task=2, workers=1,
         backend="inline", slots_per_family=4, eval_every=0,
     )  # fmt: skip
-    rl2 = RL2Config(
-        episodes_per_trial=2,
-        policy=RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=8),
-        ppo=RL2PPOConfig(epochs=1, minibatches=1, bptt_chunk=50),
-    )
+    rl2 = tiny_rl2_config()
     agent_cfg = MAMLConfig(hidden=(8,)) if agent == "maml-trpo" else rl2
     return metarl.train(cfg, agent_cfg, out=root / agent, progress=False)
 

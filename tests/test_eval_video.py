@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from _helpers import metarl_cli
+from _helpers import metarl_cli, tiny_rl2_config
 
 import metarl
-from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
 from metarl.config import TrainConfig
 from metarl.evaluation.video import write_gif
 
@@ -30,11 +29,7 @@ def test_eval_with_video_records_or_says_why_not(tmp_path: Path) -> None:
         agent="rl2", benchmark="ML1-reach-v3", iterations=1, meta_batch=1, episodes_per_task=2, workers=1,
         backend="inline", eval_every=0,
     )  # fmt: skip
-    agent = RL2Config(
-        episodes_per_trial=2,
-        policy=RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=8),
-        ppo=RL2PPOConfig(epochs=1, minibatches=1, bptt_chunk=100),
-    )
+    agent = tiny_rl2_config(bptt_chunk=100)
     run = metarl.train(cfg, agent, out=tmp_path / "run", progress=False)
     videos = tmp_path / "videos"
     proc = metarl_cli("eval", str(run), "--tasks-per-family", "1", "--adaptation-episodes", "1",

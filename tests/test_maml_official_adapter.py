@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
-import metaworld  # noqa: F401  (registers the Meta-World/* env ids)
 import numpy as np
 import pytest
 import torch
+from _helpers import tiny_official_ml1_envs
 from metaworld.evaluation import Timestep, metalearning_evaluation
 
 from metarl.agents.maml import MAMLAgent, MAMLConfig, MAMLMetaWorldAgent, adapt_params, task_batch
@@ -52,10 +51,7 @@ def test_adapt_without_a_finished_episode_says_what_to_change() -> None:
 
 
 def test_official_metalearning_evaluation_runs_on_a_tiny_budget() -> None:
-    envs: Any = gym.make_vec(
-        "Meta-World/ML1-test", env_name="reach-v3", seed=0, vector_strategy="sync",
-        meta_batch_size=2, total_tasks_per_cls=2, max_episode_steps=15,
-    )  # fmt: skip
+    envs: Any = tiny_official_ml1_envs()
     try:
         adapter = MAMLMetaWorldAgent(_agent(), envs.num_envs, seed=0)
         success, mean_return, per_task = metalearning_evaluation(

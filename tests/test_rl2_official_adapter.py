@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
-import metaworld  # noqa: F401  (registers the Meta-World/* env ids)
 import numpy as np
 import torch
+from _helpers import tiny_official_ml1_envs
 from metaworld.evaluation import Timestep, metalearning_evaluation
 
 from metarl.agents.rl2 import RL2MetaWorldAgent, RL2Policy, RL2PolicyConfig
@@ -44,10 +43,7 @@ def test_adapter_satisfies_the_protocol_and_restores_the_adapted_state() -> None
 
 
 def test_official_metalearning_evaluation_runs_on_a_tiny_budget() -> None:
-    envs: Any = gym.make_vec(
-        "Meta-World/ML1-test", env_name="reach-v3", seed=0, vector_strategy="sync",
-        meta_batch_size=2, total_tasks_per_cls=2, max_episode_steps=15,
-    )  # fmt: skip
+    envs: Any = tiny_official_ml1_envs()
     try:
         agent = RL2MetaWorldAgent(_policy(), envs.num_envs, seed=0)
         success, mean_return, per_task = metalearning_evaluation(

@@ -85,8 +85,9 @@ def test_killed_actor_is_replaced_and_its_share_recollected(local_ray) -> None: 
 
 
 def test_rl2_trains_two_iterations_on_the_ray_backend(local_ray, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from _helpers import tiny_rl2_config
+
     import metarl
-    from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
     from metarl.config import TrainConfig
     from metarl.run import load_checkpoint
 
@@ -94,11 +95,7 @@ def test_rl2_trains_two_iterations_on_the_ray_backend(local_ray, tmp_path: Path)
         agent="rl2", benchmark="point-nav", iterations=2, meta_batch=3, episodes_per_task=2, workers=1,
         backend="ray", eval_every=0, checkpoint_every=1,
     )  # fmt: skip
-    agent = RL2Config(
-        episodes_per_trial=2,
-        policy=RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=8),
-        ppo=RL2PPOConfig(epochs=1, minibatches=1, bptt_chunk=50),
-    )
+    agent = tiny_rl2_config()
     run = metarl.train(cfg, agent, out=tmp_path / "run", progress=False)
     state = load_checkpoint(run / "checkpoints/latest.pt")
     assert state["run"]["iteration"] == 2 and 0 < state["run"]["env_steps"] <= 2 * 3 * 2 * 100
