@@ -198,31 +198,45 @@ def ml10_train_envs(per_class: int, classes: int = 10, seed: int = 0) -> BenchEn
 # --------------------------------------------------------------------------------------------
 # benchmark policies (engine Policy contract + a numpy entry point for vector-env loops)
 # --------------------------------------------------------------------------------------------
+def _linear_params(in_dim: int, out_dim: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """``(weight [in, out], bias [out])`` initialised as ``nn.Linear`` does, stored transposed.
+
+    ``torch.addmm(bias, x, weight)`` then reads the weight in the layout the matrix product wants:
+    right after MuJoCo ran on the core (cold caches) that saves about a third of an MLP call here.
+    """
+    layer = nn.Linear(in_dim, out_dim)
+    return nn.Parameter(layer.weight.detach().t().contiguous()), nn.Parameter(layer.bias.detach().clone())
+
+
 class MLPPolicy(nn.Module):
     """Gaussian MLP ``O → 256 → 256 → A`` (tanh), fixed noise std: the feed-forward benchmark policy.
 
     Implements the engine's :class:`metarl.rollout.Policy` (noise from ``step.noise``) and
-    :meth:`sample` for plain vector-env loops (noise from torch's generator).
+    :meth:`sample` for plain vector-env loops (noise from torch's generator).  The maths of
+    ``nn.Sequential(Linear, Tanh, Linear, Tanh, Linear)``, written as three ``addmm`` on weights
+    stored ``[in, out]`` (every method's loop calls this same code).
     """
 
     def __init__(self, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, hidden: int = HIDDEN, std: float = ACTION_STD):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, act_dim)
-        )
+        self.w1_OH, self.b1_H = _linear_params(obs_dim, hidden)
+        self.w2_HH, self.b2_H = _linear_params(hidden, hidden)
+        self.w3_HA, self.b3_A = _linear_params(hidden, act_dim)
         self.std = float(std)
         self.device = torch.device("cpu")
 
     def forward(self, obs_RO: torch.Tensor) -> torch.Tensor:
         """Mean action ``[R, A]``."""
-        return self.net(obs_RO)
+        h_RH = torch.addmm(self.b1_H, obs_RO, self.w1_OH).tanh_()
+        h_RH = torch.addmm(self.b2_H, h_RH, self.w2_HH).tanh_()
+        return torch.addmm(self.b3_A, h_RH, self.w3_HA)
 
     def initial_state(self, num_slots: int) -> None:
         return None
 
     def act(self, step: StepBatch, state: None) -> tuple[torch.Tensor, None, dict[str, torch.Tensor]]:
         mean_RA = self(step.obs)
-        action_RA = mean_RA if step.deterministic else torch.add(mean_RA, step.noise, alpha=self.std)
+        action_RA = mean_RA if step.deterministic else mean_RA.add_(step.noise, alpha=self.std)
         return action_RA, None, {}
 
     @torch.no_grad()
@@ -238,15 +252,22 @@ class GRUPolicy(nn.Module):
     Input per row: observation ⊕ previous action ⊕ previous reward ⊕ previous done, as RL² feeds
     it (``step.inputs()``, a view of the engine's rows).  State: one hidden vector per env slot,
     ``[S, 256]``, updated in place; rows whose ``trial_start`` is set start from zeros, the others
-    continue the slot's state across the episodes of a trial.
+    continue the slot's state across the episodes of a trial.  The GRU is ``nn.GRUCell``'s maths
+    (gates r, z, n in that order) written out on weights stored ``[in, 3H]``: about a quarter
+    cheaper per call here than the module with cold caches.
     """
 
     def __init__(self, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, hidden: int = HIDDEN, std: float = ACTION_STD):
         super().__init__()
         in_dim = obs_dim + act_dim + 2
-        self.encoder = nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
-        self.gru = nn.GRUCell(hidden, hidden)
-        self.head = nn.Linear(hidden, act_dim)
+        self.w1_IH, self.b1_H = _linear_params(in_dim, hidden)
+        self.w2_HH, self.b2_H = _linear_params(hidden, hidden)
+        cell = nn.GRUCell(hidden, hidden)
+        self.wi_HG = nn.Parameter(cell.weight_ih.detach().t().contiguous())  # G = 3H: gates r, z, n
+        self.wh_HG = nn.Parameter(cell.weight_hh.detach().t().contiguous())
+        self.bi_G = nn.Parameter(cell.bias_ih.detach().clone())
+        self.bh_G = nn.Parameter(cell.bias_hh.detach().clone())
+        self.w3_HA, self.b3_A = _linear_params(hidden, act_dim)
         self.hidden = hidden
         self.std = float(std)
         self.device = torch.device("cpu")
@@ -254,11 +275,24 @@ class GRUPolicy(nn.Module):
     def initial_state(self, num_slots: int) -> torch.Tensor:
         return torch.zeros(num_slots, self.hidden, device=self.device)  # [S, H]
 
+    def cell(self, x_RH: torch.Tensor, h_RH: torch.Tensor) -> torch.Tensor:
+        """One GRU step: ``torch.gru_cell(x, h, wi.T, wh.T, bi, bh)``."""
+        gi_RG = torch.addmm(self.bi_G, x_RH, self.wi_HG)
+        gh_RG = torch.addmm(self.bh_G, h_RH, self.wh_HG)
+        ir, iz, i_n = gi_RG.chunk(3, 1)
+        hr, hz, h_n = gh_RG.chunk(3, 1)
+        reset = ir.add_(hr).sigmoid_()
+        update = iz.add_(hz).sigmoid_()
+        new = torch.addcmul(i_n, reset, h_n).tanh_()
+        return torch.lerp(new, h_RH, update)  # (1 - update) * new + update * h
+
     def act(self, step: StepBatch, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         h_RH = state[step.slot].masked_fill_(step.trial_start[:, None], 0.0)
-        h_RH = self.gru(self.encoder(step.inputs()), h_RH)
-        mean_RA = self.head(h_RH)
-        action_RA = mean_RA if step.deterministic else torch.add(mean_RA, step.noise, alpha=self.std)
+        x_RH = torch.addmm(self.b1_H, step.inputs(), self.w1_IH).tanh_()
+        x_RH = torch.addmm(self.b2_H, x_RH, self.w2_HH).tanh_()
+        h_RH = self.cell(x_RH, h_RH)
+        mean_RA = torch.addmm(self.b3_A, h_RH, self.w3_HA)
+        action_RA = mean_RA if step.deterministic else mean_RA.add_(step.noise, alpha=self.std)
         return action_RA, state.index_copy_(0, step.slot, h_RH), {}  # the state is ours: update in place
 
 

@@ -183,6 +183,22 @@ def test_mlp_policy_matches_between_engine_and_numpy_entry_points() -> None:
     assert sampled.shape == (3, 4) and sampled.dtype == np.float32 and np.isfinite(sampled).all()
 
 
+@torch.no_grad()
+def test_benchmark_policies_compute_the_layers_they_name() -> None:
+    """The lean benchmark policies equal the ``nn.Linear``/``nn.GRUCell`` maths on the same weights."""
+    torch.manual_seed(0)
+    mlp = MLPPolicy()
+    obs = torch.randn(5, 39)
+    h = torch.tanh(torch.nn.functional.linear(obs, mlp.w1_OH.t(), mlp.b1_H))
+    h = torch.tanh(torch.nn.functional.linear(h, mlp.w2_HH.t(), mlp.b2_H))
+    torch.testing.assert_close(mlp(obs), torch.nn.functional.linear(h, mlp.w3_HA.t(), mlp.b3_A))
+    gru = GRUPolicy()
+    x, h0 = torch.randn(5, 256), torch.randn(5, 256)
+    expected = torch.gru_cell(x, h0, gru.wi_HG.t(), gru.wh_HG.t(), gru.bi_G, gru.bh_G)
+    torch.testing.assert_close(gru.cell(x, h0), expected)
+    assert not torch.allclose(expected, h0)  # the step changed the state: the comparison means something
+
+
 def test_ray_loopback_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("RAY_USAGE_STATS_ENABLED", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
         monkeypatch.delenv(key, raising=False)
