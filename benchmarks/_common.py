@@ -254,7 +254,8 @@ class GRUPolicy(nn.Module):
     ``[S, 256]``, updated in place; rows whose ``trial_start`` is set start from zeros, the others
     continue the slot's state across the episodes of a trial.  The GRU is ``nn.GRUCell``'s maths
     (gates r, z, n in that order) written out on weights stored ``[in, 3H]``: about a quarter
-    cheaper per call here than the module with cold caches.
+    cheaper per call here than the module with cold caches.  Inference only (its gates are updated
+    in place, which autograd refuses); the benchmarks call it under ``torch.no_grad``.
     """
 
     def __init__(self, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM, hidden: int = HIDDEN, std: float = ACTION_STD):
