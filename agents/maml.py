@@ -711,13 +711,26 @@ class MAMLAgent:
         }
 
     def meta_test(
-        self, engine: Any, tasks: Sequence[Task], adaptation_episodes: int, eval_episodes: int, deterministic: bool
+        self,
+        engine: Any,
+        tasks: Sequence[Task],
+        adaptation_episodes: int,
+        eval_episodes: int,
+        deterministic: bool,
+        *,
+        feedback: bool = True,
     ) -> MetaTestRollouts:
         """Curve point k: ``eval_episodes`` episodes with the weights after k inner steps (k = 0..S).
 
         Each inner step uses ``adaptation_episodes`` fresh stochastic episodes per task (one
-        episode if 0 is given: a gradient step needs data).
+        episode if 0 is given: a gradient step needs data).  There is no reward input to withhold:
+        the adaptation control is the curve's point 0 (no inner step), so ``feedback=False`` is refused.
         """
+        if not feedback:
+            raise ValueError(
+                f"{self.name} has no reward input to withhold (--no-feedback is RL²'s control); "
+                "its adaptation control is the curve's point 0, before any inner step"
+            )
         tasks = list(tasks)
         steps = self.config.steps_at_test
         episodes = max(int(adaptation_episodes), 1)

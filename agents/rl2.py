@@ -23,6 +23,11 @@ from metarl.rollout.types import StepBatch, Trajectories
 from metarl.tasks import Task
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+"""log σ bounds of the linear (unsquashed) heads."""
+SQUASHED_LOG_STD = (-1.0, 1.0)
+"""log σ bounds of the tanh heads (metaworld-algorithms): σ in [e⁻¹, e] in [-1, 1]-normalised action units."""
+BASELINES = ("linear", "value")
+CHUNK_ORDERS = ("sequential", "shuffled")
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,17 @@ class RL2PolicyConfig:
     reward_scale: float = 0.1
     """The previous reward enters the input multiplied by this (metaworld-algorithms: reward / 10)."""
     normalize_value: bool = False
-    """Learn the value of standardised returns (running mean and std over all batches so far)."""
+    """With the learned value baseline: learn the value of standardised returns (running mean and std over
+    all batches so far)."""
+    squash_heads: bool = True
+    """Pass the mean and log-std heads through tanh, as metaworld-algorithms does (mean in [-1, 1], log σ in
+    [-1, 1]); off: a linear mean and log σ clamped to [-5, 2]."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.squash_heads, bool):
+            raise ValueError(f"squash_heads must be true or false, got {self.squash_heads!r}")
+        if not isinstance(self.normalize_value, bool):
+            raise ValueError(f"normalize_value must be true or false, got {self.normalize_value!r}")
         if not self.mlp_hidden or any(int(w) <= 0 for w in self.mlp_hidden):
             raise ValueError(f"mlp_hidden must be a non-empty tuple of positive widths, got {self.mlp_hidden!r}")
         if self.gru_hidden <= 0:
@@ -50,7 +63,10 @@ class RL2PolicyConfig:
 class RL2Policy(nn.Module):
     """obs ⊕ previous action ⊕ scaled previous reward ⊕ done flag → MLP → GRU → Gaussian head + value head.
 
-    The Gaussian has a state-dependent log-std (its own linear head, clamped).  The engine calls
+    The Gaussian has a state-dependent log-std: with ``squash_heads`` (the default, as
+    metaworld-algorithms) mean and log σ are ``tanh`` of linear heads, so σ never leaves [e⁻¹, e];
+    otherwise the mean is linear and log σ is clamped to [-5, 2].  The value head is trained only
+    with the learned-value baseline (``RL2PPOConfig.baseline = "value"``).  The engine calls
     :meth:`act` once per step for all active slots; the hidden state is kept per slot, carried
     across the episodes of a trial and zeroed where ``trial_start`` is set.
     """
@@ -134,10 +150,18 @@ class RL2Policy(nn.Module):
         self.ret_std.copy_((m2 / count).sqrt().clamp_min(1e-4).float())
         self.ret_count.copy_(count)
 
+    @property
+    def log_std_bounds(self) -> tuple[float, float]:
+        return SQUASHED_LOG_STD if self.config.squash_heads else (LOG_STD_MIN, LOG_STD_MAX)
+
     def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """mean [..., A], log_std [..., A], value [...] from GRU outputs [..., G]."""
-        log_std = self.log_std_head(hidden).clamp(LOG_STD_MIN, LOG_STD_MAX)
-        return self.mean_head(hidden), log_std, self.value_head(hidden).squeeze(-1)
+        mean, log_std = self.mean_head(hidden), self.log_std_head(hidden)
+        if self.config.squash_heads:
+            mean, log_std = torch.tanh(mean), torch.tanh(log_std)
+        else:
+            log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return mean, log_std, self.value_head(hidden).squeeze(-1)
 
     # -- engine contract --------------------------------------------------------------------
     def initial_state(self, num_slots: int) -> torch.Tensor:  # [S, G]
@@ -161,9 +185,16 @@ class RL2Policy(nn.Module):
         self, inputs: torch.Tensor, h0: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run sequences: inputs [C, B, O+A+2], h0 [B, G] → mean [C, B, A], log_std, value [C, B], h_last [B, G]."""
-        out, h_last = self.gru(self.encoder(inputs), h0.unsqueeze(0))
+        mean, log_std, value, hidden = self.forward_hidden(inputs, h0)
+        return mean, log_std, value, hidden[-1]
+
+    def forward_hidden(
+        self, inputs: torch.Tensor, h0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As :meth:`forward_sequence`, with the hidden state after every step: hidden [C, B, G]."""
+        out, _ = self.gru(self.encoder(inputs), h0.unsqueeze(0))
         mean, log_std, value = self.heads(out)
-        return mean, log_std, value, h_last[0]
+        return mean, log_std, value, out
 
 
 # -- trials: from [task, episode, time] to compact per-trial sequences -------------------------
@@ -289,7 +320,8 @@ def as_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class RL2PPOConfig:
-    """PPO hyperparameters (defaults follow metaworld-algorithms' RL²-PPO)."""
+    """PPO hyperparameters.  Defaults follow metaworld-algorithms' RL²-PPO on Meta-World (its ML1/ML10/ML45
+    example configs and ``rl/algorithms/rl2.py``)."""
 
     gamma: float = 0.99
     """Discount factor."""
@@ -300,7 +332,7 @@ class RL2PPOConfig:
     epochs: int = 10
     """Passes over the batch per update."""
     minibatches: int = 4
-    """Minibatches of whole BPTT sequences per epoch."""
+    """With chunk_order shuffled: minibatches of whole BPTT sequences per epoch."""
     lr: float = 5e-4
     """Adam learning rate."""
     max_grad_norm: float = 1.0
@@ -308,11 +340,21 @@ class RL2PPOConfig:
     ent_coef: float = 5e-3
     """Entropy bonus weight."""
     vf_coef: float = 0.5
-    """Value-loss weight."""
+    """Value-loss weight (baseline value only)."""
     bptt_chunk: int = 250
     """Truncated-BPTT chunk length in steps."""
-    normalize_advantages: bool = True
-    """Standardise advantages over the batch."""
+    bptt_overlap: int = 50
+    """With chunk_order sequential: steps shared by consecutive chunks (chunks start every bptt_chunk -
+    bptt_overlap steps; metaworld-algorithms: 50)."""
+    chunk_order: str = "sequential"
+    """sequential: each Adam step takes the next chunk of every trial, in time order, starting from the
+    hidden state the current weights reach (metaworld-algorithms); shuffled: chunks in random minibatches,
+    starting from hidden states computed once before the update."""
+    baseline: str = "linear"
+    """linear: advantages from a linear feature baseline fitted per trial, no value loss (metaworld-algorithms);
+    value: the policy's value head, trained with the policy (vf_coef)."""
+    normalize_advantages: bool = False
+    """Standardise advantages over the batch (off in metaworld-algorithms' Meta-World configs)."""
 
     def __post_init__(self) -> None:
         for name in ("gamma", "gae_lambda"):
@@ -329,6 +371,209 @@ class RL2PPOConfig:
         for name in ("ent_coef", "vf_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
+        if isinstance(self.bptt_overlap, bool) or not isinstance(self.bptt_overlap, int) or self.bptt_overlap < 0:
+            raise ValueError(f"bptt_overlap must be a non-negative integer, got {self.bptt_overlap!r}")
+        if self.bptt_overlap >= self.bptt_chunk:
+            raise ValueError(
+                f"bptt_overlap ({self.bptt_overlap}) must be smaller than bptt_chunk ({self.bptt_chunk}); "
+                "give a smaller --bptt-overlap with a shorter --bptt-chunk"
+            )
+        if self.chunk_order not in CHUNK_ORDERS:
+            raise ValueError(f"chunk_order must be one of {list(CHUNK_ORDERS)}, got {self.chunk_order!r}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {list(BASELINES)}, got {self.baseline!r}")
+        if not isinstance(self.normalize_advantages, bool):
+            raise ValueError(f"normalize_advantages must be true or false, got {self.normalize_advantages!r}")
+
+
+def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
+    """Start steps of the sequential schedule's chunks over a trial of ``length`` steps.
+
+    metaworld-algorithms' starts ``0, C-O, 2(C-O), ...`` while a whole chunk fits; metarl adds one last
+    chunk ending at ``length`` when those leave a tail untrained (for 5,000-step trials, C 250, O 50:
+    24 chunks ending at 4,850, plus one at 4,750-5,000).
+    """
+    chunk = min(chunk, length)
+    stride = chunk - min(overlap, chunk - 1)
+    starts = list(range(0, length - chunk + 1, stride))
+    if starts[-1] + chunk < length:
+        starts.append(length - chunk)
+    return starts
+
+
+def optimizer_steps_per_update(config: RL2PPOConfig, trial_length: int, num_chunk_sequences: int) -> int:
+    """Adam steps one :func:`ppo_update` takes: epochs x chunks (sequential) or epochs x minibatches (shuffled)."""
+    if config.chunk_order == "sequential":
+        return config.epochs * len(chunk_starts(trial_length, config.bptt_chunk, config.bptt_overlap))
+    return config.epochs * min(config.minibatches, num_chunk_sequences)
+
+
+def discounted_trial_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Discounted returns along each trial ([L, T] time-major), across its episode boundaries; 0 at padding."""
+    out = torch.zeros_like(rewards)
+    acc = torch.zeros_like(rewards[0])
+    m = mask.to(rewards.dtype)
+    for i in range(rewards.shape[0] - 1, -1, -1):
+        acc = (rewards[i] + gamma * acc) * m[i]
+        out[i] = acc
+    return out
+
+
+def linear_trial_baseline(
+    inputs: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, reg: float = 1e-5
+) -> torch.Tensor:
+    """metaworld-algorithms' RL² baseline: per trial, a ridge fit of the discounted returns on
+    ``[x, x², t, t², t³, 1]`` with ``x`` the policy input clipped to [-10, 10] and ``t`` the step within the
+    trial / 100; the fitted values on the same steps.  inputs [L, T, D], returns/mask [L, T] → values [L, T].
+    The ridge coefficient grows x10 (up to 5 times) for a trial whose solve is not finite.
+    """
+    length, trials = returns.shape
+    m = mask.to(torch.float64).T.unsqueeze(-1)  # [T, L, 1]
+    x = inputs.to(torch.float64).transpose(0, 1).clamp(-10, 10)  # [T, L, D]
+    t = (
+        (torch.arange(length, dtype=torch.float64, device=x.device) / 100.0)
+        .reshape(1, length, 1)
+        .expand(trials, -1, -1)
+    )
+    feats = torch.cat([x, x * x, t, t**2, t**3, torch.ones_like(t)], -1) * m  # [T, L, F]
+    y = returns.to(torch.float64).T.unsqueeze(-1) * m  # [T, L, 1]
+    gram = feats.transpose(1, 2) @ feats  # [T, F, F]
+    rhs = feats.transpose(1, 2) @ y
+    eye = torch.eye(gram.shape[-1], dtype=torch.float64, device=x.device)
+    coef = torch.zeros_like(rhs)
+    todo = torch.ones(trials, dtype=torch.bool, device=x.device)
+    r = reg
+    for _ in range(5):
+        idx = todo.nonzero().squeeze(1)
+        sol = torch.linalg.lstsq(gram[idx] + r * eye, rhs[idx]).solution
+        ok = torch.isfinite(sol).all(dim=(1, 2))
+        coef[idx[ok]] = sol[ok]
+        todo[idx[ok]] = False
+        if not todo.any():
+            break
+        r *= 10
+    values = (feats @ coef).squeeze(-1).T  # [L, T]
+    return (values * mask.to(torch.float64)).to(returns.dtype)
+
+
+@dataclass
+class _PPOBatch:
+    """What both chunk schedules read, time-major [L, T, ...] on the policy's device."""
+
+    inputs: torch.Tensor
+    actions: torch.Tensor  # normalised units
+    old_log_prob: torch.Tensor
+    adv: torch.Tensor
+    ret: torch.Tensor  # value targets (value baseline only)
+    mask: torch.Tensor
+
+
+def _ppo_losses(
+    policy: RL2Policy,
+    config: RL2PPOConfig,
+    mean: torch.Tensor,
+    log_std: torch.Tensor,
+    value: torch.Tensor,
+    actions: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    adv: torch.Tensor,
+    ret: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped PPO loss (plus the value loss with the learned baseline) as masked means over real steps."""
+    m = mask.to(torch.float32)
+    denom = m.sum().clamp_min(1.0)
+    log_prob = gaussian_log_prob(actions, mean, log_std)
+    log_ratio = log_prob - old_log_prob
+    ratio = log_ratio.exp()
+    pg = -torch.min(ratio * adv, ratio.clamp(1 - config.clip_eps, 1 + config.clip_eps) * adv)
+    policy_loss = (pg * m).sum() / denom
+    entropy = (gaussian_entropy(log_std) * m).sum() / denom
+    loss = policy_loss - config.ent_coef * entropy
+    stats = {"policy_loss": float(policy_loss.detach()), "entropy": float(entropy.detach())}
+    if config.baseline == "value":
+        value_loss = 0.5 * ((value - ret).pow(2) * m).sum() / denom
+        loss = loss + config.vf_coef * value_loss
+        stats["value_loss"] = float(value_loss.detach())
+    with torch.no_grad():
+        stats["approx_kl"] = float((((ratio - 1) - log_ratio) * m).sum() / denom)
+        stats["clip_frac"] = float((((ratio - 1).abs() > config.clip_eps).float() * m).sum() / denom)
+    return loss, stats
+
+
+def _adam_step(policy: RL2Policy, optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> float:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_(policy.parameters(), max_norm)
+    optimizer.step()
+    return float(norm)
+
+
+def _update_sequential(
+    policy: RL2Policy, optimizer: torch.optim.Optimizer, b: _PPOBatch, config: RL2PPOConfig
+) -> dict[str, list[float]]:
+    """metaworld-algorithms' schedule: per epoch, the chunks of all trials in time order, one Adam step each;
+    each chunk starts from the hidden state the previous chunk's forward pass (before its step) reached."""
+    length, trials = b.mask.shape
+    chunk = min(config.bptt_chunk, length)
+    starts = chunk_starts(length, config.bptt_chunk, config.bptt_overlap)
+    stats: dict[str, list[float]] = {}
+    for _ in range(config.epochs):
+        h = torch.zeros(trials, policy.config.gru_hidden, device=b.inputs.device)  # the state before step starts[j]
+        for j, s in enumerate(starts):
+            sl = slice(s, s + chunk)
+            mean, log_std, value, hidden = policy.forward_hidden(b.inputs[sl], h)
+            if j + 1 < len(starts):  # the state after step starts[j + 1] - 1, carried without gradient
+                h = hidden[starts[j + 1] - s - 1].detach()
+            loss, st = _ppo_losses(
+                policy,
+                config,
+                mean,
+                log_std,
+                value,
+                b.actions[sl],
+                b.old_log_prob[sl],
+                b.adv[sl],
+                b.ret[sl],
+                b.mask[sl],
+            )
+            st["grad_norm"] = _adam_step(policy, optimizer, loss, config.max_grad_norm)
+            for k, v in st.items():
+                stats.setdefault(k, []).append(v)
+    return stats
+
+
+def _update_shuffled(
+    policy: RL2Policy,
+    optimizer: torch.optim.Optimizer,
+    b: _PPOBatch,
+    config: RL2PPOConfig,
+    generator: torch.Generator | None,
+) -> dict[str, list[float]]:
+    """Chunks of every trial, hidden states at their starts computed once, in random minibatches."""
+    chunk = min(config.bptt_chunk, b.inputs.shape[0])
+    h0 = chunk_starts_hidden(policy, b.inputs, chunk).reshape(-1, policy.config.gru_hidden)  # [M, G]
+    seq = {
+        name: as_chunks(getattr(b, name), chunk) for name in ("inputs", "actions", "old_log_prob", "adv", "ret", "mask")
+    }
+    keep = seq["mask"].any(0)  # drop all-padding chunks
+    seq = {k: v[:, keep] for k, v in seq.items()}
+    h0 = h0[keep]
+    num_seq = int(keep.sum())
+    mb_count = min(config.minibatches, num_seq)
+    stats: dict[str, list[float]] = {}
+    for _ in range(config.epochs):
+        perm = torch.randperm(num_seq, generator=generator).to(b.inputs.device)
+        for idx in perm.chunk(mb_count):
+            mean, log_std, value, _ = policy.forward_sequence(seq["inputs"][:, idx], h0[idx])
+            loss, st = _ppo_losses(
+                policy, config, mean, log_std, value, seq["actions"][:, idx], seq["old_log_prob"][:, idx],
+                seq["adv"][:, idx], seq["ret"][:, idx], seq["mask"][:, idx],
+            )  # fmt: skip
+            st["grad_norm"] = _adam_step(policy, optimizer, loss, config.max_grad_norm)
+            for k, v in st.items():
+                stats.setdefault(k, []).append(v)
+    return stats
 
 
 def ppo_update(
@@ -338,66 +583,43 @@ def ppo_update(
     config: RL2PPOConfig,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """One PPO update over whole trials with truncated BPTT; returns loss metrics."""
+    """One PPO update over whole trials with truncated BPTT; returns loss metrics (means over Adam steps),
+    ``optimizer_steps`` and the baseline's ``explained_variance``."""
     device = policy.device
     batch = trials_from_trajectories(traj)
-    adv, ret = gae_over_trials(batch.rewards, batch.value, batch.mask, config.gamma, config.gae_lambda)
     mask = batch.mask
-    if policy.config.normalize_value:
+    inputs = policy.inputs(batch.obs, batch.prev_action, batch.prev_reward, batch.prev_done)
+    if config.baseline == "linear":
+        values = linear_trial_baseline(inputs, discounted_trial_returns(batch.rewards, mask, config.gamma), mask)
+    else:
+        values = batch.value
+    adv, ret = gae_over_trials(batch.rewards, values, mask, config.gamma, config.gae_lambda)
+    sel_ret, sel_val = ret[mask], values[mask]
+    var_ret = float(sel_ret.var()) if sel_ret.numel() > 1 else 0.0
+    explained = 1.0 - float((sel_ret - sel_val).var()) / var_ret if var_ret > 0 else float("nan")
+    if config.baseline == "value" and policy.config.normalize_value:
         policy.update_return_stats(ret[mask].to(device))
         ret = ((ret - policy.ret_mean.cpu()) / policy.ret_std.cpu()) * mask
     if config.normalize_advantages:
         sel = adv[mask]
         adv = (adv - sel.mean()) / (sel.std() + 1e-8) * mask
-    inputs = policy.inputs(batch.obs, batch.prev_action, batch.prev_reward, batch.prev_done).to(device)
-    chunk = min(config.bptt_chunk, inputs.shape[0])
-    h0 = chunk_starts_hidden(policy, inputs, chunk).reshape(-1, policy.config.gru_hidden)  # [M, G]
-    seq = {
-        "inputs": as_chunks(inputs, chunk),
-        "actions": as_chunks(policy.normalize_action(batch.actions.to(device)), chunk),
-        "old_log_prob": as_chunks(batch.log_prob.to(device), chunk),
-        "adv": as_chunks(adv.to(device), chunk),
-        "ret": as_chunks(ret.to(device), chunk),
-        "mask": as_chunks(mask.to(device), chunk),
-    }
-    keep = seq["mask"].any(0)  # drop all-padding chunks
-    seq = {k: v[:, keep] for k, v in seq.items()}
-    h0 = h0[keep]
-    num_seq = int(keep.sum())
-    mb_count = min(config.minibatches, num_seq)
-    stats: dict[str, list[float]] = {
-        "policy_loss": [],
-        "value_loss": [],
-        "entropy": [],
-        "approx_kl": [],
-        "clip_frac": [],
-    }
-    for _ in range(config.epochs):
-        perm = torch.randperm(num_seq, generator=generator).to(device)
-        for idx in perm.chunk(mb_count):
-            m = seq["mask"][:, idx].to(torch.float32)
-            denom = m.sum().clamp_min(1.0)
-            mean, log_std, value, _ = policy.forward_sequence(seq["inputs"][:, idx], h0[idx])
-            log_prob = gaussian_log_prob(seq["actions"][:, idx], mean, log_std)
-            log_ratio = log_prob - seq["old_log_prob"][:, idx]
-            ratio = log_ratio.exp()
-            a = seq["adv"][:, idx]
-            pg = -torch.min(ratio * a, ratio.clamp(1 - config.clip_eps, 1 + config.clip_eps) * a)
-            policy_loss = (pg * m).sum() / denom
-            value_loss = 0.5 * ((value - seq["ret"][:, idx]).pow(2) * m).sum() / denom
-            entropy = (gaussian_entropy(log_std) * m).sum() / denom
-            loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            optimizer.step()
-            with torch.no_grad():
-                stats["policy_loss"].append(float(policy_loss))
-                stats["value_loss"].append(float(value_loss))
-                stats["entropy"].append(float(entropy))
-                stats["approx_kl"].append(float((((ratio - 1) - log_ratio) * m).sum() / denom))
-                stats["clip_frac"].append(float((((ratio - 1).abs() > config.clip_eps).float() * m).sum() / denom))
-    return {k: sum(v) / len(v) for k, v in stats.items()}
+    b = _PPOBatch(
+        inputs=inputs.to(device),
+        actions=policy.normalize_action(batch.actions.to(device)),
+        old_log_prob=batch.log_prob.to(device),
+        adv=adv.to(device),
+        ret=ret.to(device),
+        mask=mask.to(device),
+    )
+    if config.chunk_order == "sequential":
+        stats = _update_sequential(policy, optimizer, b, config)
+    else:
+        stats = _update_shuffled(policy, optimizer, b, config, generator)
+    out = {k: sum(v) / len(v) for k, v in stats.items()}
+    out["optimizer_steps"] = float(len(stats.get("policy_loss", [])))
+    out["explained_variance"] = explained
+    out["advantage_std"] = float(adv[mask].std()) if int(mask.sum()) > 1 else 0.0
+    return out
 
 
 # -- the agent ----------------------------------------------------------------------------------
@@ -451,9 +673,8 @@ class RL2Agent:
         self.policy = RL2Policy(obs_dim, action_dim, config.policy, action_low, action_high).to(device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
-        # Meta-tests feed the real previous reward in evaluation episodes; the official cross-check turns this
-        # off to reproduce Meta-World's evaluator, which shows the agent no reward there.
-        self.eval_reward_feedback = True
+        # Adaptation episodes are sampled; the official cross-check's exact mode turns this off on both sides.
+        self.sample_adaptation = True
 
     def meta_train_step(self, engine: Any, tasks: Sequence[Task]) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -480,17 +701,30 @@ class RL2Agent:
         }
 
     def meta_test(
-        self, engine: Any, tasks: Sequence[Task], adaptation_episodes: int, eval_episodes: int, deterministic: bool
+        self,
+        engine: Any,
+        tasks: Sequence[Task],
+        adaptation_episodes: int,
+        eval_episodes: int,
+        deterministic: bool,
+        *,
+        feedback: bool = True,
     ) -> MetaTestRollouts:
-        """One trial per task: ``adaptation_episodes`` episodes, then ``eval_episodes`` evaluation episodes that
-        each start from the hidden state reached after the adaptation episodes (as Meta-World's evaluator
-        does), so an evaluation episode never learns from an earlier one.
+        """One trial per task: ``adaptation_episodes`` sampled episodes, then ``eval_episodes`` evaluation episodes
+        that each start from the hidden state reached after the adaptation episodes (as Meta-World's evaluator
+        does), so an evaluation episode never learns from an earlier one.  ``deterministic`` makes the
+        evaluation episodes take the mean action; adaptation episodes are always sampled (as metaworld-algorithms
+        does: they are how the agent explores).  ``feedback=False`` is the adaptation control: the previous
+        reward enters the input as 0 throughout the trial, so the agent cannot learn the task from its rewards.
         """
         total = adaptation_episodes + eval_episodes
-        policy = AdaptedStatePolicy(self.policy, adaptation_episodes, self.eval_reward_feedback)
-        traj = engine.collect(
-            policy, list(tasks), episodes_per_task=total, episodes_per_trial=total, deterministic=deterministic
+        policy = AdaptedStatePolicy(
+            self.policy, adaptation_episodes, reward_feedback=feedback, deterministic_eval=deterministic
         )
+        traj = engine.collect(
+            policy, list(tasks), episodes_per_task=total, episodes_per_trial=total,
+            deterministic=deterministic and not self.sample_adaptation,
+        )  # fmt: skip
         success = traj.episode_success.float()  # [N, K+n]
         returns = traj.episode_returns
         k = adaptation_episodes
@@ -537,13 +771,20 @@ class AdaptedStatePolicy:
     hidden state reached at the end of episode ``k`` (the adapted state), not from where the previous
     evaluation episode left it.
 
+    ``deterministic_eval``: the evaluation episodes (after the ``k`` adaptation episodes) take the mean
+    action, the adaptation episodes stay sampled.  ``reward_feedback=False``: the previous reward enters
+    the input as 0 in every episode of the trial (the no-feedback control).
+
     State per slot: (hidden, snapshot of the adapted hidden, episode number within the trial).
     """
 
-    def __init__(self, policy: RL2Policy, k: int, reward_feedback: bool = True) -> None:
+    def __init__(
+        self, policy: RL2Policy, k: int, reward_feedback: bool = True, deterministic_eval: bool = False
+    ) -> None:
         self.policy = policy
         self.k = int(k)
         self.reward_feedback = reward_feedback
+        self.deterministic_eval = deterministic_eval
         self.device = policy.device
 
     def initial_state(self, num_slots: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -563,8 +804,10 @@ class AdaptedStatePolicy:
         snapshot = snapshot.index_copy(0, step.slot[first_eval], adapted[first_eval])
         later = step.episode_start & (c > self.k + 1)  # later evaluation episodes: restore it
         hidden = hidden.index_copy(0, step.slot[later], snapshot[step.slot[later]])
-        if not self.reward_feedback:  # Meta-World's evaluator shows no reward in evaluation episodes
-            step.prev_reward = torch.where(c > self.k, torch.zeros_like(step.prev_reward), step.prev_reward)
+        if not self.reward_feedback:
+            step.prev_reward = torch.zeros_like(step.prev_reward)
+        if self.deterministic_eval and not step.deterministic:
+            step.noise = torch.where((c > self.k).unsqueeze(-1), torch.zeros_like(step.noise), step.noise)
         action, hidden, extras = self.policy.act(step, hidden)
         return action, (hidden, snapshot, count), extras
 
@@ -581,12 +824,31 @@ class RL2MetaWorldAgent:
     ``reset(mask)`` restores that snapshot for the masked envs — zeroing it there would score
     RL² zero-shot.  Inputs at each episode start match the engine's (previous action and reward
     zero, done flag set after the first episode of a trial).
+
+    As metaworld-algorithms' RL² does, adaptation actions are sampled and evaluation actions take the mean
+    when ``deterministic`` (``deterministic_adaptation`` makes adaptation take the mean too, for exact
+    comparisons).  The evaluator never calls ``step()`` in evaluation episodes, so the reward there reaches
+    the agent only through the observation: with ``info_in_obs`` the envs are Meta-World's
+    ``recurrent_info_in_obs=True`` envs (observation ⊕ previous action ⊕ reward / 10 ⊕ done, zeros after a
+    reset), the adapter reads the previous action and reward from that tail in every episode, and the
+    policy sees what metaworld-algorithms' RL² sees.  Without it, evaluation episodes show reward 0.
     """
 
-    def __init__(self, policy: RL2Policy, num_envs: int, *, deterministic: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        policy: RL2Policy,
+        num_envs: int,
+        *,
+        deterministic: bool = False,
+        seed: int = 0,
+        info_in_obs: bool = False,
+        deterministic_adaptation: bool = False,
+    ) -> None:
         self.policy = policy
         self.num_envs = int(num_envs)
         self.deterministic = deterministic
+        self.deterministic_adaptation = deterministic_adaptation
+        self.info_in_obs = info_in_obs
         self.generator = torch.Generator(device=policy.device).manual_seed(seed)
         self.init()
 
@@ -603,8 +865,23 @@ class RL2MetaWorldAgent:
         self.trial_start = torch.ones(self.num_envs, dtype=torch.bool, device=self.policy.device)
         self.adapted_hidden: torch.Tensor | None = None
 
-    def _act(self, observations: Any, deterministic: bool) -> tuple[Any, Any]:
+    def _split(self, observations: Any) -> torch.Tensor:
+        """The env observation; with ``info_in_obs`` the previous action and reward are read from its tail."""
         obs = torch.as_tensor(observations, dtype=torch.float32, device=self.policy.device)
+        if not self.info_in_obs:
+            return obs
+        o, a = self.policy.obs_dim, self.policy.action_dim
+        if obs.shape[-1] != o + a + 2:
+            raise ValueError(
+                f"info_in_obs expects observations of {o} + {a} + 2 values (Meta-World's recurrent_info_in_obs), "
+                f"got {obs.shape[-1]}"
+            )
+        self.prev_action = obs[:, o : o + a]
+        self.prev_reward = obs[:, o + a] * 10.0  # the wrapper shows reward / 10; the policy scales it itself
+        return obs[:, :o]
+
+    def _act(self, observations: Any, deterministic: bool) -> tuple[Any, Any]:
+        obs = self._split(observations)
         noise = torch.randn(self.num_envs, self.policy.action_dim, generator=self.generator, device=self.policy.device)
         step = StepBatch(
             obs=obs,
@@ -624,7 +901,7 @@ class RL2MetaWorldAgent:
         return action.cpu().numpy().astype("float64"), {k: v.cpu().numpy() for k, v in extras.items()}
 
     def adapt_action(self, observations: Any) -> tuple[Any, dict[str, Any]]:
-        return self._act(observations, self.deterministic)
+        return self._act(observations, self.deterministic_adaptation)
 
     def step(self, timestep: Any) -> None:
         """Record the previous action, reward and done flag for the next input."""
@@ -639,10 +916,8 @@ class RL2MetaWorldAgent:
         self.adapted_hidden = self.hidden.clone()
 
     def eval_action(self, observations: Any) -> Any:
-        """An evaluation action.  Meta-World's evaluator gives the agent no rewards during evaluation
-        episodes (it never calls ``step`` there), so the next input carries this action and a done flag
-        of 0 but a reward of 0; metarl's own meta-test feeds the real reward (see
-        :mod:`metarl.evaluation.official`)."""
+        """An evaluation action.  The evaluator calls no ``step`` here: the next input carries this action, a
+        done flag of 0, and the reward from the observation's tail with ``info_in_obs`` (else 0)."""
         action, _ = self._act(observations, self.deterministic)
         self.prev_action = self._last_action
         self.prev_reward = torch.zeros_like(self.prev_reward)

@@ -39,9 +39,20 @@ class MetaLearner(Protocol):
         ...
 
     def meta_test(
-        self, engine: Any, tasks: Sequence[Task], adaptation_episodes: int, eval_episodes: int, deterministic: bool
+        self,
+        engine: Any,
+        tasks: Sequence[Task],
+        adaptation_episodes: int,
+        eval_episodes: int,
+        deterministic: bool,
+        *,
+        feedback: bool = True,
     ) -> MetaTestRollouts:
-        """Adapt to each task with the budget, then run evaluation episodes."""
+        """Adapt to each task with the budget, then run evaluation episodes.
+
+        ``deterministic`` applies to the evaluation episodes (adaptation episodes explore); ``feedback=False``
+        is the adaptation control for agents that adapt from the rewards in their input (RL²): those
+        rewards read 0.  An agent without such an input raises ``ValueError`` for it."""
         ...
 
     def state_dict(self) -> dict[str, Any]: ...

@@ -362,6 +362,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         untrained=args.untrained,
+        feedback=not args.no_feedback,
     )
     if args.untrained and args.checkpoint:
         raise UserError("--untrained evaluates a fresh agent; it takes no --checkpoint")
@@ -468,7 +469,17 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         metavar="M",
         help="evaluate M tasks per family, drawn with --seed (default: all tasks)",
     )
-    ev.add_argument("--deterministic", action="store_true", help="evaluate the mean action")
+    ev.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="evaluation episodes take the mean action (adaptation episodes stay sampled, as they explore)",
+    )
+    ev.add_argument(
+        "--no-feedback",
+        action="store_true",
+        help="the adaptation control: RL² sees reward 0 throughout the trial (JSON key feedback: false); "
+        "MAML's control is its curve's point 0",
+    )
     ev.add_argument("--seed", type=int, default=0, help="seed of the task subsample, env resets and action noise")
     ev.add_argument("--checkpoint", default=None, metavar="PATH", help="a checkpoint file (default: the latest)")
     ev.add_argument(

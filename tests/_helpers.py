@@ -32,7 +32,7 @@ def tiny_rl2_config(bptt_chunk: int = 50) -> Any:
     return RL2Config(
         episodes_per_trial=2,
         policy=RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=8),
-        ppo=RL2PPOConfig(epochs=1, minibatches=1, bptt_chunk=bptt_chunk),
+        ppo=RL2PPOConfig(epochs=1, minibatches=1, bptt_chunk=bptt_chunk, bptt_overlap=bptt_chunk // 5),
     )
 
 

@@ -151,3 +151,20 @@ def test_evaluation_counts_exactly_n_episodes_per_task_when_some_tasks_end_early
     # counting the first 3 ended episodes of the family, as Meta-World's evaluator does, sees only short ones
     ended = [(0, False), (2, False), (0, False), (2, False), (1, True), (3, True)]
     assert official_counting(ended, 3) == 0.0
+
+
+def test_no_feedback_control_is_written_beside_the_normal_evaluation(runs: dict[str, Path], tmp_path: Path) -> None:
+    common = ["--tasks-per-family", "3", "--adaptation-episodes", "2", "--eval-episodes", "1", "--deterministic"]
+    normal, blind = tmp_path / "normal.json", tmp_path / "blind.json"
+    for path, extra in ((normal, []), (blind, ["--no-feedback"])):
+        proc = metarl_cli("eval", str(runs["rl2"]), *common, *extra, "--json", str(path))
+        assert proc.returncode == 0, proc.stderr
+    a, b = json.loads(normal.read_text()), json.loads(blind.read_text())
+    assert (a["feedback"], b["feedback"]) == (True, False)
+    assert a["per_task"].keys() == b["per_task"].keys()
+    # same seed, same tasks, same noise: only the reward input differs, and the agent's returns with it
+    assert a["curve"]["return"] != b["curve"]["return"]
+    # MAML has no reward input: its control is the curve's point 0, and --no-feedback is refused clearly
+    proc = metarl_cli("eval", str(runs["maml-trpo"]), *common, "--no-feedback", "--json", str(tmp_path / "m.json"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "curve's point 0" in proc.stderr

@@ -21,11 +21,47 @@ def _briefly_trained_rl2(dist, engine):  # type: ignore[no-untyped-def]
     return agent
 
 
-def test_official_adapter_and_engine_take_the_same_adaptation_and_restart_from_the_same_state() -> None:
-    """Where the two protocols must agree: the adaptation episode, and each evaluation episode's first step."""
+def _official_side(agent, dist, task, info_in_obs: bool) -> tuple[np.ndarray, list[np.ndarray]]:  # type: ignore[no-untyped-def]
+    """One adaptation episode and two 20-step evaluation episodes, as metalearning_evaluation runs them."""
     from metaworld.evaluation import Timestep
+    from metaworld.wrappers import RNNBasedMetaRLWrapper
 
-    from metarl.agents.rl2 import AdaptedStatePolicy, RL2MetaWorldAgent
+    from metarl.agents.rl2 import RL2MetaWorldAgent
+
+    adapter = RL2MetaWorldAgent(
+        agent.policy, 1, deterministic=True, deterministic_adaptation=True, info_in_obs=info_in_obs
+    )
+    env = dist.make_env("reach-v3")
+    dist.set_task(env, task)
+    if info_in_obs:  # what the cross-check's recurrent_info_in_obs envs give the adapter
+        env = RNNBasedMetaRLWrapper(env)
+    adapter.init()
+    obs, _ = env.reset(seed=0)
+    actions = []
+    for _ in range(500):  # the adaptation episode
+        a, aux = adapter.adapt_action(obs[None])
+        actions.append(a[0])
+        nobs, r, term, trunc, _ = env.step(a[0])
+        adapter.step(Timestep(obs[None], a, np.array([r]), np.array([term]), np.array([trunc]), aux))
+        obs = nobs
+    adapter.adapt()
+    evals = []
+    for _ in range(2):  # each evaluation episode restarts from the adapted hidden state; no step() calls here
+        obs, _ = env.reset(seed=0)
+        adapter.reset(np.array([True]))
+        episode = []
+        for _ in range(20):
+            a = adapter.eval_action(obs[None])[0]
+            episode.append(a)
+            obs, *_ = env.step(a)
+        evals.append(np.array(episode))
+    return np.array(actions), evals
+
+
+def test_official_adapter_sees_what_the_engine_feeds_in_every_episode() -> None:
+    """The adaptation episode and whole evaluation episodes agree between the adapter (on Meta-World's
+    recurrent_info_in_obs envs, which carry the reward into evaluation episodes) and metarl's engine."""
+    from metarl.agents.rl2 import AdaptedStatePolicy
 
     torch.set_num_threads(1)
     dist = make_distribution("ML1-reach-v3", seed=0)
@@ -34,29 +70,15 @@ def test_official_adapter_and_engine_take_the_same_adaptation_and_restart_from_t
         agent = _briefly_trained_rl2(dist, engine)
         traj = engine.collect(AdaptedStatePolicy(agent.policy, 1), [task], episodes_per_task=3,
                               episodes_per_trial=3, deterministic=True)  # fmt: skip
-    adapter = RL2MetaWorldAgent(agent.policy, 1, deterministic=True)
-    env = dist.make_env("reach-v3")
-    dist.set_task(env, task)
-    adapter.init()
-    obs, _ = env.reset(seed=0)
-    actions = []
-    for _ in range(500):  # the adaptation episode, as metalearning_evaluation runs it
-        a, aux = adapter.adapt_action(obs[None])
-        actions.append(a[0])
-        nobs, r, term, trunc, _ = env.step(a[0])
-        adapter.step(Timestep(obs[None], a, np.array([r]), np.array([term]), np.array([trunc]), aux))
-        obs = nobs
-    adapter.adapt()
-    np.testing.assert_allclose(np.array(actions), traj.actions[0, 0].numpy(), atol=1e-4)
-    first_eval = []
-    for _ in range(2):  # each evaluation episode restarts from the adapted hidden state
-        obs, _ = env.reset(seed=0)
-        adapter.reset(np.array([True]))
-        first_eval.append(adapter.eval_action(obs[None])[0])
-        for _ in range(10):
-            env.step(adapter.eval_action(obs[None])[0])
+    adaptation, evals = _official_side(agent, dist, task, info_in_obs=True)
+    np.testing.assert_allclose(adaptation, traj.actions[0, 0].numpy(), atol=1e-4)
     for e in (1, 2):
-        np.testing.assert_allclose(first_eval[e - 1], traj.actions[0, e, 0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(evals[e - 1], traj.actions[0, e, :20].numpy(), atol=1e-4)
+    # the control: envs without the reward in the observation show the adapter reward 0 after the first
+    # evaluation step, so its evaluation actions drift from the engine's
+    _, blind = _official_side(agent, dist, task, info_in_obs=False)
+    np.testing.assert_allclose(blind[0][0], traj.actions[0, 1, 0].numpy(), atol=1e-4)
+    assert np.abs(blind[0][1:] - traj.actions[0, 1, 1:20].numpy()).max() > 1e-3
 
 
 def test_cross_check_agrees_with_the_official_evaluator_on_the_same_goals() -> None:
@@ -65,7 +87,7 @@ def test_cross_check_agrees_with_the_official_evaluator_on_the_same_goals() -> N
     with RolloutEngine(dist, num_workers=1, seed=0, backend="inline") as engine:
         agent = _briefly_trained_rl2(dist, engine)
         check = cross_check(agent, dist, engine, rounds=3, adaptation_episodes=1, eval_episodes=2, seed=0)
-    assert agent.eval_reward_feedback  # restored after the cross-check
+    assert agent.sample_adaptation  # restored after the cross-check
     assert len(check.rounds) == 3 and len({r.task_id for r in check.rounds}) >= 2
     for r in check.rounds:
         assert r.task_id in {t.id for t in dist.tasks("test")}

@@ -73,7 +73,7 @@ def _tiny_configs(iterations: int) -> tuple[TrainConfig, RL2Config]:
     agent = RL2Config(
         episodes_per_trial=2,
         policy=RL2PolicyConfig(mlp_hidden=(16,), gru_hidden=8),
-        ppo=RL2PPOConfig(epochs=2, minibatches=2, bptt_chunk=40),
+        ppo=RL2PPOConfig(epochs=2, minibatches=2, bptt_chunk=40, bptt_overlap=10),
     )
     return train, agent
 

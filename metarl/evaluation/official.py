@@ -7,25 +7,20 @@
   ``num_evals=1``; the goal it sampled is read back from the env (``tasks[current_task_idx]``);
 * **metarl**: ``agent.meta_test`` on that same goal through the rollout engine.
 
-With one env per task name both count exactly ``eval_episodes`` evaluation episodes on the same
-goals, and the same deterministic policy takes the same adaptation episodes (up to float rounding)
-and starts every evaluation episode from the same adapted state.  They still differ, for two
-reasons that the report states:
+The RL² adapter sees what metaworld-algorithms' RL² sees: the cross-check's envs are Meta-World's
+``recurrent_info_in_obs=True`` envs (observation ⊕ previous action ⊕ reward / 10 ⊕ done), and the
+adapter reads the previous action and reward from that tail, so the agent gets its reward in
+evaluation episodes too, although the evaluator never calls ``step()`` there (the reference's test
+envs do the same).  metarl's meta-test feeds the same inputs from the engine.
 
-* the official evaluation episodes terminate on success, metarl's run the full horizon (the
-  training env settings), so metarl's returns are larger whenever a goal is reached (success at
-  any step is unaffected);
-* the official evaluator never shows the agent a reward during evaluation episodes (it calls
-  ``eval_action(obs)`` only), so an RL² policy, whose input includes the previous reward, sees 0
-  there, while metarl's meta-test feeds the real reward.  :func:`cross_check` runs metarl's side
-  with the same blind inputs (``RL2Agent.eval_reward_feedback = False``) so the two can agree;
-  ``metarl eval`` itself keeps the reward.
-
-So for RL² on the same goals with one env per name: the same success in every round (up to float
-rounding of borderline goals), and the same returns wherever no episode reached its goal.  A MAML
-agent's adaptation episodes are sampled (a policy gradient needs exploration), by the adapter from
-its own generator and by the engine from its noise streams, so for MAML the two sides agree only
-in distribution, over many goals; the official side takes the agent's test-time inner steps
+By default (``exact=True``) both sides also take their adaptation episodes with the mean action, so
+with one env per task name they count exactly ``eval_episodes`` evaluation episodes on the same
+goals after the same adaptation: the same success in every round (up to float rounding of
+borderline goals), and the same returns wherever no episode ended early.  ``exact=False`` runs the
+reference's protocol on both sides (adaptation sampled, evaluation with the mean): the adapter and
+the engine draw their own noise, so the two then agree only in distribution, over many goals.  A MAML
+agent's adaptation episodes are always sampled (a policy gradient needs exploration), so for MAML
+the two sides agree only in distribution; the official side takes the agent's test-time inner steps
 (``adaptation_steps = config.steps_at_test``), one adaptation round of ``adaptation_episodes`` each.
 
 With several env instances per task name (ML1 with ``meta_batch_size > 1``) the official evaluator
@@ -93,11 +88,13 @@ def per_env_counting(ended: list[tuple[int, bool]], num_episodes: int) -> float:
     return float(np.mean(rates))
 
 
-def _adapter(agent: Any, num_envs: int, seed: int) -> Any:
+def _adapter(agent: Any, num_envs: int, seed: int, exact: bool) -> Any:
     if agent.name == "rl2":
         from metarl.agents.rl2 import RL2MetaWorldAgent
 
-        return RL2MetaWorldAgent(agent.policy, num_envs, deterministic=True, seed=seed)
+        return RL2MetaWorldAgent(
+            agent.policy, num_envs, deterministic=True, seed=seed, info_in_obs=True, deterministic_adaptation=exact
+        )
     from metarl.agents.maml import MAMLMetaWorldAgent
 
     return MAMLMetaWorldAgent(agent, num_envs, deterministic=True, seed=seed)
@@ -113,17 +110,17 @@ def _find_task(dist: TaskDistribution, data: bytes, family: str) -> Task:
     )
 
 
-def _meta_test_as_official(agent: Any, engine: Any, task: Task, k: int, n: int) -> Any:
-    """``agent.meta_test`` with the official evaluator's inputs: deterministic, and (RL²) no reward shown
-    during evaluation episodes."""
-    blind = hasattr(agent, "eval_reward_feedback")
-    if blind:
-        agent.eval_reward_feedback = False
+def _meta_test_as_official(agent: Any, engine: Any, task: Task, k: int, n: int, exact: bool) -> Any:
+    """``agent.meta_test`` with evaluation episodes on the mean action; with ``exact``, adaptation episodes
+    too where the agent can (RL²)."""
+    fixed = exact and hasattr(agent, "sample_adaptation")
+    if fixed:
+        agent.sample_adaptation = False
     try:
         return agent.meta_test(engine, [task], k, n, True)
     finally:
-        if blind:
-            agent.eval_reward_feedback = True
+        if fixed:
+            agent.sample_adaptation = True
 
 
 def cross_check(
@@ -135,6 +132,7 @@ def cross_check(
     adaptation_episodes: int,
     eval_episodes: int,
     seed: int = 0,
+    exact: bool = True,
 ) -> CrossCheck:
     """Score ``agent`` with Meta-World's evaluator and with ``meta_test`` on the same goals (ML1 only)."""
     import gymnasium as gym
@@ -145,11 +143,16 @@ def cross_check(
         raise ValueError(f"the cross-check runs on an ML1 distribution, got {dist.name!r}")
     env_name = families[0]
     envs: Any = gym.make_vec(
-        "Meta-World/ML1-test", env_name=env_name, seed=seed, vector_strategy="sync", meta_batch_size=1
+        "Meta-World/ML1-test",
+        env_name=env_name,
+        seed=seed,
+        vector_strategy="sync",
+        meta_batch_size=1,
+        recurrent_info_in_obs=agent.name == "rl2",
     )
     out = CrossCheck()
     try:
-        adapter = _adapter(agent, envs.num_envs, seed)
+        adapter = _adapter(agent, envs.num_envs, seed, exact)
         for _ in range(rounds):
             steps = 1 if agent.name == "rl2" else agent.config.steps_at_test  # MAML: its inner steps at test time
             success, mean_return, _ = metalearning_evaluation(
@@ -158,7 +161,7 @@ def cross_check(
             )  # fmt: skip
             mw_task = envs.get_attr("tasks")[0][envs.get_attr("current_task_idx")[0]]
             task = _find_task(dist, mw_task.data, env_name)
-            ours = _meta_test_as_official(agent, engine, task, adaptation_episodes, eval_episodes)
+            ours = _meta_test_as_official(agent, engine, task, adaptation_episodes, eval_episodes, exact)
             out.rounds.append(
                 CrossCheckRound(
                     task_id=task.id,

@@ -75,14 +75,21 @@ def evaluate(
     deterministic: bool = False,
     env_steps: int = 0,
     seed: int = 0,
+    feedback: bool = True,
 ) -> EvalResult:
-    """Meta-test ``agent`` on ``tasks``: adapt each with the budget, then count exactly ``eval_episodes``."""
+    """Meta-test ``agent`` on ``tasks``: adapt each with the budget, then count exactly ``eval_episodes``.
+
+    ``feedback=False`` runs the adaptation control (RL²: no reward in the input); the result says which
+    under the key ``feedback``."""
     if not tasks:
         raise ValueError("no tasks to evaluate on")
-    rollouts = agent.meta_test(engine, tasks, adaptation_episodes, eval_episodes, deterministic)
+    if feedback:
+        rollouts = agent.meta_test(engine, tasks, adaptation_episodes, eval_episodes, deterministic)
+    else:
+        rollouts = agent.meta_test(engine, tasks, adaptation_episodes, eval_episodes, deterministic, feedback=False)
     return result_from_rollouts(
         rollouts, agent.name, env_steps=env_steps, eval_episodes=eval_episodes,
-        adaptation_episodes=adaptation_episodes, seed=seed,
+        adaptation_episodes=adaptation_episodes, seed=seed, extra={"feedback": feedback},
     )  # fmt: skip
 
 

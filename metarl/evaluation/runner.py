@@ -36,6 +36,8 @@ class EvalSettings:
     workers: int | None = None
     untrained: bool = False
     """Evaluate a freshly initialised agent of the run's config (label ``untrained-AGENT``, 0 env steps)."""
+    feedback: bool = True
+    """False: the adaptation control (RL²: the reward input reads 0 throughout the trial)."""
 
 
 def is_metaworld(dist: TaskDistribution) -> bool:
@@ -124,6 +126,7 @@ def evaluate_run(
             deterministic=settings.deterministic,
             env_steps=int(getattr(agent, "env_steps", 0)),
             seed=settings.seed,
+            feedback=settings.feedback,
         )
     trained_agent = result.agent
     if settings.untrained:

@@ -1,0 +1,203 @@
+"""Meta-World learning benchmark: meta-train an agent with its named config, then meta-test it on every
+held-out goal with the Meta-World protocol, beside the adaptation control and an untrained agent.
+
+    python benchmarks/learning/metaworld.py --agent rl2 --benchmark ML1-reach-v3 --total-env-steps 5000000 \\
+        --out runs/rl2-ml1 --json benchmarks/results/rl2-ml1-reach-s0.json
+    python benchmarks/learning/metaworld.py --agent maml-trpo --benchmark ML10 --max-minutes 60 --eval-every 2 \\
+        --out runs/maml-ml10 --json maml-ml10.json
+    python benchmarks/learning/metaworld.py ... --eval-only      # only evaluate the run in --out
+
+Training uses ``AGENT-ml1`` / ``AGENT-ml10`` / ``AGENT-ml45`` (the ML1 config with the benchmark named here for
+other ML1 tasks).  A run directory that already holds a run is resumed to the budget instead of restarted.
+Evaluation is ``metarl eval --deterministic`` (10 adaptation episodes, sampled; 3 evaluation episodes on the
+mean action; every held-out goal, each counted exactly), then the adaptation control: RL² with the reward
+input zeroed (``--no-feedback``); for MAML, the curve's point 0 (before the inner step) is the control.
+
+The JSON holds: meta-train success and return by env steps (progress.csv), the periodic held-out
+meta-tests by env steps (``eval/iter-*.json``: ``eval_tasks`` goals, sampled actions), the final held-out
+success with a 95% bootstrap interval over goals, its adaptation curve, the control and the untrained
+agent, the wall-clock of training, and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Run as a script, this file's folder comes first on sys.path, where this file's name would hide the
+# ``metaworld`` package from every import below (and from the worker processes, which inherit sys.path).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import numpy as np  # noqa: E402
+
+import metarl  # noqa: E402
+from metarl.agents.configs import get_config  # noqa: E402
+from metarl.evaluation.result import EvalResult, load_eval_result  # noqa: E402
+from metarl.evaluation.runner import EvalSettings, evaluate_run  # noqa: E402
+from metarl.evaluation.stats import columnwise_mean_ci  # noqa: E402
+from metarl.run import is_run_dir  # noqa: E402
+
+AGENTS = ("rl2", "maml-trpo")
+
+
+def config_name(agent: str, benchmark: str) -> str:
+    """The named config an agent trains a Meta-World benchmark with."""
+    if benchmark.startswith("ML1-"):
+        return f"{agent}-ml1"
+    if benchmark in ("ML10", "ML45"):
+        return f"{agent}-{benchmark.lower()}"
+    raise SystemExit(f"metaworld.py: no config for benchmark {benchmark!r}; use ML1-<task>, ML10 or ML45")
+
+
+def success_ci(result: EvalResult, seed: int = 0) -> dict[str, float]:
+    """Mean held-out success with a 95% bootstrap interval over goals."""
+    per_goal = np.array([v["success"] for v in result.per_task.values()], dtype=np.float64)[:, None]
+    ci = columnwise_mean_ci(per_goal, reps=5000, seed=seed)[0]
+    return {"mean": ci.point, "low": ci.low, "high": ci.high, "goals": int(per_goal.shape[0])}
+
+
+def summary(result: EvalResult) -> dict[str, Any]:
+    return {
+        "success": success_ci(result),
+        "return": result.return_mean,
+        "curve": result.curve,
+        "per_family": result.per_family,
+        "env_steps": result.env_steps,
+        "feedback": result.extra.get("feedback", True),
+    }
+
+
+def training_curves(run: Path) -> dict[str, Any]:
+    with (run / "progress.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+
+    def col(name: str) -> list[float]:
+        return [float(r[name]) for r in rows if r.get(name) not in (None, "")]
+
+    periodic = []
+    for path in sorted((run / "eval").glob("iter-*.json")):
+        r = load_eval_result(path)
+        periodic.append({"env_steps": r.env_steps, "success": r.success_mean, "return": r.return_mean,
+                         "curve_success": r.curve["success"], "goals": len(r.per_task)})  # fmt: skip
+    return {
+        "env_steps": col("charts/env_steps"),
+        "train_success": col("charts/success_rate"),
+        "train_return": col("charts/episode_return"),
+        "entropy": col("losses/entropy"),
+        "iteration_s": col("time/iteration_s"),
+        "periodic_heldout": periodic,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agent", required=True, choices=AGENTS)
+    parser.add_argument("--benchmark", required=True, help="ML1-<task>-v3, ML10 or ML45")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--total-env-steps", type=int, default=None, help="training budget in env steps")
+    budget.add_argument("--max-minutes", type=float, default=None, help="training budget in wall-clock minutes")
+    parser.add_argument("--out", type=Path, required=True, help="run directory (resumed if it holds a run)")
+    parser.add_argument("--json", type=Path, required=True, help="where the figures go")
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--eval-every", type=int, default=None, help="iterations between periodic held-out tests")
+    parser.add_argument("--torch-threads", type=int, default=None, help="learner threads (default: the config's)")
+    parser.add_argument("--workers", type=int, default=None, help="rollout workers (default: the config's)")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the run in --out; do not train")
+    parser.add_argument("--no-untrained", action="store_true", help="skip the untrained agent's evaluation")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke test: meta-batch 2, one iteration, periodic tests off, 2 held-out goals per family (not a result)",
+    )  # fmt: skip
+    args = parser.parse_args()
+
+    name = config_name(args.agent, args.benchmark)
+    named = get_config(name)
+    changes: dict[str, Any] = {"benchmark": args.benchmark, "seed": args.seed}
+    if args.total_env_steps is not None or args.max_minutes is not None:
+        changes.update(total_env_steps=args.total_env_steps, max_minutes=args.max_minutes)
+    for flag in ("eval_every", "torch_threads", "workers"):
+        if getattr(args, flag) is not None:
+            changes[flag] = getattr(args, flag)
+    if args.quick:
+        changes.update(meta_batch=2, iterations=1, total_env_steps=None, max_minutes=None, eval_every=0)
+    train_cfg = dataclasses.replace(named.train, **changes)
+    goals = 2 if args.quick else None  # per family; None: every held-out goal
+
+    started = time.monotonic()
+    if not args.eval_only:
+        if is_run_dir(args.out):
+            metarl.resume(args.out, total_env_steps=args.total_env_steps, max_minutes=args.max_minutes, progress=False)
+        else:
+            metarl.train(train_cfg, named.agent, out=args.out, config_name=name, progress=False)
+    train_minutes = (time.monotonic() - started) / 60
+    run = args.out
+
+    figures: dict[str, Any] = {
+        "agent": args.agent,
+        "benchmark": args.benchmark,
+        "config": name,
+        "seed": args.seed,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "host": {"machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version()},
+        "train_wall_minutes_this_call": train_minutes,
+        "quick": args.quick,
+    }
+    curves = training_curves(run)
+    figures["training"] = curves
+    figures["train_wall_minutes"] = sum(curves["iteration_s"]) / 60  # summed over resumes; periodic tests excluded
+
+    timings = {}
+    t0 = time.monotonic()
+    final = evaluate_run(run, EvalSettings(deterministic=True, tasks_per_family=goals))
+    final.save(run / "eval" / "final.json")
+    timings["eval_s"] = time.monotonic() - t0
+    figures["heldout"] = summary(final)
+    if args.agent == "rl2":
+        t0 = time.monotonic()
+        control = evaluate_run(run, EvalSettings(deterministic=True, feedback=False, tasks_per_family=goals))
+        control.save(run / "eval" / "no_feedback.json")
+        timings["control_s"] = time.monotonic() - t0
+        figures["control"] = {"kind": "no reward input (--no-feedback)", **summary(control)}
+    else:
+        figures["control"] = {
+            "kind": "curve point 0 (no inner step)",
+            "success": final.curve["success"][0],
+            "return": final.curve["return"][0],
+        }
+    if not args.no_untrained:
+        untrained = evaluate_run(run, EvalSettings(deterministic=True, untrained=True, tasks_per_family=goals))
+        figures["untrained"] = summary(untrained)
+    figures["eval_timings_s"] = timings
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+    h, c = figures["heldout"], figures["control"]
+    env_steps = int(curves["env_steps"][-1]) if curves["env_steps"] else 0
+    print(
+        f"{args.agent} on {args.benchmark}: {env_steps:,} env steps, {figures['train_wall_minutes']:.1f} min training"
+    )
+    tail = curves["train_success"][-5:]
+    print(f"  meta-train success (last {len(tail)} iterations): {np.mean(tail) if tail else float('nan'):.3f}")
+    s = h["success"]
+    print(f"  held-out success ({s['goals']} goals): {s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] "
+          f"return {h['return']:.1f}")  # fmt: skip
+    print(f"  adaptation curve (success by adaptation {h['curve']['unit']}): "
+          + " ".join(f"{v:.2f}" for v in h["curve"]["success"]))  # fmt: skip
+    cs = c["success"]["mean"] if isinstance(c["success"], dict) else c["success"]
+    print(f"  control ({c['kind']}): success {cs:.3f}; gap {s['mean'] - cs:+.3f}")
+    if "untrained" in figures:
+        print(f"  untrained agent: success {figures['untrained']['success']['mean']:.3f}")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""RL² as metaworld-algorithms runs it on Meta-World: the per-trial linear baseline (no value loss), the
+sequential overlapping-chunk schedule, tanh heads, and meta-test inputs (sampled adaptation, the
+no-feedback control)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.agents.distributions import gaussian_log_prob
+from metarl.agents.rl2 import (
+    AdaptedStatePolicy,
+    RL2Agent,
+    RL2Config,
+    RL2Policy,
+    RL2PolicyConfig,
+    RL2PPOConfig,
+    chunk_starts,
+    discounted_trial_returns,
+    linear_trial_baseline,
+    optimizer_steps_per_update,
+    ppo_update,
+    trials_from_trajectories,
+)
+from metarl.envs import make_distribution
+from metarl.rollout import RolloutEngine
+from metarl.rollout.types import StepBatch
+
+SMALL = RL2PolicyConfig(mlp_hidden=(16,), gru_hidden=16)
+
+
+@pytest.fixture(scope="module")
+def mw_batch() -> tuple[RL2Policy, object]:
+    """Two ML1-reach trials of 2 real 500-step episodes, collected by a small untrained RL² policy."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    dist = make_distribution("ML1-reach-v3", seed=0)
+    policy = RL2Policy(39, 4, SMALL)
+    with RolloutEngine(dist, num_workers=1, seed=0, backend="inline", slots_per_family=2) as engine:
+        traj = engine.collect(policy, dist.sample(2, "train", rng=0), episodes_per_task=2, episodes_per_trial=2)
+    return policy, traj
+
+
+def _fresh(policy: RL2Policy) -> RL2Policy:
+    copy = RL2Policy(39, 4, policy.config)
+    copy.load_state_dict(policy.state_dict())
+    return copy
+
+
+def _grad_norms(policy: RL2Policy, loss: torch.Tensor) -> dict[str, float]:
+    policy.zero_grad(set_to_none=True)
+    loss.backward(retain_graph=True)
+    shared = [p for n, p in policy.named_parameters() if n.startswith(("encoder", "gru"))]
+    return {"shared": float(torch.sqrt(sum((p.grad**2).sum() for p in shared if p.grad is not None)))}
+
+
+def test_value_learning_cannot_swamp_the_policy_gradient_on_meta_world(mw_batch) -> None:  # type: ignore[no-untyped-def]
+    policy, traj = mw_batch
+    batch = trials_from_trajectories(traj)
+    mask = batch.mask
+    inputs = policy.inputs(batch.obs, batch.prev_action, batch.prev_reward, batch.prev_done)
+    mean, log_std, value, _ = policy.forward_sequence(inputs, torch.zeros(mask.shape[1], 16))
+    ret = discounted_trial_returns(batch.rewards, mask, 0.99)
+    m = mask.float()
+    adv = ret - ret[mask].mean()
+    logp = gaussian_log_prob(policy.normalize_action(batch.actions), mean, log_std)
+    pg_loss = -(logp * adv * m).sum() / m.sum()
+    value_loss = 0.5 * ((value - ret).pow(2) * m).sum() / m.sum()
+    # The failure mode of a value head regressing raw Meta-World returns through the shared layers:
+    # its gradient there dwarfs the policy gradient's (rewards 0-10 per step, returns in the hundreds).
+    assert _grad_norms(policy, 0.5 * value_loss)["shared"] > 10 * _grad_norms(policy, pg_loss)["shared"]
+
+    # metarl's Meta-World default has no shared value loss: the value head is never trained, and the
+    # update reports no value loss.
+    config = RL2Config().ppo
+    assert config.baseline == "linear"
+    p = _fresh(policy)
+    head_before = {k: v.clone() for k, v in p.value_head.state_dict().items()}
+    encoder_before = p.encoder[0].weight.clone()
+    stats = ppo_update(p, torch.optim.Adam(p.parameters(), lr=1e-3), traj, RL2PPOConfig(epochs=1))
+    assert "value_loss" not in stats
+    for k, v in p.value_head.state_dict().items():
+        torch.testing.assert_close(v, head_before[k], rtol=0, atol=0)
+    assert not torch.equal(p.encoder[0].weight, encoder_before)  # the policy itself did learn
+    assert 0.0 < stats["explained_variance"] <= 1.0  # the linear baseline explains part of the returns
+
+
+def test_linear_trial_baseline_matches_the_reference_least_squares() -> None:
+    """Oracle: metaworld-algorithms' LinearFeatureBaseline (numpy lstsq of the ridge normal equations)."""
+    g = torch.Generator().manual_seed(0)
+    length, trials, dim = 60, 3, 5
+    inputs = torch.randn(length, trials, dim, generator=g) * 4  # some values beyond the ±10 clip
+    inputs[0, 0, 0] = 25.0
+    rewards = torch.rand(length, trials, generator=g) * 10
+    mask = torch.ones(length, trials, dtype=torch.bool)
+    mask[45:, 2] = False  # a shorter trial
+    returns = discounted_trial_returns(rewards, mask, 0.99)
+    ours = linear_trial_baseline(inputs, returns, mask)
+    for t in range(trials):
+        n = int(mask[:, t].sum())
+        x = np.clip(inputs[:n, t].double().numpy(), -10, 10)
+        ts = (np.arange(n) / 100.0).reshape(-1, 1)
+        feats = np.concatenate([x, x**2, ts, ts**2, ts**3, np.ones((n, 1))], axis=1)
+        y = returns[:n, t].double().numpy()
+        coef = np.linalg.lstsq(feats.T @ feats + 1e-5 * np.eye(feats.shape[1]), feats.T @ y, rcond=-1)[0]
+        np.testing.assert_allclose(ours[:n, t].double().numpy(), feats @ coef, rtol=1e-4, atol=1e-3)
+        assert (ours[n:, t] == 0).all()
+    # returns run across episode ends within a trial and stop at the trial's end
+    assert returns[44, 2] == pytest.approx(float(rewards[44, 2]))
+    assert returns[43, 2] == pytest.approx(float(rewards[43, 2] + 0.99 * rewards[44, 2]))
+
+
+def test_chunk_starts_follow_the_reference_and_cover_the_whole_trial() -> None:
+    # metaworld-algorithms: np.arange(0, T - overlap, C - overlap), keeping starts whose chunk fits
+    ref = [int(s) for s in np.arange(0, 5000 - 50, 200) if s + 250 <= 5000]
+    assert len(ref) == 24 and ref[-1] + 250 == 4850
+    assert chunk_starts(5000, 250, 50) == [*ref, 4750]  # plus one chunk for the last 150 steps
+    assert chunk_starts(1000, 250, 50) == [0, 200, 400, 600, 750]
+    assert chunk_starts(1000, 250, 0) == [0, 250, 500, 750]
+    assert chunk_starts(100, 250, 50) == [0]  # a trial shorter than a chunk: one chunk
+
+
+@pytest.mark.parametrize(
+    ("changes", "per_epoch"),
+    [({}, 5), ({"bptt_overlap": 0}, 4), ({"chunk_order": "shuffled", "minibatches": 3}, 3)],
+)
+def test_optimizer_steps_per_iteration_match_the_schedule(mw_batch, changes: dict, per_epoch: int) -> None:  # type: ignore[no-untyped-def]
+    policy, traj = mw_batch
+    config = RL2PPOConfig(epochs=2, **changes)
+    p = _fresh(policy)
+    opt = torch.optim.Adam(p.parameters(), lr=1e-4)
+    stats = ppo_update(p, opt, traj, config)
+    adam_steps = int(opt.state[p.encoder[0].weight]["step"])
+    assert adam_steps == 2 * per_epoch == stats["optimizer_steps"]  # trials of 1,000 steps
+    assert optimizer_steps_per_update(config, 1000, 2 * 4) == 2 * per_epoch
+
+
+def test_sequential_chunks_start_from_the_hidden_state_the_trial_reached(mw_batch) -> None:  # type: ignore[no-untyped-def]
+    """With the weights held still, every chunk must reproduce the behaviour log-probabilities, which only
+    holds if each chunk starts from the hidden state the collecting policy had there."""
+    policy, traj = mw_batch
+    p = _fresh(policy)
+    stats = ppo_update(p, torch.optim.SGD(p.parameters(), lr=0.0), traj, RL2PPOConfig(epochs=1))
+    assert stats["optimizer_steps"] == 5
+    assert stats["approx_kl"] < 1e-6 and stats["clip_frac"] == 0.0
+    # the control: chunks started from a zero state would not reproduce them
+    batch = trials_from_trajectories(traj)
+    inputs = p.inputs(batch.obs, batch.prev_action, batch.prev_reward, batch.prev_done)
+    with torch.no_grad():
+        mean, log_std, _, _ = p.forward_sequence(inputs[600:850], torch.zeros(2, 16))
+    logp = gaussian_log_prob(p.normalize_action(batch.actions[600:850]), mean, log_std)
+    assert (logp - batch.log_prob[600:850]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("squash", [True, False])
+def test_the_std_never_falls_below_its_bound(squash: bool) -> None:
+    policy = RL2Policy(3, 2, RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6, squash_heads=squash))
+    low, high = (-1.0, 1.0) if squash else (-5.0, 2.0)
+    assert policy.log_std_bounds == (low, high)
+    hidden = torch.randn(50, 6) * 3
+    for bias in (-1e3, 0.0, 1e3):
+        with torch.no_grad():
+            policy.log_std_head.bias.fill_(bias)
+            policy.mean_head.bias.fill_(bias)
+        with torch.no_grad():
+            mean, log_std, _ = policy.heads(hidden)
+        assert float(log_std.min()) >= low and float(log_std.max()) <= high
+        if squash:  # the mean stays in the [-1, 1] action box too
+            assert float(mean.abs().max()) <= 1.0
+    assert float(log_std.max()) == pytest.approx(high)  # the bound is reached, not an artefact of the init
+
+
+def _step(
+    obs: torch.Tensor, *, trial_start: bool, episode_start: bool, reward: float, noise: torch.Tensor
+) -> StepBatch:
+    return StepBatch(
+        obs=obs,
+        prev_action=torch.zeros(1, 2),
+        prev_reward=torch.tensor([reward]),
+        prev_done=torch.tensor([episode_start and not trial_start]),
+        episode_start=torch.tensor([episode_start]),
+        trial_start=torch.tensor([trial_start]),
+        slot=torch.tensor([0]),
+        task=torch.tensor([0]),
+        noise=noise,
+    )
+
+
+def _walk(
+    policy: AdaptedStatePolicy, episodes: int, reward: float = 2.0
+) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(episode, action, mean action) for every step of a trial of ``episodes`` 3-step episodes."""
+    g = torch.Generator().manual_seed(3)
+    state = policy.initial_state(1)
+    out = []
+    for episode in range(episodes):
+        for t in range(3):
+            obs, noise = torch.randn(1, 3, generator=g), torch.randn(1, 2, generator=g)
+            kw = {"trial_start": episode == 0 and t == 0, "episode_start": t == 0, "reward": reward}
+            mean_state = tuple(s.clone() for s in state)
+            mean, _, _ = policy.act(dataclasses.replace(_step(obs, noise=noise, **kw), deterministic=True), mean_state)
+            action, state, _ = policy.act(_step(obs, noise=noise, **kw), state)
+            out.append((episode, action, mean))
+    return out
+
+
+def test_adaptation_episodes_are_sampled_and_evaluation_episodes_take_the_mean() -> None:
+    torch.manual_seed(0)
+    net = RL2Policy(3, 2, RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6))
+    k = 2
+    for episode, action, mean in _walk(AdaptedStatePolicy(net, k, deterministic_eval=True), k + 2):
+        if episode < k:
+            assert not torch.allclose(action, mean), episode
+        else:
+            torch.testing.assert_close(action, mean)
+    # without --deterministic every episode samples
+    assert all(not torch.allclose(a, m) for _, a, m in _walk(AdaptedStatePolicy(net, k), k + 2))
+
+
+def test_no_feedback_control_zeroes_the_reward_input() -> None:
+    torch.manual_seed(0)
+    net = RL2Policy(3, 2, RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6))
+    blind = [a for _, a, _ in _walk(AdaptedStatePolicy(net, 1, reward_feedback=False), 3, reward=5.0)]
+    zero = [a for _, a, _ in _walk(AdaptedStatePolicy(net, 1), 3, reward=0.0)]
+    seen = [a for _, a, _ in _walk(AdaptedStatePolicy(net, 1), 3, reward=5.0)]
+    for b, z in zip(blind, zero, strict=True):
+        torch.testing.assert_close(b, z)  # a reward of 5 reads as 0 throughout the trial
+    assert not all(torch.allclose(b, s) for b, s in zip(blind, seen, strict=True))
+
+
+def test_meta_test_samples_adaptation_under_deterministic() -> None:
+    """End to end on point-nav (resets do not depend on the seed): with no adaptation episode the
+    deterministic evaluation episodes agree across noise seeds; with adaptation episodes they do not,
+    because the adaptation episodes explore."""
+    torch.set_num_threads(1)
+    dist = make_distribution("point-nav", seed=0)
+    task = dist.tasks("test")[0]
+    cfg = RL2Config(episodes_per_trial=2, policy=RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=8))
+    agent = RL2Agent(2, 2, cfg, episodes_per_task=2, seed=0, action_low=-0.1, action_high=0.1)
+
+    def run(seed: int, k: int) -> torch.Tensor:
+        with RolloutEngine(dist, num_workers=1, seed=seed, backend="inline") as engine:
+            return agent.meta_test(engine, [task], k, 1, True).curve_return
+
+    torch.testing.assert_close(run(0, 0), run(1, 0))
+    a, b = run(0, 2), run(1, 2)
+    assert not torch.equal(a[:, :2], b[:, :2])  # adaptation episodes sampled with different noise
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "match"),
+    [
+        (RL2PPOConfig, {"baseline": "critic"}, r"baseline must be one of \['linear', 'value'\], got 'critic'"),
+        (RL2PPOConfig, {"chunk_order": "random"}, r"chunk_order must be one of \['sequential', 'shuffled'\]"),
+        (RL2PPOConfig, {"bptt_overlap": 250}, r"bptt_overlap \(250\) must be smaller than bptt_chunk \(250\)"),
+        (RL2PPOConfig, {"bptt_overlap": -1}, "bptt_overlap must be a non-negative integer, got -1"),
+        (RL2PPOConfig, {"normalize_advantages": "yes"}, "normalize_advantages must be true or false"),
+        (RL2PolicyConfig, {"squash_heads": 1}, "squash_heads must be true or false, got 1"),
+    ],
+)
+def test_new_config_fields_reject_bad_values(cls: type, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        cls(**kwargs)
