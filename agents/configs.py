@@ -27,6 +27,8 @@ class NamedConfig:
 _MW_EVAL: dict[str, Any] = {"eval_every": 25, "eval_tasks": 10, "adaptation_episodes": 10, "eval_episodes": 3}
 # ML1: 50k steps per iteration, so every 10 iterations is every 500k steps (4 meta-tests in the 2M budget)
 _MW_ML1_EVAL: dict[str, Any] = {**_MW_EVAL, "eval_every": 10}
+# MAML-TRPO ML1: 100k steps per iteration (pre- and post-adaptation episodes): every 5 iterations is every 500k
+_MW_MAML_ML1_EVAL: dict[str, Any] = {**_MW_EVAL, "eval_every": 5}
 # 2-D navigation as in pytorch-maml-rl (20 tasks x 20 episodes per phase); the cheap envs run inline in the
 # driver, all 400 episodes of a phase side by side, so one policy call serves all of them
 _NAV: dict[str, Any] = {
@@ -34,6 +36,9 @@ _NAV: dict[str, Any] = {
     "backend": "inline", "slots_per_family": 400, "eval_every": 10, "eval_tasks": 40,
     "adaptation_episodes": 20, "eval_episodes": 2, "checkpoint_every": 10,
 }  # fmt: skip
+# garage, ProMP and pytorch-maml-rl run HalfCheetah in a x10 action box with an initial std of 1 there, i.e. 0.1 in
+# the env's own units (metarl's init_std is in [-1, 1]-normalised units, which are the env's for HalfCheetah)
+_CHEETAH_MAML = MAMLConfig(hidden=(100, 100), init_std=0.1)
 # metaworld-algorithms MAML-TRPO: MLP 2x512 tanh, 1 inner step lr 0.1, TRPO max KL 0.01, 10 CG its, 0.8 x 15, λ 1.0
 _MW_MAML = MAMLConfig(hidden=(512, 512), inner_lr=0.1, inner_steps=1, gamma=0.99, gae_lambda=1.0, max_kl=0.01)
 
@@ -87,7 +92,8 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
         ),
         NamedConfig(
             "maml-ppo-point-nav",
-            "ProMP-style MAML-PPO on 2-D navigation (clipped outer objective, 5 Adam steps per iteration)",
+            "MAML-PPO on 2-D navigation: MAML's inner step, a clipped outer surrogate with 5 Adam steps per iteration "
+            "(not ProMP: no low-variance inner objective, no inner KL penalty)",
             TrainConfig(agent="maml-ppo", **_NAV),
             MAMLPPOConfig(hidden=(64, 64)),
         ),
@@ -113,7 +119,7 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
                 total_env_steps=100_000_000, eval_every=10, eval_tasks=2, adaptation_episodes=20,
                 eval_episodes=2, checkpoint_every=5,
             ),
-            MAMLConfig(hidden=(100, 100)),
+            _CHEETAH_MAML,
         ),
         NamedConfig(
             "maml-trpo-cheetah-vel",
@@ -123,13 +129,13 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
                 total_env_steps=100_000_000, eval_every=10, eval_tasks=10, adaptation_episodes=20,
                 eval_episodes=2, checkpoint_every=5,
             ),
-            MAMLConfig(hidden=(100, 100)),
+            _CHEETAH_MAML,
         ),
         NamedConfig(
             "maml-trpo-ml1",
-            "MAML-TRPO on ML1-reach-v3 (held-out goals; metaworld-algorithms network and step sizes)",
-            TrainConfig(agent="maml-trpo", benchmark="ML1-reach-v3", meta_batch=20, episodes_per_task=10,
-                        total_env_steps=10_000_000, **_MW_EVAL),
+            "MAML-TRPO on ML1-reach-v3 (held-out goals; metaworld-algorithms ML1 settings: meta-batch 10, 2M steps)",
+            TrainConfig(agent="maml-trpo", benchmark="ML1-reach-v3", meta_batch=10, episodes_per_task=10,
+                        total_env_steps=2_000_000, **_MW_MAML_ML1_EVAL),
             _MW_MAML,
         ),
         NamedConfig(

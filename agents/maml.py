@@ -1,4 +1,4 @@
-"""Gradient-based meta-RL (Finn et al. 2017): MAML-TRPO, ProMP-style MAML-PPO, FOMAML and Reptile.
+"""Gradient-based meta-RL (Finn et al. 2017): MAML-TRPO, MAML-PPO (clipped outer loop), FOMAML and Reptile.
 
 One Gaussian MLP policy with parameters ``θ``.  For each task of a meta-batch, the inner loop
 takes ``inner_steps`` vanilla policy-gradient steps from ``θ`` on that task's episodes (a linear
@@ -122,7 +122,10 @@ class MAMLConfig:
 
 @dataclass(frozen=True)
 class MAMLPPOConfig(MAMLConfig):
-    """ProMP-style MAML: the outer loop maximises a clipped surrogate with Adam instead of a TRPO step."""
+    """MAML-PPO: the outer loop maximises a clipped surrogate with Adam instead of a TRPO step.
+
+    Not ProMP (Rothfuss et al. 2019): the inner step is MAML's REINFORCE step, without ProMP's low-variance
+    curvature objective or its inner KL penalty."""
 
     outer: ClassVar[str] = "ppo"
 
@@ -373,6 +376,8 @@ class TaskBatch:
     success: torch.Tensor  # [N, E] float
     num_steps: int = 0
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    raw_advantage_std: float = float("nan")
+    """Mean over tasks of each task's advantage std before normalisation (to relate step sizes across conventions)."""
 
     @property
     def steps_per_task(self) -> torch.Tensor:  # [N]
@@ -392,6 +397,11 @@ def task_batch(traj: Trajectories, policy: GaussianMLPPolicy, config: MAMLConfig
     returns = discounted_returns(rewards, valid, config.gamma)
     values = fit_linear_baseline(baseline_features(obs, valid), returns, valid, config.baseline_reg)
     adv = gae(rewards, values, valid, config.gamma, config.gae_lambda)
+    m = valid.reshape(n, -1).to(adv.dtype)
+    count = m.sum(1).clamp_min(1)
+    flat_adv = adv.reshape(n, -1)
+    mean_adv = (flat_adv * m).sum(1) / count
+    raw_std = float((((flat_adv - mean_adv[:, None]).pow(2) * m).sum(1) / count).sqrt().mean())
     if config.normalize_advantages:
         adv = normalize_per_task(adv, valid)
     return TaskBatch(
@@ -403,6 +413,7 @@ def task_batch(traj: Trajectories, policy: GaussianMLPPolicy, config: MAMLConfig
         success=traj.episode_success.to(dev).float(),
         num_steps=traj.num_steps,
         extras={"log_prob": traj.extras["log_prob"].to(dev).reshape(n, e * h)} if "log_prob" in traj.extras else {},
+        raw_advantage_std=raw_std,
     )
 
 
@@ -578,7 +589,7 @@ def ppo_outer_step(
     post: TaskBatch,
     config: MAMLConfig,
 ) -> dict[str, float]:
-    """ProMP-style outer loop: ``ppo_epochs`` full-batch Adam steps on the clipped post-adaptation surrogate."""
+    """Clipped outer loop: ``ppo_epochs`` full-batch Adam steps on the clipped post-adaptation surrogate."""
     create_graph = not config.first_order
     with torch.no_grad():
         adapted0 = adapt_params(policy, policy.params(), pre, config.inner_lr, create_graph=False)
@@ -705,6 +716,9 @@ class MAMLAgent:
             "charts/pre_adaptation_success": float(pre[0].success.mean()),
             "charts/post_adaptation_success": float(last.success.mean()),
             "charts/log_std": float(self.policy.log_std.detach().mean()),
+            # metarl's inner step is lr x the per-task mean gradient with std-normalised advantages; the
+            # metaworld-algorithms step (one mean over all tasks, advantages / variance) is lr / (N x this std)
+            "inner/advantage_std": pre[0].raw_advantage_std,
             **losses,
             "time/sampling_s": t1 - t0,
             "time/learning_s": t2 - t1,

@@ -88,3 +88,20 @@ def test_rollout_random_policy_on_held_out_tasks() -> None:
         assert -100 * 1.5 < ret < 0  # reward is minus a distance of at most ~1.4 over <= 100 steps
         assert 0.0 <= success <= 1.0
     assert "env steps" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--baseline", "critic"], "baseline must be one of ['linear', 'value'], got 'critic'"),
+        (["--chunk-order", "random"], "chunk_order must be one of ['sequential', 'shuffled'], got 'random'"),
+        (["--bptt-chunk", "40"], "bptt_overlap (50) must be smaller than bptt_chunk (40)"),
+        (["--bptt-overlap", "-3"], "bptt_overlap must be a non-negative integer, got -3"),
+    ],
+)
+def test_bad_rl2_reference_settings_are_one_line_and_exit_2(flags: list[str], message: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    proc = run_cli("train", "rl2", "--config", "rl2-ml1", *flags, "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "run").exists()  # nothing started

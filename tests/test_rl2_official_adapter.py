@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from _helpers import tiny_official_ml1_envs
 from metaworld.evaluation import Timestep, metalearning_evaluation
@@ -55,3 +56,35 @@ def test_official_metalearning_evaluation_runs_on_a_tiny_budget() -> None:
     assert np.isfinite(mean_return) and mean_return > 0  # Meta-World v2 rewards are in [0, 10] per step
     assert set(per_task) == {"reach-v3"}
     assert agent.adapted_hidden is not None and agent.adapted_hidden.abs().sum() > 0
+
+
+def test_adapter_samples_adaptation_and_takes_the_mean_in_evaluation() -> None:
+    """As metaworld-algorithms' RL2Wrapped: adapt_action samples, eval_action is the mode under deterministic."""
+    obs = np.random.default_rng(0).normal(size=(2, 39))
+    policy = _policy()
+    runs = []
+    for seed in (1, 2):
+        agent = RL2MetaWorldAgent(policy, num_envs=2, seed=seed, deterministic=True)
+        runs.append((agent.adapt_action(obs)[0], agent))
+    assert not np.allclose(runs[0][0], runs[1][0])  # adaptation: different noise, different actions
+    evals = []
+    for _, agent in runs:
+        agent.init()  # the same inputs from a fresh trial: the mean action, whatever the noise seed
+        evals.append(agent.eval_action(obs))
+    np.testing.assert_allclose(evals[0], evals[1])
+    exact = RL2MetaWorldAgent(policy, num_envs=2, seed=3, deterministic=True, deterministic_adaptation=True)
+    np.testing.assert_allclose(exact.adapt_action(obs)[0], evals[0], atol=1e-6)
+
+
+def test_adapter_reads_the_previous_reward_from_meta_worlds_recurrent_info() -> None:
+    policy = _policy()
+    agent = RL2MetaWorldAgent(policy, num_envs=1, seed=0, info_in_obs=True)
+    obs = np.random.default_rng(0).normal(size=(1, 39))
+    tail = np.array([[0.5, -0.5, 0.25, 1.0, 0.7, 0.0]])  # previous action, reward / 10, done
+    agent.eval_action(np.concatenate([obs, tail], 1))
+    assert agent.prev_reward.tolist() == [0.0]  # cleared after the action; the next observation brings it
+    agent._split(np.concatenate([obs, tail], 1))
+    np.testing.assert_allclose(agent.prev_reward.numpy(), [7.0], rtol=1e-6)
+    np.testing.assert_allclose(agent.prev_action.numpy(), tail[:, :4], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"info_in_obs expects observations of 39 \+ 4 \+ 2 values"):
+        agent.eval_action(obs)
