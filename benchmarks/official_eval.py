@@ -49,12 +49,13 @@ def counting_demo(agent: object, dist: object, envs_per_name: int, episodes: int
 
     env_name = next(iter(dist.families))  # type: ignore[attr-defined]
     envs = gym.make_vec("Meta-World/ML1-test", env_name=env_name, seed=seed, vector_strategy="sync",
-                        meta_batch_size=envs_per_name)  # fmt: skip
+                        meta_batch_size=envs_per_name,
+                        recurrent_info_in_obs=getattr(agent, "name", "") == "rl2")  # fmt: skip
     try:
         envs.call("toggle_sample_tasks_on_reset", False)
         envs.call("toggle_terminate_on_success", True)
         envs.call("sample_tasks")
-        adapter = _adapter(agent, envs.num_envs, seed)
+        adapter = _adapter(agent, envs.num_envs, seed, exact=True)
         adapter.init()
         obs, _ = envs.reset()
         adapter.reset(np.ones(envs.num_envs, dtype=bool))
@@ -108,10 +109,10 @@ def main() -> int:
               f"{r.official_return:>12.1f} {r.metarl_return:>10.1f}")  # fmt: skip
     print(f"\nmean success: official {check.official_success:.3f}, metarl {check.metarl_success:.3f}; "
           f"largest per-goal gap {check.max_success_gap:.2f}")  # fmt: skip
-    print("metarl's side runs with the official inputs (mean actions; no reward shown to RL² in evaluation\n"
-          "episodes, as metalearning_evaluation does), so success must agree and returns must agree wherever no\n"
-          "episode ended early on success. `metarl eval` itself feeds RL² the real reward and never ends an\n"
-          "episode on success (the training env settings), so its returns are larger after a success.")  # fmt: skip
+    print("Both sides take mean actions in every episode (exact mode) and RL² sees its reward in evaluation\n"
+          "episodes on both (the evaluator's envs carry it in the observation, recurrent_info_in_obs), so success\n"
+          "must agree and returns must agree wherever no episode ended early. `metarl eval` samples adaptation\n"
+          "episodes and never ends an episode on success (the training env settings).")  # fmt: skip
     demo = counting_demo(agent, dist, envs_per_name=5, episodes=args.eval_episodes, seed=args.seed)
     print(f"\ncounting on one ML1 vector env with 5 envs and {args.eval_episodes} episode(s) each: "
           f"official rule (first {args.eval_episodes} per task name) {demo['official_rule']:.3f}, "
