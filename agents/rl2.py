@@ -355,6 +355,9 @@ class RL2PPOConfig:
     value: the policy's value head, trained with the policy (vf_coef)."""
     normalize_advantages: bool = False
     """Standardise advantages over the batch (off in metaworld-algorithms' Meta-World configs)."""
+    target_kl: float | None = None
+    """Stop the update early once an Adam step's approx. KL to the behaviour policy exceeds 1.5 x this
+    (metaworld-algorithms' target_kl; off by default, as in its configs)."""
 
     def __post_init__(self) -> None:
         for name in ("gamma", "gae_lambda"):
@@ -382,6 +385,8 @@ class RL2PPOConfig:
             raise ValueError(f"chunk_order must be one of {list(CHUNK_ORDERS)}, got {self.chunk_order!r}")
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {list(BASELINES)}, got {self.baseline!r}")
+        if self.target_kl is not None and not (isinstance(self.target_kl, int | float) and self.target_kl > 0):
+            raise ValueError(f"target_kl must be a positive number or None, got {self.target_kl!r}")
         if not isinstance(self.normalize_advantages, bool):
             raise ValueError(f"normalize_advantages must be true or false, got {self.normalize_advantages!r}")
 
@@ -501,6 +506,12 @@ def _ppo_losses(
     return loss, stats
 
 
+def _kl_stop(stats: Mapping[str, list[float]], config: RL2PPOConfig) -> bool:
+    """True once the last Adam step's approx. KL passed 1.5 x target_kl (metaworld-algorithms' rule)."""
+    kls = stats.get("approx_kl")
+    return config.target_kl is not None and bool(kls) and kls[-1] > 1.5 * config.target_kl  # type: ignore[index]
+
+
 def _adam_step(policy: RL2Policy, optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> float:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -519,8 +530,12 @@ def _update_sequential(
     starts = chunk_starts(length, config.bptt_chunk, config.bptt_overlap)
     stats: dict[str, list[float]] = {}
     for _ in range(config.epochs):
+        if _kl_stop(stats, config):
+            break
         h = torch.zeros(trials, policy.config.gru_hidden, device=b.inputs.device)  # the state before step starts[j]
         for j, s in enumerate(starts):
+            if _kl_stop(stats, config):
+                break
             sl = slice(s, s + chunk)
             mean, log_std, value, hidden = policy.forward_hidden(b.inputs[sl], h)
             if j + 1 < len(starts):  # the state after step starts[j + 1] - 1, carried without gradient
@@ -563,8 +578,12 @@ def _update_shuffled(
     mb_count = min(config.minibatches, num_seq)
     stats: dict[str, list[float]] = {}
     for _ in range(config.epochs):
+        if _kl_stop(stats, config):
+            break
         perm = torch.randperm(num_seq, generator=generator).to(b.inputs.device)
         for idx in perm.chunk(mb_count):
+            if _kl_stop(stats, config):
+                break
             mean, log_std, value, _ = policy.forward_sequence(seq["inputs"][:, idx], h0[idx])
             loss, st = _ppo_losses(
                 policy, config, mean, log_std, value, seq["actions"][:, idx], seq["old_log_prob"][:, idx],

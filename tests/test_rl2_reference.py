@@ -264,3 +264,16 @@ def test_meta_test_samples_adaptation_under_deterministic() -> None:
 def test_new_config_fields_reject_bad_values(cls: type, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         cls(**kwargs)
+
+
+def test_target_kl_stops_the_update_once_a_step_moves_too_far(mw_batch) -> None:  # type: ignore[no-untyped-def]
+    policy, traj = mw_batch
+    p = _fresh(policy)
+    # step 1 starts at the behaviour policy (KL 0); step 2 sees the KL step 1 made and is the last
+    stats = ppo_update(p, torch.optim.Adam(p.parameters(), lr=1e-3), traj, RL2PPOConfig(epochs=3, target_kl=1e-9))
+    assert stats["optimizer_steps"] == 2
+    p = _fresh(policy)
+    stats = ppo_update(p, torch.optim.Adam(p.parameters(), lr=1e-3), traj, RL2PPOConfig(epochs=3, target_kl=1e3))
+    assert stats["optimizer_steps"] == 15  # never reached: 3 epochs x 5 chunks
+    with pytest.raises(ValueError, match="target_kl must be a positive number or None, got -0.1"):
+        RL2PPOConfig(target_kl=-0.1)
