@@ -275,5 +275,5 @@ def test_target_kl_stops_the_update_once_a_step_moves_too_far(mw_batch) -> None:
     p = _fresh(policy)
     stats = ppo_update(p, torch.optim.Adam(p.parameters(), lr=1e-3), traj, RL2PPOConfig(epochs=3, target_kl=1e3))
     assert stats["optimizer_steps"] == 15  # never reached: 3 epochs x 5 chunks
-    with pytest.raises(ValueError, match="target_kl must be a positive number or None, got -0.1"):
+    with pytest.raises(ValueError, match=r"target_kl must be a positive number or None, got -0\.1"):
         RL2PPOConfig(target_kl=-0.1)
