@@ -23,7 +23,7 @@ def test_metaworld_learning_benchmark_quick_writes_its_figures(tmp_path: Path) -
     fig = json.loads(js.read_text())
     assert fig["quick"] is True and fig["config"] == "rl2-ml1" and fig["agent"] == "rl2"
     assert fig["training"]["env_steps"] == [10_000.0]  # 2 tasks x 10 episodes x 500 steps
-    for key in ("heldout", "control", "untrained"):
+    for key in ("heldout", "heldout_sampled", "control", "untrained"):
         s = fig[key]["success"]
         assert s["goals"] == 2 and 0.0 <= s["low"] <= s["mean"] <= s["high"] <= 1.0, key
         assert len(fig[key]["curve"]["success"]) == 11  # after 0..10 adaptation episodes

@@ -10,8 +10,9 @@ held-out goal with the Meta-World protocol, beside the adaptation control and an
 Training uses ``AGENT-ml1`` / ``AGENT-ml10`` / ``AGENT-ml45`` (the ML1 config with the benchmark named here for
 other ML1 tasks).  A run directory that already holds a run is resumed to the budget instead of restarted.
 Evaluation is ``metarl eval --deterministic`` (10 adaptation episodes, sampled; 3 evaluation episodes on the
-mean action; every held-out goal, each counted exactly), then the adaptation control: RL² with the reward
-input zeroed (``--no-feedback``); for MAML, the curve's point 0 (before the inner step) is the control.
+mean action; every held-out goal, each counted exactly), the same with sampled evaluation episodes
+(``heldout_sampled``), then the adaptation control: RL² with the reward input zeroed (``--no-feedback``);
+for MAML, the curve's point 0 (before the inner step) is the control.
 
 The JSON holds: meta-train success and return by env steps (progress.csv), the periodic held-out
 meta-tests by env steps (``eval/iter-*.json``: ``eval_tasks`` goals, sampled actions), the final held-out
@@ -55,6 +56,32 @@ def config_name(agent: str, benchmark: str) -> str:
     if benchmark in ("ML10", "ML45"):
         return f"{agent}-{benchmark.lower()}"
     raise SystemExit(f"metaworld.py: no config for benchmark {benchmark!r}; use ML1-<task>, ML10 or ML45")
+
+
+def _relative(arg: str) -> str:
+    """An absolute path as seen from the working directory, so the JSON names no machine's layout."""
+    import os
+
+    return os.path.relpath(arg) if os.path.isabs(arg) else arg
+
+
+def with_field(config: Any, assignment: str) -> Any:
+    """``config`` with one (possibly nested, dotted) field replaced by a Python literal: ``ppo.target_kl=0.02``."""
+    import ast
+
+    path, _, text = assignment.partition("=")
+    if not text:
+        raise ValueError("expected FIELD=VALUE")
+    head, _, rest = path.partition(".")
+    if head not in {f.name for f in dataclasses.fields(config)}:
+        raise ValueError(f"{type(config).__name__} has no field {head!r}")
+    if rest:
+        return dataclasses.replace(config, **{head: with_field(getattr(config, head), f"{rest}={text}")})
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text  # a bare word: a string setting
+    return dataclasses.replace(config, **{head: value})
 
 
 def success_ci(result: EvalResult, seed: int = 0) -> dict[str, float]:
@@ -110,7 +137,12 @@ def main() -> int:
     parser.add_argument("--eval-every", type=int, default=None, help="iterations between periodic held-out tests")
     parser.add_argument("--torch-threads", type=int, default=None, help="learner threads (default: the config's)")
     parser.add_argument("--workers", type=int, default=None, help="rollout workers (default: the config's)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="override an agent-config field, e.g. ppo.target_kl=0.02 or inner_lr=0.005 (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--eval-only", action="store_true", help="evaluate the run in --out; do not train")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="with --eval-only: this checkpoint file")
     parser.add_argument("--no-untrained", action="store_true", help="skip the untrained agent's evaluation")
     parser.add_argument(
         "--quick", action="store_true",
@@ -129,14 +161,22 @@ def main() -> int:
     if args.quick:
         changes.update(meta_batch=2, iterations=1, total_env_steps=None, max_minutes=None, eval_every=0)
     train_cfg = dataclasses.replace(named.train, **changes)
+    agent_cfg = named.agent
+    for item in args.set:
+        try:
+            agent_cfg = with_field(agent_cfg, item)
+        except (ValueError, TypeError, SyntaxError) as exc:
+            parser.error(f"--set {item}: {exc}")
     goals = 2 if args.quick else None  # per family; None: every held-out goal
 
     started = time.monotonic()
+    if args.checkpoint is not None and not args.eval_only:
+        parser.error("--checkpoint evaluates an existing run: give --eval-only too")
     if not args.eval_only:
         if is_run_dir(args.out):
             metarl.resume(args.out, total_env_steps=args.total_env_steps, max_minutes=args.max_minutes, progress=False)
         else:
-            metarl.train(train_cfg, named.agent, out=args.out, config_name=name, progress=False)
+            metarl.train(train_cfg, agent_cfg, out=args.out, config_name=name, progress=False)
     train_minutes = (time.monotonic() - started) / 60
     run = args.out
 
@@ -145,10 +185,12 @@ def main() -> int:
         "benchmark": args.benchmark,
         "config": name,
         "seed": args.seed,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join([Path(sys.executable).name, *(_relative(a) for a in sys.argv)]),
         "host": {"machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version()},
         "train_wall_minutes_this_call": train_minutes,
         "quick": args.quick,
+        "checkpoint": _relative(str(args.checkpoint)) if args.checkpoint else "latest",
+        "overrides": args.set,
     }
     curves = training_curves(run)
     figures["training"] = curves
@@ -156,13 +198,21 @@ def main() -> int:
 
     timings = {}
     t0 = time.monotonic()
-    final = evaluate_run(run, EvalSettings(deterministic=True, tasks_per_family=goals))
+    ckpt = args.checkpoint
+    final = evaluate_run(run, EvalSettings(deterministic=True, tasks_per_family=goals), checkpoint=ckpt)
     final.save(run / "eval" / "final.json")
     timings["eval_s"] = time.monotonic() - t0
     figures["heldout"] = summary(final)
+    t0 = time.monotonic()  # the same protocol with sampled evaluation episodes (metarl eval without --deterministic)
+    sampled = evaluate_run(run, EvalSettings(deterministic=False, tasks_per_family=goals), checkpoint=ckpt)
+    sampled.save(run / "eval" / "sampled.json")
+    timings["sampled_s"] = time.monotonic() - t0
+    figures["heldout_sampled"] = summary(sampled)
     if args.agent == "rl2":
         t0 = time.monotonic()
-        control = evaluate_run(run, EvalSettings(deterministic=True, feedback=False, tasks_per_family=goals))
+        control = evaluate_run(
+            run, EvalSettings(deterministic=True, feedback=False, tasks_per_family=goals), checkpoint=ckpt
+        )
         control.save(run / "eval" / "no_feedback.json")
         timings["control_s"] = time.monotonic() - t0
         figures["control"] = {"kind": "no reward input (--no-feedback)", **summary(control)}
@@ -180,7 +230,7 @@ def main() -> int:
     args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
     h, c = figures["heldout"], figures["control"]
-    env_steps = int(curves["env_steps"][-1]) if curves["env_steps"] else 0
+    env_steps = int(h["env_steps"])  # behind the evaluated checkpoint
     print(
         f"{args.agent} on {args.benchmark}: {env_steps:,} env steps, {figures['train_wall_minutes']:.1f} min training"
     )
@@ -189,6 +239,8 @@ def main() -> int:
     s = h["success"]
     print(f"  held-out success ({s['goals']} goals): {s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] "
           f"return {h['return']:.1f}")  # fmt: skip
+    hs = figures["heldout_sampled"]["success"]
+    print(f"  held-out success, sampled evaluation episodes: {hs['mean']:.3f} [{hs['low']:.3f}, {hs['high']:.3f}]")
     print(f"  adaptation curve (success by adaptation {h['curve']['unit']}): "
           + " ".join(f"{v:.2f}" for v in h["curve"]["success"]))  # fmt: skip
     cs = c["success"]["mean"] if isinstance(c["success"], dict) else c["success"]
