@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -19,6 +19,7 @@ from torch import nn
 
 from metarl.agent import MetaTestRollouts
 from metarl.agents.distributions import action_affine, gaussian_entropy, gaussian_log_prob
+from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline
 from metarl.rollout.types import StepBatch, Trajectories
 from metarl.tasks import Task
 
@@ -415,50 +416,19 @@ def optimizer_steps_per_update(config: RL2PPOConfig, trial_length: int, num_chun
 
 def discounted_trial_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
     """Discounted returns along each trial ([L, T] time-major), across its episode boundaries; 0 at padding."""
-    out = torch.zeros_like(rewards)
-    acc = torch.zeros_like(rewards[0])
-    m = mask.to(rewards.dtype)
-    for i in range(rewards.shape[0] - 1, -1, -1):
-        acc = (rewards[i] + gamma * acc) * m[i]
-        out[i] = acc
-    return out
+    return discounted_returns(rewards.T, mask.T.to(rewards.dtype), gamma).T
 
 
 def linear_trial_baseline(
     inputs: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, reg: float = 1e-5
 ) -> torch.Tensor:
-    """metaworld-algorithms' RL² baseline: per trial, a ridge fit of the discounted returns on
-    ``[x, x², t, t², t³, 1]`` with ``x`` the policy input clipped to [-10, 10] and ``t`` the step within the
-    trial / 100; the fitted values on the same steps.  inputs [L, T, D], returns/mask [L, T] → values [L, T].
-    The ridge coefficient grows x10 (up to 5 times) for a trial whose solve is not finite.
+    """metaworld-algorithms' RL² baseline: the linear feature baseline fitted per trial, the whole trial as one
+    episode (``t`` counts steps from the trial's start), on the policy inputs.  inputs [L, T, D], returns/mask
+    [L, T] → values [L, T].
     """
-    length, trials = returns.shape
-    m = mask.to(torch.float64).T.unsqueeze(-1)  # [T, L, 1]
-    x = inputs.to(torch.float64).transpose(0, 1).clamp(-10, 10)  # [T, L, D]
-    t = (
-        (torch.arange(length, dtype=torch.float64, device=x.device) / 100.0)
-        .reshape(1, length, 1)
-        .expand(trials, -1, -1)
-    )
-    feats = torch.cat([x, x * x, t, t**2, t**3, torch.ones_like(t)], -1) * m  # [T, L, F]
-    y = returns.to(torch.float64).T.unsqueeze(-1) * m  # [T, L, 1]
-    gram = feats.transpose(1, 2) @ feats  # [T, F, F]
-    rhs = feats.transpose(1, 2) @ y
-    eye = torch.eye(gram.shape[-1], dtype=torch.float64, device=x.device)
-    coef = torch.zeros_like(rhs)
-    todo = torch.ones(trials, dtype=torch.bool, device=x.device)
-    r = reg
-    for _ in range(5):
-        idx = todo.nonzero().squeeze(1)
-        sol = torch.linalg.lstsq(gram[idx] + r * eye, rhs[idx]).solution
-        ok = torch.isfinite(sol).all(dim=(1, 2))
-        coef[idx[ok]] = sol[ok]
-        todo[idx[ok]] = False
-        if not todo.any():
-            break
-        r *= 10
-    values = (feats @ coef).squeeze(-1).T  # [L, T]
-    return (values * mask.to(torch.float64)).to(returns.dtype)
+    valid = mask.T.unsqueeze(1)  # [T, 1, L]: each trial one group of one long episode
+    feats = baseline_features(inputs.transpose(0, 1).unsqueeze(1).to(torch.float64), valid)
+    return fit_linear_baseline(feats, returns.T.unsqueeze(1), valid.to(returns.dtype), reg).squeeze(1).T
 
 
 @dataclass
@@ -472,32 +442,32 @@ class _PPOBatch:
     ret: torch.Tensor  # value targets (value baseline only)
     mask: torch.Tensor
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> _PPOBatch:
+        """The same batch with ``fn`` applied to every field."""
+        return _PPOBatch(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+
+    def __getitem__(self, index: Any) -> _PPOBatch:
+        """Every field indexed alike (a time slice, a minibatch of sequences)."""
+        return self.map(lambda x: x[index])
+
 
 def _ppo_losses(
-    policy: RL2Policy,
-    config: RL2PPOConfig,
-    mean: torch.Tensor,
-    log_std: torch.Tensor,
-    value: torch.Tensor,
-    actions: torch.Tensor,
-    old_log_prob: torch.Tensor,
-    adv: torch.Tensor,
-    ret: torch.Tensor,
-    mask: torch.Tensor,
+    config: RL2PPOConfig, mean: torch.Tensor, log_std: torch.Tensor, value: torch.Tensor, part: _PPOBatch
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped PPO loss (plus the value loss with the learned baseline) as masked means over real steps."""
-    m = mask.to(torch.float32)
+    m = part.mask.to(torch.float32)
     denom = m.sum().clamp_min(1.0)
-    log_prob = gaussian_log_prob(actions, mean, log_std)
-    log_ratio = log_prob - old_log_prob
+    log_prob = gaussian_log_prob(part.actions, mean, log_std)
+    log_ratio = log_prob - part.old_log_prob
     ratio = log_ratio.exp()
+    adv = part.adv
     pg = -torch.min(ratio * adv, ratio.clamp(1 - config.clip_eps, 1 + config.clip_eps) * adv)
     policy_loss = (pg * m).sum() / denom
     entropy = (gaussian_entropy(log_std) * m).sum() / denom
     loss = policy_loss - config.ent_coef * entropy
     stats = {"policy_loss": float(policy_loss.detach()), "entropy": float(entropy.detach())}
     if config.baseline == "value":
-        value_loss = 0.5 * ((value - ret).pow(2) * m).sum() / denom
+        value_loss = 0.5 * ((value - part.ret).pow(2) * m).sum() / denom
         loss = loss + config.vf_coef * value_loss
         stats["value_loss"] = float(value_loss.detach())
     with torch.no_grad():
@@ -512,12 +482,22 @@ def _kl_stop(stats: Mapping[str, list[float]], config: RL2PPOConfig) -> bool:
     return config.target_kl is not None and bool(kls) and kls[-1] > 1.5 * config.target_kl  # type: ignore[index]
 
 
-def _adam_step(policy: RL2Policy, optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float) -> float:
+def _train_step(
+    policy: RL2Policy,
+    optimizer: torch.optim.Optimizer,
+    config: RL2PPOConfig,
+    heads: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    part: _PPOBatch,
+    stats: dict[str, list[float]],
+) -> None:
+    """One Adam step on the PPO loss of ``part`` given the policy's (mean, log_std, value) there; records its stats."""
+    loss, st = _ppo_losses(config, *heads, part)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    norm = nn.utils.clip_grad_norm_(policy.parameters(), max_norm)
+    st["grad_norm"] = float(nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm))
     optimizer.step()
-    return float(norm)
+    for k, v in st.items():
+        stats.setdefault(k, []).append(v)
 
 
 def _update_sequential(
@@ -530,31 +510,14 @@ def _update_sequential(
     starts = chunk_starts(length, config.bptt_chunk, config.bptt_overlap)
     stats: dict[str, list[float]] = {}
     for _ in range(config.epochs):
-        if _kl_stop(stats, config):
-            break
         h = torch.zeros(trials, policy.config.gru_hidden, device=b.inputs.device)  # the state before step starts[j]
         for j, s in enumerate(starts):
             if _kl_stop(stats, config):
-                break
-            sl = slice(s, s + chunk)
-            mean, log_std, value, hidden = policy.forward_hidden(b.inputs[sl], h)
+                return stats
+            mean, log_std, value, hidden = policy.forward_hidden(b.inputs[s : s + chunk], h)
             if j + 1 < len(starts):  # the state after step starts[j + 1] - 1, carried without gradient
                 h = hidden[starts[j + 1] - s - 1].detach()
-            loss, st = _ppo_losses(
-                policy,
-                config,
-                mean,
-                log_std,
-                value,
-                b.actions[sl],
-                b.old_log_prob[sl],
-                b.adv[sl],
-                b.ret[sl],
-                b.mask[sl],
-            )
-            st["grad_norm"] = _adam_step(policy, optimizer, loss, config.max_grad_norm)
-            for k, v in st.items():
-                stats.setdefault(k, []).append(v)
+            _train_step(policy, optimizer, config, (mean, log_std, value), b[s : s + chunk], stats)
     return stats
 
 
@@ -568,30 +531,18 @@ def _update_shuffled(
     """Chunks of every trial, hidden states at their starts computed once, in random minibatches."""
     chunk = min(config.bptt_chunk, b.inputs.shape[0])
     h0 = chunk_starts_hidden(policy, b.inputs, chunk).reshape(-1, policy.config.gru_hidden)  # [M, G]
-    seq = {
-        name: as_chunks(getattr(b, name), chunk) for name in ("inputs", "actions", "old_log_prob", "adv", "ret", "mask")
-    }
-    keep = seq["mask"].any(0)  # drop all-padding chunks
-    seq = {k: v[:, keep] for k, v in seq.items()}
-    h0 = h0[keep]
+    seq = b.map(lambda x: as_chunks(x, chunk))
+    keep = seq.mask.any(0)  # drop all-padding chunks
+    seq, h0 = seq[:, keep], h0[keep]
     num_seq = int(keep.sum())
-    mb_count = min(config.minibatches, num_seq)
     stats: dict[str, list[float]] = {}
     for _ in range(config.epochs):
-        if _kl_stop(stats, config):
-            break
         perm = torch.randperm(num_seq, generator=generator).to(b.inputs.device)
-        for idx in perm.chunk(mb_count):
+        for idx in perm.chunk(min(config.minibatches, num_seq)):
             if _kl_stop(stats, config):
-                break
-            mean, log_std, value, _ = policy.forward_sequence(seq["inputs"][:, idx], h0[idx])
-            loss, st = _ppo_losses(
-                policy, config, mean, log_std, value, seq["actions"][:, idx], seq["old_log_prob"][:, idx],
-                seq["adv"][:, idx], seq["ret"][:, idx], seq["mask"][:, idx],
-            )  # fmt: skip
-            st["grad_norm"] = _adam_step(policy, optimizer, loss, config.max_grad_norm)
-            for k, v in st.items():
-                stats.setdefault(k, []).append(v)
+                return stats
+            mean, log_std, value, _ = policy.forward_sequence(seq.inputs[:, idx], h0[idx])
+            _train_step(policy, optimizer, config, (mean, log_std, value), seq[:, idx], stats)
     return stats
 
 

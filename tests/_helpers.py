@@ -45,3 +45,24 @@ def tiny_official_ml1_envs() -> Any:
         "Meta-World/ML1-test", env_name="reach-v3", seed=0, vector_strategy="sync",
         meta_batch_size=2, total_tasks_per_cls=2, max_episode_steps=15,
     )  # fmt: skip
+
+
+def one_row_step(
+    obs: Any, *, trial_start: bool, episode_start: bool, noise: Any, reward: float = 0.0, slot: int = 0
+) -> Any:
+    """A one-row StepBatch (2-d actions): the done flag is set at episode starts after the trial's first."""
+    import torch
+
+    from metarl.rollout.types import StepBatch
+
+    return StepBatch(
+        obs=obs,
+        prev_action=torch.zeros(1, 2),
+        prev_reward=torch.tensor([reward]),
+        prev_done=torch.tensor([episode_start and not trial_start]),
+        episode_start=torch.tensor([episode_start]),
+        trial_start=torch.tensor([trial_start]),
+        slot=torch.tensor([slot]),
+        task=torch.tensor([0]),
+        noise=noise,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import one_row_step
 
 from metarl.agents.rl2 import (
     RL2Policy,
@@ -138,20 +139,6 @@ def test_act_updates_only_given_slots_and_resets_exactly_at_trial_start() -> Non
     torch.testing.assert_close(h_seq[0], state2[1])
 
 
-def _one_step(obs: torch.Tensor, *, trial_start: bool, episode_start: bool, noise: torch.Tensor) -> StepBatch:
-    return StepBatch(
-        obs=obs,
-        prev_action=torch.zeros(1, 2),
-        prev_reward=torch.zeros(1),
-        prev_done=torch.tensor([episode_start and not trial_start]),
-        episode_start=torch.tensor([episode_start]),
-        trial_start=torch.tensor([trial_start]),
-        slot=torch.tensor([1]),
-        task=torch.tensor([0]),
-        noise=noise,
-    )
-
-
 @pytest.mark.parametrize("k", [0, 1, 2])
 def test_meta_test_policy_starts_every_evaluation_episode_from_the_adapted_state(k: int) -> None:
     from metarl.agents.rl2 import AdaptedStatePolicy
@@ -165,7 +152,7 @@ def test_meta_test_policy_starts_every_evaluation_episode_from_the_adapted_state
     for episode in range(k + 3):  # k adaptation episodes, then 3 evaluation episodes of 3 steps
         for t in range(3):
             obs = start_obs if t == 0 else torch.randn(1, 3, generator=g)
-            step = _one_step(obs, trial_start=episode == 0 and t == 0, episode_start=t == 0, noise=noise)
+            step = one_row_step(obs, trial_start=episode == 0 and t == 0, episode_start=t == 0, noise=noise, slot=1)
             action, state, _ = policy.act(step, state)
             if t == 0:
                 first_actions.append(action)

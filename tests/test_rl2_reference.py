@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from _helpers import one_row_step
 
 from metarl.agents.distributions import gaussian_log_prob
 from metarl.agents.rl2 import (
@@ -27,7 +28,6 @@ from metarl.agents.rl2 import (
 )
 from metarl.envs import make_distribution
 from metarl.rollout import RolloutEngine
-from metarl.rollout.types import StepBatch
 
 SMALL = RL2PolicyConfig(mlp_hidden=(16,), gru_hidden=16)
 
@@ -173,22 +173,6 @@ def test_the_std_never_falls_below_its_bound(squash: bool) -> None:
     assert float(log_std.max()) == pytest.approx(high)  # the bound is reached, not an artefact of the init
 
 
-def _step(
-    obs: torch.Tensor, *, trial_start: bool, episode_start: bool, reward: float, noise: torch.Tensor
-) -> StepBatch:
-    return StepBatch(
-        obs=obs,
-        prev_action=torch.zeros(1, 2),
-        prev_reward=torch.tensor([reward]),
-        prev_done=torch.tensor([episode_start and not trial_start]),
-        episode_start=torch.tensor([episode_start]),
-        trial_start=torch.tensor([trial_start]),
-        slot=torch.tensor([0]),
-        task=torch.tensor([0]),
-        noise=noise,
-    )
-
-
 def _walk(
     policy: AdaptedStatePolicy, episodes: int, reward: float = 2.0
 ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -201,8 +185,10 @@ def _walk(
             obs, noise = torch.randn(1, 3, generator=g), torch.randn(1, 2, generator=g)
             kw = {"trial_start": episode == 0 and t == 0, "episode_start": t == 0, "reward": reward}
             mean_state = tuple(s.clone() for s in state)
-            mean, _, _ = policy.act(dataclasses.replace(_step(obs, noise=noise, **kw), deterministic=True), mean_state)
-            action, state, _ = policy.act(_step(obs, noise=noise, **kw), state)
+            mean, _, _ = policy.act(
+                dataclasses.replace(one_row_step(obs, noise=noise, **kw), deterministic=True), mean_state
+            )
+            action, state, _ = policy.act(one_row_step(obs, noise=noise, **kw), state)
             out.append((episode, action, mean))
     return out
 

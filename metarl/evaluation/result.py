@@ -83,10 +83,7 @@ def evaluate(
     under the key ``feedback``."""
     if not tasks:
         raise ValueError("no tasks to evaluate on")
-    if feedback:
-        rollouts = agent.meta_test(engine, tasks, adaptation_episodes, eval_episodes, deterministic)
-    else:
-        rollouts = agent.meta_test(engine, tasks, adaptation_episodes, eval_episodes, deterministic, feedback=False)
+    rollouts = agent.meta_test(engine, tasks, adaptation_episodes, eval_episodes, deterministic, feedback=feedback)
     return result_from_rollouts(
         rollouts, agent.name, env_steps=env_steps, eval_episodes=eval_episodes,
         adaptation_episodes=adaptation_episodes, seed=seed, extra={"feedback": feedback},
