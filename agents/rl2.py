@@ -47,6 +47,9 @@ class RL2PolicyConfig:
     squash_heads: bool = True
     """Pass the mean and log-std heads through tanh, as metaworld-algorithms does (mean in [-1, 1], log σ in
     [-1, 1]); off: a linear mean and log σ clamped to [-5, 2]."""
+    init_log_std: float = 0.0
+    """log σ of the untrained policy (in [-1, 1]-normalised action units), set through the log-std head's
+    bias; must lie inside the heads' bounds (open interval (-1, 1) with ``squash_heads``, [-5, 2] without)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.squash_heads, bool):
@@ -59,6 +62,12 @@ class RL2PolicyConfig:
             raise ValueError(f"gru_hidden must be positive, got {self.gru_hidden!r}")
         if not math.isfinite(self.reward_scale) or self.reward_scale <= 0:
             raise ValueError(f"reward_scale must be a positive finite number, got {self.reward_scale!r}")
+        low, high = SQUASHED_LOG_STD if self.squash_heads else (LOG_STD_MIN, LOG_STD_MAX)
+        number = isinstance(self.init_log_std, (int, float)) and not isinstance(self.init_log_std, bool)
+        x = float(self.init_log_std) if number else math.nan
+        if not (low < x < high if self.squash_heads else low <= x <= high):
+            heads = "tanh heads: the open interval (-1, 1)" if self.squash_heads else "linear heads: [-5, 2]"
+            raise ValueError(f"init_log_std must lie inside the log σ bounds ({heads}), got {self.init_log_std!r}")
 
 
 class RL2Policy(nn.Module):
@@ -110,7 +119,8 @@ class RL2Policy(nn.Module):
         nn.init.orthogonal_(self.mean_head.weight, gain=0.01)
         nn.init.zeros_(self.mean_head.bias)
         nn.init.orthogonal_(self.log_std_head.weight, gain=0.01)
-        nn.init.zeros_(self.log_std_head.bias)
+        init = float(self.config.init_log_std)
+        nn.init.constant_(self.log_std_head.bias, math.atanh(init) if self.config.squash_heads else init)
 
     @property
     def device(self) -> torch.device:

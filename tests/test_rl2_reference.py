@@ -173,6 +173,17 @@ def test_the_std_never_falls_below_its_bound(squash: bool) -> None:
     assert float(log_std.max()) == pytest.approx(high)  # the bound is reached, not an artefact of the init
 
 
+@pytest.mark.parametrize(("squash", "init"), [(True, 0.0), (True, -0.9), (False, -1.0), (False, 1.5)])
+def test_the_untrained_std_is_init_log_std(squash: bool, init: float) -> None:
+    torch.manual_seed(0)
+    policy = RL2Policy(3, 2, RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6, squash_heads=squash, init_log_std=init))
+    with torch.no_grad():
+        _, log_std, _ = policy.heads(torch.randn(40, 6))
+    # the head's weights start at orthogonal x 0.01, so every state's log σ sits within 0.05 of the chosen value
+    assert (log_std - init).abs().max() < 0.05
+    assert log_std.std() > 0  # state-dependent, not a constant
+
+
 def _walk(
     policy: AdaptedStatePolicy, episodes: int, reward: float = 2.0
 ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -245,6 +256,9 @@ def test_meta_test_samples_adaptation_under_deterministic() -> None:
         (RL2PPOConfig, {"bptt_overlap": -1}, "bptt_overlap must be a non-negative integer, got -1"),
         (RL2PPOConfig, {"normalize_advantages": "yes"}, "normalize_advantages must be true or false"),
         (RL2PolicyConfig, {"squash_heads": 1}, "squash_heads must be true or false, got 1"),
+        (RL2PolicyConfig, {"init_log_std": -1.0}, r"init_log_std must lie inside .*open interval \(-1, 1\)\), got -1\.0"),
+        (RL2PolicyConfig, {"init_log_std": -6.0, "squash_heads": False}, r"linear heads: \[-5, 2\]\), got -6\.0"),
+        (RL2PolicyConfig, {"init_log_std": "low"}, "init_log_std must lie inside the log σ bounds .*got 'low'"),
     ],
 )
 def test_new_config_fields_reject_bad_values(cls: type, kwargs: dict, match: str) -> None:

@@ -7,7 +7,9 @@ pre- and post-adaptation success and return of every iteration (the meta-trainin
 metarl's inner step is ``lr x`` the per-task mean policy gradient with standardised advantages.  The
 metaworld-algorithms step (one mean over all tasks' samples, advantages divided by their variance, lr 0.1)
 equals ``0.1 / (meta_batch x sigma_A)`` in that convention; the script reports sigma_A
-(``inner/advantage_std``) and that equivalent value from the runs themselves.  Runs one after another.
+(``inner/advantage_std``) and that equivalent value from the runs themselves.  Runs one after another;
+on a machine with more cores, start one process per value (``--workers``, ``--torch-threads``) and combine
+their JSON files afterwards with ``--merge A.json B.json ... --json ALL.json``.
 """
 
 from __future__ import annotations
@@ -38,27 +40,36 @@ def read_rows(run: Path) -> list[dict[str, float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lrs", type=float, nargs="+", required=True, help="inner step sizes (metarl's convention)")
+    parser.add_argument("--lrs", type=float, nargs="+", help="inner step sizes (metarl's convention)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="combine these sweep JSON files into --json instead")
     parser.add_argument("--benchmark", default="ML1-reach-v3")
-    parser.add_argument("--total-env-steps", type=int, required=True, help="budget of each run")
-    parser.add_argument("--out", type=Path, required=True, help="parent of the run directories (lr-<value>)")
+    parser.add_argument("--total-env-steps", type=int, help="budget of each run")
+    parser.add_argument("--max-minutes", type=float, help="wall-clock budget of each run (stops at an iteration end)")
+    parser.add_argument("--out", type=Path, help="parent of the run directories (lr-<value>)")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="rollout worker processes of each run")
+    parser.add_argument("--device", default="cpu", help="device of the learner (cpu, cuda, auto)")
     args = parser.parse_args()
-
     named = get_config("maml-trpo-ml1")
+    if args.merge:
+        return write(args, named.train.meta_batch, merged(args.merge))
+    if not args.lrs or args.total_env_steps is None or args.out is None:
+        parser.error("give --lrs, --total-env-steps and --out (or --merge FILES)")
+
     runs: dict[str, Any] = {}
     for lr in args.lrs:
         run = args.out / f"lr-{lr:g}"
         train = dataclasses.replace(
             named.train, benchmark=args.benchmark, seed=args.seed, total_env_steps=args.total_env_steps,
-            eval_every=0, torch_threads=args.torch_threads,
+            eval_every=0, torch_threads=args.torch_threads, workers=args.workers, device=args.device,
+            max_minutes=args.max_minutes,
         )  # fmt: skip
         agent = dataclasses.replace(named.agent, inner_lr=lr)
         started = time.monotonic()
         if is_run_dir(run):
-            metarl.resume(run, total_env_steps=args.total_env_steps, progress=False)
+            metarl.resume(run, total_env_steps=args.total_env_steps, max_minutes=args.max_minutes, progress=False)
         else:
             metarl.train(train, agent, out=run, config_name=named.name, progress=False)
         rows = read_rows(run)
@@ -84,17 +95,26 @@ def main() -> int:
             + f"; return gap {rgap.mean():+.1f}; sigma_A {np.nanmean(r['advantage_std']):.1f}",
             flush=True,
         )
+    return write(args, named.train.meta_batch, {"benchmark": args.benchmark, "runs": runs,
+                                                 "commands": [" ".join([Path(sys.executable).name, *sys.argv])]})
+
+
+def merged(paths: list[Path]) -> dict[str, Any]:
+    parts = [json.loads(p.read_text()) for p in paths]
+    runs = {k: v for part in parts for k, v in part["runs"].items()}
+    return {"benchmark": parts[0]["benchmark"], "runs": runs, "commands": [c for p in parts for c in p["commands"]]}
+
+
+def write(args: argparse.Namespace, meta_batch: int, figures: dict[str, Any]) -> int:
+    runs = figures["runs"]
     sigma = float(np.nanmean([s for r in runs.values() for s in r["advantage_std"]]))
-    meta_batch = named.train.meta_batch
     figures = {
-        "benchmark": args.benchmark,
-        "config": named.name,
+        **figures,
+        "config": "maml-trpo-ml1",
         "meta_batch": meta_batch,
-        "total_env_steps_per_run": args.total_env_steps,
-        "runs": runs,
         "advantage_std_mean": sigma,
         "reference_equivalent_inner_lr": 0.1 / (meta_batch * sigma),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "best_by_mean_success_gap": max(runs, key=lambda k: runs[k]["mean_success_gap"]),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(figures, indent=2) + "\n")
