@@ -47,6 +47,10 @@ class RL2PolicyConfig:
     squash_heads: bool = True
     """Pass the mean and log-std heads through tanh, as metaworld-algorithms does (mean in [-1, 1], log σ in
     [-1, 1]); off: a linear mean and log σ clamped to [-5, 2]."""
+    action_input: bool = True
+    """Feed the previous action to the GRU, as metaworld-algorithms does; off: zeros in its place (the input
+    width stays the same).  The sampled action carries the exploration noise into the hidden state, which a
+    mean-action evaluation then lacks (README: Learning on Meta-World)."""
     init_log_std: float = 0.0
     """log σ of the untrained policy (in [-1, 1]-normalised action units), set through the log-std head's
     bias; must lie inside the heads' bounds (open interval (-1, 1) with ``squash_heads``, [-5, 2] without)."""
@@ -54,6 +58,8 @@ class RL2PolicyConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.squash_heads, bool):
             raise ValueError(f"squash_heads must be true or false, got {self.squash_heads!r}")
+        if not isinstance(self.action_input, bool):
+            raise ValueError(f"action_input must be true or false, got {self.action_input!r}")
         if not isinstance(self.normalize_value, bool):
             raise ValueError(f"normalize_value must be true or false, got {self.normalize_value!r}")
         if not self.mlp_hidden or any(int(w) <= 0 for w in self.mlp_hidden):
@@ -130,10 +136,11 @@ class RL2Policy(nn.Module):
     def inputs(
         self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor, prev_done: torch.Tensor
     ) -> torch.Tensor:  # [..., O + A + 2]
+        action = self.normalize_action(prev_action)
         return torch.cat(
             [
                 obs,
-                self.normalize_action(prev_action),
+                action if self.config.action_input else torch.zeros_like(action),
                 (prev_reward * self.config.reward_scale).unsqueeze(-1),
                 prev_done.to(obs.dtype).unsqueeze(-1),
             ],

@@ -184,6 +184,24 @@ def test_the_untrained_std_is_init_log_std(squash: bool, init: float) -> None:
     assert log_std.std() > 0  # state-dependent, not a constant
 
 
+@pytest.mark.parametrize("action_input", [True, False])
+def test_action_input_off_hides_the_previous_action(action_input: bool) -> None:
+    torch.manual_seed(0)
+    policy = RL2Policy(3, 2, RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6, action_input=action_input))
+    obs, noise = torch.randn(1, 3), torch.zeros(1, 2)
+    outs = []
+    for prev in (torch.zeros(1, 2), torch.tensor([[0.9, -0.7]])):
+        step = one_row_step(obs, trial_start=False, episode_start=False, noise=noise, reward=1.0)
+        step.prev_action = prev
+        action, state, _ = policy.act(step, torch.randn(1, 6, generator=torch.Generator().manual_seed(1)))
+        outs.append((action, state))
+    same = torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    assert same != action_input  # off: action and next hidden state ignore it; on: they depend on it
+    # the training path reads the same inputs
+    x = policy.inputs(obs, torch.tensor([[0.9, -0.7]]), torch.tensor([1.0]), torch.tensor([False]))
+    assert x.shape == (1, 3 + 2 + 2) and bool((x[:, 3:5] == 0).all()) != action_input
+
+
 def _walk(
     policy: AdaptedStatePolicy, episodes: int, reward: float = 2.0
 ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -256,8 +274,9 @@ def test_meta_test_samples_adaptation_under_deterministic() -> None:
         (RL2PPOConfig, {"bptt_overlap": -1}, "bptt_overlap must be a non-negative integer, got -1"),
         (RL2PPOConfig, {"normalize_advantages": "yes"}, "normalize_advantages must be true or false"),
         (RL2PolicyConfig, {"squash_heads": 1}, "squash_heads must be true or false, got 1"),
-        (RL2PolicyConfig, {"init_log_std": -1.0}, r"init_log_std must lie inside .*open interval \(-1, 1\)\), got -1\.0"),
+        (RL2PolicyConfig, {"init_log_std": -1.0}, r"open interval \(-1, 1\)\), got -1\.0"),
         (RL2PolicyConfig, {"init_log_std": -6.0, "squash_heads": False}, r"linear heads: \[-5, 2\]\), got -6\.0"),
+        (RL2PolicyConfig, {"action_input": "no"}, "action_input must be true or false, got 'no'"),
         (RL2PolicyConfig, {"init_log_std": "low"}, "init_log_std must lie inside the log σ bounds .*got 'low'"),
     ],
 )

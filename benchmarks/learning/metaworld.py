@@ -114,10 +114,20 @@ def training_curves(run: Path) -> dict[str, Any]:
         r = load_eval_result(path)
         periodic.append({"env_steps": r.env_steps, "success": r.success_mean, "return": r.return_mean,
                          "curve_success": r.curve["success"], "goals": len(r.per_task)})  # fmt: skip
+    maml = "charts/post_adaptation_success" in (rows[0] if rows else {})
     return {
         "env_steps": col("charts/env_steps"),
-        "train_success": col("charts/success_rate"),
-        "train_return": col("charts/episode_return"),
+        # RL²: over the whole trial; MAML: after the inner step (pre-adaptation under train_pre_*)
+        "train_success": col("charts/post_adaptation_success" if maml else "charts/success_rate"),
+        "train_return": col("charts/post_adaptation_return" if maml else "charts/episode_return"),
+        **(
+            {
+                "train_pre_success": col("charts/pre_adaptation_success"),
+                "train_pre_return": col("charts/pre_adaptation_return"),
+            }
+            if maml
+            else {}
+        ),
         "entropy": col("losses/entropy"),
         "iteration_s": col("time/iteration_s"),
         "periodic_heldout": periodic,

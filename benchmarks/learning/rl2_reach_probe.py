@@ -1,0 +1,117 @@
+"""Why an RL² agent that succeeds with sampled actions fails with the mean action: follow whole trials on
+held-out ML1-reach goals and print, per episode, the closest and the final distance of the hand to the
+hidden goal (``info["obj_to_target"]``, metres; success is within 0.05 at any step).
+
+    python benchmarks/learning/rl2_reach_probe.py runs/rl2-reach --goals 8 --modes sample mean meanfeed
+
+Each trial is 10 sampled adaptation episodes, then 3 evaluation episodes from the adapted hidden state, as
+``metarl eval``.  Evaluation episodes per mode:
+
+- ``sample``: sampled actions (``metarl eval`` without ``--deterministic``);
+- ``mean``: the mean action (``metarl eval --deterministic``);
+- ``meanfeed``: the mean action is executed, but the GRU is fed a sampled action as its previous action
+  (a probe, not a protocol): it tells whether the noise reaching the hidden state through that input is
+  what the search relies on.
+
+One env, one trial at a time, single-threaded; the same noise seeds for every mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import metarl  # noqa: E402
+from metarl.rollout.types import StepBatch  # noqa: E402
+from metarl.training import make_run_distribution, read_run_config  # noqa: E402
+
+MODES = ("sample", "mean", "meanfeed")
+ADAPTATION, EVALUATION = 10, 3
+
+
+def trial(policy, dist, env, task, mode: str, seed: int) -> list[tuple[float, float, bool]]:  # type: ignore[no-untyped-def]
+    """(closest distance, final distance, success) of each episode of one trial."""
+    g = torch.Generator().manual_seed(seed)
+    dist.set_task(env, task)
+    hidden = policy.initial_state(1)
+    adapted = hidden
+    episodes = []
+    for ep in range(ADAPTATION + EVALUATION):
+        obs, _ = env.reset(seed=seed * 100 + ep)
+        prev_action, prev_reward = torch.zeros(1, policy.action_dim), torch.zeros(1)
+        if ep == ADAPTATION:
+            adapted = hidden.clone()
+        elif ep > ADAPTATION:
+            hidden = adapted.clone()
+        evaluation = ep >= ADAPTATION
+        closest, success = float("inf"), False
+        for t in range(dist.max_episode_steps):
+            step = StepBatch(
+                obs=torch.as_tensor(obs, dtype=torch.float32)[None], prev_action=prev_action,
+                prev_reward=prev_reward, prev_done=torch.tensor([ep > 0 and t == 0]),
+                episode_start=torch.tensor([t == 0]), trial_start=torch.tensor([ep == 0 and t == 0]),
+                slot=torch.tensor([0]), task=torch.tensor([0]),
+                noise=torch.randn(1, policy.action_dim, generator=g),
+                deterministic=evaluation and mode in ("mean", "meanfeed"),
+            )  # fmt: skip
+            before = hidden
+            action, hidden, _ = policy.act(step, hidden)
+            fed = action
+            if evaluation and mode == "meanfeed":  # what a sampled action would have been, fed but not executed
+                with torch.no_grad():
+                    x = policy.encoder(policy.inputs(step.obs, step.prev_action, step.prev_reward, step.prev_done))
+                    mean, log_std, _ = policy.heads(policy.gru(x[None], before[None])[0][0])
+                fed = policy.action_bias + policy.action_scale * (
+                    mean + log_std.exp() * torch.randn(1, policy.action_dim, generator=g)
+                )
+            obs, reward, terminated, truncated, info = env.step(action[0].numpy())
+            prev_action, prev_reward = fed, torch.tensor([float(reward)])
+            closest = min(closest, float(info["obj_to_target"]))
+            success = success or bool(info.get("success", 0.0))
+            if terminated or truncated:
+                break
+        episodes.append((closest, float(info["obj_to_target"]), success))
+    return episodes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="an RL² run directory on ML1-reach")
+    parser.add_argument("--checkpoint", type=Path, help="default: the run's latest")
+    parser.add_argument("--goals", type=int, default=8, help="the first N held-out goals")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    agent = metarl.load(args.run, args.checkpoint)
+    policy = getattr(agent, "policy", None)
+    train, _, _ = read_run_config(args.run)
+    if policy is None or not hasattr(policy, "gru") or not train.benchmark.startswith("ML1-reach"):
+        raise SystemExit(f"rl2_reach_probe.py: {args.run} is not an RL² run on ML1-reach ({train.benchmark})")
+    dist = make_run_distribution(train)
+    tasks = dist.tasks("test")[: args.goals]
+    env = dist.make_env(tasks[0].family)
+    print("per goal: closest / final distance in cm of the last adaptation episode and the 3 evaluation "
+          "episodes (* = success)")  # fmt: skip
+    for mode in args.modes:
+        success = []
+        for i, task in enumerate(tasks):
+            eps = trial(policy, dist, env, task, mode, seed=i)
+            success.append([s for _, _, s in eps])
+            shown = " ".join(f"{c * 100:4.1f}/{f * 100:4.1f}{'*' if s else ' '}" for c, f, s in eps[ADAPTATION - 1 :])
+            print(f"{mode:8s} goal {i}: {shown}", flush=True)
+        rate = np.mean(success, axis=0)
+        print(f"{mode:8s} success, adaptation episodes {rate[:ADAPTATION].mean():.2f}, "
+              f"evaluation episodes {rate[ADAPTATION:].mean():.2f}")  # fmt: skip
+    env.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
