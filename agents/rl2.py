@@ -51,6 +51,12 @@ class RL2PolicyConfig:
     """Feed the previous action to the GRU, as metaworld-algorithms does; off: zeros in its place (the input
     width stays the same).  The sampled action carries the exploration noise into the hidden state, which a
     mean-action evaluation then lacks (README: Learning on Meta-World)."""
+    log_std_cap_end: float | None = None
+    """A schedule on the largest log σ: from the heads' upper bound down to this value, linearly over
+    ``log_std_cap_steps`` training env steps, then held (None: no schedule).  Exploration early, a policy
+    whose mean does the work late (what a mean-action evaluation scores)."""
+    log_std_cap_steps: int = 1_000_000
+    """Training env steps over which the log σ cap falls to ``log_std_cap_end``."""
     init_log_std: float = 0.0
     """log σ of the untrained policy (in [-1, 1]-normalised action units), set through the log-std head's
     bias; must lie inside the heads' bounds (open interval (-1, 1) with ``squash_heads``, [-5, 2] without)."""
@@ -69,6 +75,14 @@ class RL2PolicyConfig:
         if not math.isfinite(self.reward_scale) or self.reward_scale <= 0:
             raise ValueError(f"reward_scale must be a positive finite number, got {self.reward_scale!r}")
         low, high = SQUASHED_LOG_STD if self.squash_heads else (LOG_STD_MIN, LOG_STD_MAX)
+        if self.log_std_cap_end is not None:
+            end = self.log_std_cap_end
+            if isinstance(end, bool) or not isinstance(end, (int, float)) or not low <= end <= high:
+                raise ValueError(f"log_std_cap_end must be None or lie in the heads' log σ bounds [{low:g}, {high:g}], "
+                                 f"got {end!r}")  # fmt: skip
+        steps = self.log_std_cap_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+            raise ValueError(f"log_std_cap_steps must be a positive integer, got {steps!r}")
         number = isinstance(self.init_log_std, (int, float)) and not isinstance(self.init_log_std, bool)
         x = float(self.init_log_std) if number else math.nan
         if not (low < x < high if self.squash_heads else low <= x <= high):
@@ -92,6 +106,7 @@ class RL2Policy(nn.Module):
     ret_mean: torch.Tensor
     ret_std: torch.Tensor
     ret_count: torch.Tensor
+    log_std_cap: torch.Tensor
 
     def __init__(
         self,
@@ -112,6 +127,8 @@ class RL2Policy(nn.Module):
         self.register_buffer("ret_mean", torch.zeros(()))
         self.register_buffer("ret_std", torch.ones(()))
         self.register_buffer("ret_count", torch.zeros((), dtype=torch.float64))
+        # the log σ cap of the schedule (log_std_cap_end); not saved: the agent sets it from its env steps
+        self.register_buffer("log_std_cap", torch.tensor(self.log_std_bounds[1]), persistent=False)
         in_dim = self.obs_dim + self.action_dim + 2
         layers: list[nn.Module] = []
         for width in self.config.mlp_hidden:
@@ -179,7 +196,16 @@ class RL2Policy(nn.Module):
             mean, log_std = torch.tanh(mean), torch.tanh(log_std)
         else:
             log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        if self.config.log_std_cap_end is not None:
+            log_std = torch.minimum(log_std, self.log_std_cap)
         return mean, log_std, self.value_head(hidden).squeeze(-1)
+
+    def set_log_std_cap(self, env_steps: int) -> float:
+        """Move the log σ cap to where the schedule puts it after ``env_steps`` training steps."""
+        high, end = self.log_std_bounds[1], self.config.log_std_cap_end
+        cap = high if end is None else high + (end - high) * min(1.0, env_steps / self.config.log_std_cap_steps)
+        self.log_std_cap.fill_(cap)
+        return cap
 
     # -- engine contract --------------------------------------------------------------------
     def initial_state(self, num_slots: int) -> torch.Tensor:  # [S, G]
@@ -662,8 +688,10 @@ class RL2Agent:
         self.generator = torch.Generator().manual_seed(seed)
         # Adaptation episodes are sampled; the official cross-check's exact mode turns this off on both sides.
         self.sample_adaptation = True
+        self.env_steps = 0  # training steps so far, for the log σ cap schedule
 
     def meta_train_step(self, engine: Any, tasks: Sequence[Task]) -> dict[str, float]:
+        cap = self.policy.set_log_std_cap(self.env_steps)
         t0 = time.perf_counter()
         traj = engine.collect(
             self.policy, list(tasks), episodes_per_task=self.episodes_per_task,
@@ -676,6 +704,7 @@ class RL2Agent:
         success = traj.episode_success.float()
         k = self.config.episodes_per_trial
         by_position = returns.reshape(returns.shape[0], -1, k)  # [N, trials, k]
+        self.env_steps += int(traj.num_steps)
         return {
             "env_steps": float(traj.num_steps),
             "charts/episode_return": float(returns.mean()),
@@ -683,6 +712,7 @@ class RL2Agent:
             "charts/first_episode_return": float(by_position[..., 0].mean()),
             "charts/last_episode_return": float(by_position[..., -1].mean()),
             **{f"losses/{name}": value for name, value in losses.items()},
+            **({"charts/log_std_cap": cap} if self.config.policy.log_std_cap_end is not None else {}),
             "time/sampling_s": t1 - t0,
             "time/learning_s": t2 - t1,
         }
@@ -731,12 +761,15 @@ class RL2Agent:
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "env_steps": self.env_steps,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
+        self.env_steps = int(state.get("env_steps", 0))  # checkpoints from before the schedule lack it
+        self.policy.set_log_std_cap(self.env_steps)
 
 
 def build(observation_space: Any, action_space: Any, config: RL2Config, train: Any, device: torch.device) -> RL2Agent:

@@ -202,6 +202,33 @@ def test_action_input_off_hides_the_previous_action(action_input: bool) -> None:
     assert x.shape == (1, 3 + 2 + 2) and bool((x[:, 3:5] == 0).all()) != action_input
 
 
+def test_the_log_std_cap_falls_on_schedule_and_survives_a_checkpoint() -> None:
+    cfg = RL2PolicyConfig(
+        mlp_hidden=(8,), gru_hidden=6, squash_heads=False, log_std_cap_end=-1.5, log_std_cap_steps=100
+    )
+    agent = RL2Agent(3, 2, RL2Config(episodes_per_trial=1, policy=cfg), episodes_per_task=1)
+    p = agent.policy
+    with torch.no_grad():
+        p.log_std_head.bias.fill_(1.0)  # every state wants log σ = 1
+    hidden = torch.randn(20, 6)
+    # linear from the heads' upper bound (2) at step 0 to -1.5 at step 100, then held
+    for steps, cap in [(0, 2.0), (50, 0.25), (100, -1.5), (400, -1.5)]:
+        assert p.set_log_std_cap(steps) == pytest.approx(cap)
+        with torch.no_grad():
+            log_std = p.heads(hidden)[1]
+        assert float(log_std.max()) <= cap + 1e-6
+        # the head alone gives about 1 (bias 1, weights x 0.01): capped where the cap is lower, untouched elsewhere
+        assert float(log_std.max()) == pytest.approx(min(cap, 1.0), abs=0.05)
+    with torch.no_grad():
+        assert float(p.heads(hidden)[1].max()) == pytest.approx(-1.5)  # the cap binds
+    agent.env_steps = 50
+    state = agent.state_dict()
+    fresh = RL2Agent(3, 2, RL2Config(episodes_per_trial=1, policy=cfg), episodes_per_task=1)
+    fresh.load_state_dict(state)
+    assert fresh.env_steps == 50 and float(fresh.policy.log_std_cap) == pytest.approx(0.25)
+    assert "log_std_cap" not in state["policy"]  # recomputed, so checkpoints from before the schedule still load
+
+
 def _walk(
     policy: AdaptedStatePolicy, episodes: int, reward: float = 2.0
 ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -276,6 +303,8 @@ def test_meta_test_samples_adaptation_under_deterministic() -> None:
         (RL2PolicyConfig, {"squash_heads": 1}, "squash_heads must be true or false, got 1"),
         (RL2PolicyConfig, {"init_log_std": -1.0}, r"open interval \(-1, 1\)\), got -1\.0"),
         (RL2PolicyConfig, {"init_log_std": -6.0, "squash_heads": False}, r"linear heads: \[-5, 2\]\), got -6\.0"),
+        (RL2PolicyConfig, {"log_std_cap_end": -2.0}, r"log_std_cap_end must be None or lie in .*\[-1, 1\], got -2\.0"),
+        (RL2PolicyConfig, {"log_std_cap_steps": 0}, "log_std_cap_steps must be a positive integer, got 0"),
         (RL2PolicyConfig, {"action_input": "no"}, "action_input must be true or false, got 'no'"),
         (RL2PolicyConfig, {"init_log_std": "low"}, "init_log_std must lie inside the log σ bounds .*got 'low'"),
     ],
