@@ -95,8 +95,11 @@ def main() -> int:
             + f"; return gap {rgap.mean():+.1f}; sigma_A {np.nanmean(r['advantage_std']):.1f}",
             flush=True,
         )
-    return write(args, named.train.meta_batch, {"benchmark": args.benchmark, "runs": runs,
-                                                 "commands": [" ".join([Path(sys.executable).name, *sys.argv])]})
+    return write(
+        args,
+        named.train.meta_batch,
+        {"benchmark": args.benchmark, "runs": runs, "commands": [" ".join([Path(sys.executable).name, *sys.argv])]},
+    )
 
 
 def merged(paths: list[Path]) -> dict[str, Any]:
