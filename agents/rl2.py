@@ -31,6 +31,11 @@ BASELINES = ("linear", "value")
 CHUNK_ORDERS = ("sequential", "shuffled")
 
 
+def _number(value: Any) -> float:
+    """``value`` as a float if it is a real number (not a bool), else NaN (which fails every bound check)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
 @dataclass(frozen=True)
 class RL2PolicyConfig:
     """Network shape of the RL² policy."""
@@ -62,12 +67,9 @@ class RL2PolicyConfig:
     bias; must lie inside the heads' bounds (open interval (-1, 1) with ``squash_heads``, [-5, 2] without)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.squash_heads, bool):
-            raise ValueError(f"squash_heads must be true or false, got {self.squash_heads!r}")
-        if not isinstance(self.action_input, bool):
-            raise ValueError(f"action_input must be true or false, got {self.action_input!r}")
-        if not isinstance(self.normalize_value, bool):
-            raise ValueError(f"normalize_value must be true or false, got {self.normalize_value!r}")
+        for name in ("squash_heads", "action_input", "normalize_value"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not self.mlp_hidden or any(int(w) <= 0 for w in self.mlp_hidden):
             raise ValueError(f"mlp_hidden must be a non-empty tuple of positive widths, got {self.mlp_hidden!r}")
         if self.gru_hidden <= 0:
@@ -75,16 +77,14 @@ class RL2PolicyConfig:
         if not math.isfinite(self.reward_scale) or self.reward_scale <= 0:
             raise ValueError(f"reward_scale must be a positive finite number, got {self.reward_scale!r}")
         low, high = SQUASHED_LOG_STD if self.squash_heads else (LOG_STD_MIN, LOG_STD_MAX)
-        if self.log_std_cap_end is not None:
-            end = self.log_std_cap_end
-            if isinstance(end, bool) or not isinstance(end, (int, float)) or not low <= end <= high:
-                raise ValueError(f"log_std_cap_end must be None or lie in the heads' log σ bounds [{low:g}, {high:g}], "
-                                 f"got {end!r}")  # fmt: skip
+        end = self.log_std_cap_end
+        if end is not None and not low <= _number(end) <= high:
+            raise ValueError(f"log_std_cap_end must be None or lie in the heads' log σ bounds [{low:g}, {high:g}], "
+                             f"got {end!r}")  # fmt: skip
         steps = self.log_std_cap_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
             raise ValueError(f"log_std_cap_steps must be a positive integer, got {steps!r}")
-        number = isinstance(self.init_log_std, (int, float)) and not isinstance(self.init_log_std, bool)
-        x = float(self.init_log_std) if number else math.nan
+        x = _number(self.init_log_std)
         if not (low < x < high if self.squash_heads else low <= x <= high):
             heads = "tanh heads: the open interval (-1, 1)" if self.squash_heads else "linear heads: [-5, 2]"
             raise ValueError(f"init_log_std must lie inside the log σ bounds ({heads}), got {self.init_log_std!r}")
