@@ -203,7 +203,8 @@ class GaussianMLPPolicy(nn.Module):
         return dict(self.named_parameters())
 
     def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
-        return (action - self.action_bias) / self.action_scale
+        # the buffers follow the input's device (a CUDA policy may be given host tensors)
+        return (action - self.action_bias.to(action.device)) / self.action_scale.to(action.device)
 
     def call(self, params: Params, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """mean, log_std of the policy with weights ``params`` (shared: one set for all rows)."""

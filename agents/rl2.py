@@ -166,7 +166,8 @@ class RL2Policy(nn.Module):
 
     def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
         """Env action → the policy's [-1, 1] units."""
-        return (action - self.action_bias) / self.action_scale
+        # the buffers follow the input: the learner prepares trial batches on the CPU for a CUDA policy
+        return (action - self.action_bias.to(action.device)) / self.action_scale.to(action.device)
 
     def denormalize_value(self, value: torch.Tensor) -> torch.Tensor:
         return value * self.ret_std + self.ret_mean
