@@ -31,6 +31,13 @@ BASELINES = ("linear", "value")
 CHUNK_ORDERS = ("sequential", "shuffled")
 
 
+def log_std_bounds(squash_heads: bool, log_std_min: float | None) -> tuple[float, float]:
+    """(lowest, highest) log σ of the heads: the tanh heads' [-1, 1] or the linear heads' [-5, 2], with the
+    lower end moved to ``log_std_min`` when it is set."""
+    low, high = SQUASHED_LOG_STD if squash_heads else (LOG_STD_MIN, LOG_STD_MAX)
+    return (low if log_std_min is None else float(log_std_min)), high
+
+
 def _number(value: Any) -> float:
     """``value`` as a float if it is a real number (not a bool), else NaN (which fails every bound check)."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
@@ -65,6 +72,10 @@ class RL2PolicyConfig:
     init_log_std: float = 0.0
     """log σ of the untrained policy (in [-1, 1]-normalised action units), set through the log-std head's
     bias; must lie inside the heads' bounds (open interval (-1, 1) with ``squash_heads``, [-5, 2] without)."""
+    log_std_min: float | None = None
+    """The lowest log σ (None: the heads' own, -1 with tanh heads as metaworld-algorithms, -5 linear).  With
+    tanh heads log σ = lo + (1 - lo)(tanh(x) + 1) / 2, which is tanh(x) at the default.  A floor below -1
+    lets the sampled policy approach the mean action a deterministic evaluation scores."""
 
     def __post_init__(self) -> None:
         for name in ("squash_heads", "action_input", "normalize_value"):
@@ -76,7 +87,12 @@ class RL2PolicyConfig:
             raise ValueError(f"gru_hidden must be positive, got {self.gru_hidden!r}")
         if not math.isfinite(self.reward_scale) or self.reward_scale <= 0:
             raise ValueError(f"reward_scale must be a positive finite number, got {self.reward_scale!r}")
-        low, high = SQUASHED_LOG_STD if self.squash_heads else (LOG_STD_MIN, LOG_STD_MAX)
+        if self.log_std_min is not None:
+            top = log_std_bounds(self.squash_heads, None)[1]
+            if not -10.0 <= _number(self.log_std_min) < top:
+                raise ValueError(f"log_std_min must be None or a number in [-10, {top:g}) (the heads' upper log σ), "
+                                 f"got {self.log_std_min!r}")  # fmt: skip
+        low, high = log_std_bounds(self.squash_heads, self.log_std_min)
         end = self.log_std_cap_end
         if end is not None and not low <= _number(end) <= high:
             raise ValueError(f"log_std_cap_end must be None or lie in the heads' log σ bounds [{low:g}, {high:g}], "
@@ -86,7 +102,11 @@ class RL2PolicyConfig:
             raise ValueError(f"log_std_cap_steps must be a positive integer, got {steps!r}")
         x = _number(self.init_log_std)
         if not (low < x < high if self.squash_heads else low <= x <= high):
-            heads = "tanh heads: the open interval (-1, 1)" if self.squash_heads else "linear heads: [-5, 2]"
+            heads = (
+                f"tanh heads: the open interval ({low:g}, {high:g})"
+                if self.squash_heads
+                else f"linear heads: [{low:g}, {high:g}]"
+            )
             raise ValueError(f"init_log_std must lie inside the log σ bounds ({heads}), got {self.init_log_std!r}")
 
 
@@ -143,7 +163,11 @@ class RL2Policy(nn.Module):
         nn.init.zeros_(self.mean_head.bias)
         nn.init.orthogonal_(self.log_std_head.weight, gain=0.01)
         init = float(self.config.init_log_std)
-        nn.init.constant_(self.log_std_head.bias, math.atanh(init) if self.config.squash_heads else init)
+        low, high = self.log_std_bounds
+        nn.init.constant_(
+            self.log_std_head.bias,
+            math.atanh((2 * init - low - high) / (high - low)) if self.config.squash_heads else init,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -188,15 +212,18 @@ class RL2Policy(nn.Module):
 
     @property
     def log_std_bounds(self) -> tuple[float, float]:
-        return SQUASHED_LOG_STD if self.config.squash_heads else (LOG_STD_MIN, LOG_STD_MAX)
+        return log_std_bounds(self.config.squash_heads, self.config.log_std_min)
 
     def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """mean [..., A], log_std [..., A], value [...] from GRU outputs [..., G]."""
         mean, log_std = self.mean_head(hidden), self.log_std_head(hidden)
+        low, high = self.log_std_bounds
         if self.config.squash_heads:
             mean, log_std = torch.tanh(mean), torch.tanh(log_std)
+            if low != SQUASHED_LOG_STD[0]:  # the tanh range stretched onto [low, high]
+                log_std = low + (high - low) * 0.5 * (log_std + 1.0)
         else:
-            log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+            log_std = log_std.clamp(low, high)
         if self.config.log_std_cap_end is not None:
             log_std = torch.minimum(log_std, self.log_std_cap)
         return mean, log_std, self.value_head(hidden).squeeze(-1)

@@ -155,12 +155,16 @@ def test_sequential_chunks_start_from_the_hidden_state_the_trial_reached(mw_batc
     assert (logp - batch.log_prob[600:850]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("squash", [True, False])
-def test_the_std_never_falls_below_its_bound(squash: bool) -> None:
-    policy = RL2Policy(3, 2, RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6, squash_heads=squash))
-    low, high = (-1.0, 1.0) if squash else (-5.0, 2.0)
+@pytest.mark.parametrize(
+    ("squash", "floor", "low", "high"),
+    [(True, None, -1.0, 1.0), (False, None, -5.0, 2.0), (True, -2.5, -2.5, 1.0), (False, -3.0, -3.0, 2.0)],
+)
+def test_the_std_never_falls_below_its_bound(squash: bool, floor: float | None, low: float, high: float) -> None:
+    cfg = RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6, squash_heads=squash, log_std_min=floor)
+    policy = RL2Policy(3, 2, cfg)
     assert policy.log_std_bounds == (low, high)
     hidden = torch.randn(50, 6) * 3
+    reached = []
     for bias in (-1e3, 0.0, 1e3):
         with torch.no_grad():
             policy.log_std_head.bias.fill_(bias)
@@ -170,17 +174,45 @@ def test_the_std_never_falls_below_its_bound(squash: bool) -> None:
         assert float(log_std.min()) >= low and float(log_std.max()) <= high
         if squash:  # the mean stays in the [-1, 1] action box too
             assert float(mean.abs().max()) <= 1.0
-    assert float(log_std.max()) == pytest.approx(high)  # the bound is reached, not an artefact of the init
+        reached.append(log_std)
+    # both bounds are reached, not an artefact of the init
+    assert float(reached[0].min()) == pytest.approx(low) and float(reached[-1].max()) == pytest.approx(high)
 
 
-@pytest.mark.parametrize(("squash", "init"), [(True, 0.0), (True, -0.9), (False, -1.0), (False, 1.5)])
-def test_the_untrained_std_is_init_log_std(squash: bool, init: float) -> None:
+def test_the_default_tanh_floor_is_the_references_tanh() -> None:
     torch.manual_seed(0)
-    policy = RL2Policy(3, 2, RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6, squash_heads=squash, init_log_std=init))
+    hidden = torch.randn(30, 6) * 3
+    ref = RL2Policy(3, 2, RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6))
+    # the same weights with the floor written out as -1 take the stretched path: tanh(x) again
+    explicit = RL2Policy(3, 2, RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6, log_std_min=-1.0 - 1e-12))
+    explicit.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        a, b = ref.heads(hidden)[1], explicit.heads(hidden)[1]
+    torch.testing.assert_close(a, torch.tanh(ref.log_std_head(hidden)))
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("squash", "init", "floor"),
+    [
+        (True, 0.0, None),
+        (True, -0.9, None),
+        (False, -1.0, None),
+        (False, 1.5, None),
+        (True, -2.0, -2.5),
+        (True, 0.0, -3),
+    ],
+)
+def test_the_untrained_std_is_init_log_std(squash: bool, init: float, floor: float | None) -> None:
+    torch.manual_seed(0)
+    cfg = RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6, squash_heads=squash, init_log_std=init, log_std_min=floor)
+    policy = RL2Policy(3, 2, cfg)
     with torch.no_grad():
         _, log_std, _ = policy.heads(torch.randn(40, 6))
     # the head's weights start at orthogonal x 0.01, so every state's log σ sits within 0.05 of the chosen value
-    assert (log_std - init).abs().max() < 0.05
+    # (in tanh units: a floor below -1 stretches the tanh range, and the tolerance with it)
+    low, high = policy.log_std_bounds
+    assert (log_std - init).abs().max() < 0.05 * max(1.0, (high - low) / 2)
     assert log_std.std() > 0  # state-dependent, not a constant
 
 
@@ -304,6 +336,15 @@ def test_meta_test_samples_adaptation_under_deterministic() -> None:
         (RL2PolicyConfig, {"init_log_std": -1.0}, r"open interval \(-1, 1\)\), got -1\.0"),
         (RL2PolicyConfig, {"init_log_std": -6.0, "squash_heads": False}, r"linear heads: \[-5, 2\]\), got -6\.0"),
         (RL2PolicyConfig, {"log_std_cap_end": -2.0}, r"log_std_cap_end must be None or lie in .*\[-1, 1\], got -2\.0"),
+        (RL2PolicyConfig, {"log_std_min": 1.0}, r"log_std_min must be None or a number in \[-10, 1\) .*got 1\.0"),
+        (RL2PolicyConfig, {"log_std_min": -11}, r"log_std_min must be None or a number in \[-10, 1\) .*got -11"),
+        (RL2PolicyConfig, {"log_std_min": "low"}, r"log_std_min must be None or a number .*got 'low'"),
+        (
+            RL2PolicyConfig,
+            {"log_std_min": -2.0, "squash_heads": False, "init_log_std": -2.5},
+            r"\[-2, 2\]\), got -2\.5",
+        ),
+        (RL2PolicyConfig, {"log_std_min": -2.0, "init_log_std": -2.0}, r"open interval \(-2, 1\)\), got -2\.0"),
         (RL2PolicyConfig, {"log_std_cap_steps": 0}, "log_std_cap_steps must be a positive integer, got 0"),
         (RL2PolicyConfig, {"action_input": "no"}, "action_input must be true or false, got 'no'"),
         (RL2PolicyConfig, {"init_log_std": "low"}, "init_log_std must lie inside the log σ bounds .*got 'low'"),
