@@ -32,6 +32,7 @@ from metarl.agent import MetaTestRollouts
 from metarl.agents.distributions import action_affine, gaussian_kl, gaussian_log_prob
 from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline
 from metarl.rollout.types import StepBatch, Trajectories
+from metarl.stops import stop_point
 from metarl.tasks import Task
 
 Params = dict[str, torch.Tensor]
@@ -505,6 +506,8 @@ def trpo_step(
     for j in range(config.ls_steps):
         frac = config.ls_backtrack**j
         set_flat(old_flat - frac * full_step)
+        if j == 0:  # a test may stop the run here, with θ at a trial step (metarl.stops)
+            stop_point("update")
         with torch.no_grad():  # the inner steps still take their gradients, as constants
             trial = adapt_params(policy, policy.params(), pre, config.inner_lr, create_graph=False)
             l_new, kl_new = surrogate_loss(policy, trial, post, old)

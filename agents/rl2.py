@@ -21,6 +21,7 @@ from metarl.agent import MetaTestRollouts
 from metarl.agents.distributions import action_affine, gaussian_entropy, gaussian_log_prob
 from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline
 from metarl.rollout.types import StepBatch, Trajectories
+from metarl.stops import stop_point
 from metarl.tasks import Task
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -569,6 +570,8 @@ def _train_step(
     optimizer.step()
     for k, v in st.items():
         stats.setdefault(k, []).append(v)
+    if len(stats["policy_loss"]) == 1:  # a test may stop the run here, partway through the update
+        stop_point("update")
 
 
 def _update_sequential(

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from metarl.stops import Terminated
+
 EXIT_USER_ERROR = 2
 
 
@@ -562,6 +564,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("metarl: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"metarl: {exc}", file=sys.stderr)
+        return Terminated.exit_code
     except (UserError, ValueError, FileNotFoundError) as exc:
         if os.environ.get("METARL_DEBUG"):
             raise

@@ -130,11 +130,21 @@ def run_metadata() -> dict[str, Any]:
     }
 
 
-def save_checkpoint(run_dir: Path, state: Mapping[str, Any], iteration: int, keep_every: bool = True) -> Path:
-    """Save ``state`` (tensors, numbers, strings, lists and dicts of them) atomically."""
+def checkpoint_bytes(state: Mapping[str, Any]) -> bytes:
+    """``state`` (tensors, numbers, strings, lists and dicts of them) serialised as a checkpoint file: a copy
+    that later in-place updates of the live tensors cannot reach."""
     buf = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
-    data = buf.getvalue()
+    return buf.getvalue()
+
+
+def save_checkpoint(run_dir: Path, state: Mapping[str, Any], iteration: int, keep_every: bool = True) -> Path:
+    """Save ``state`` atomically as ``latest.pt`` (and ``iter-N.pt``)."""
+    return write_checkpoint(run_dir, checkpoint_bytes(state), iteration, keep_every)
+
+
+def write_checkpoint(run_dir: Path, data: bytes, iteration: int, keep_every: bool = True) -> Path:
+    """Write serialised checkpoint ``data`` (:func:`checkpoint_bytes`) atomically."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     latest = ckpt_dir / LATEST_CHECKPOINT
     atomic_write_bytes(latest, data)

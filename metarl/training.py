@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,11 +31,13 @@ from metarl.run import (
     ProgressLog,
     RunDirError,
     atomic_write_json,
+    checkpoint_bytes,
     load_checkpoint,
     prepare_run_dir,
     run_metadata,
-    save_checkpoint,
+    write_checkpoint,
 )
+from metarl.stops import catch_sigterm, restore_sigterm
 from metarl.tasks import Task, TaskDistribution
 
 EVAL_DIR = "eval"
@@ -149,7 +152,8 @@ class Trainer:
         )
         atomic_write_json(self.run_dir / META_FILE, run_metadata())
 
-    def checkpoint(self, engine: Any) -> None:
+    def boundary_state(self, engine: Any) -> tuple[int, bytes]:
+        """The whole run at an iteration boundary (the iteration, the serialised checkpoint)."""
         state = {
             "agent_name": self.cfg.agent,
             "agent": self.agent.state_dict(),
@@ -159,7 +163,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
         }
-        save_checkpoint(self.run_dir, state, self.state.iteration)
+        return self.state.iteration, checkpoint_bytes(state)
 
     def restore(self, state: Mapping[str, Any]) -> None:
         if state.get("agent_name") != self.cfg.agent:
@@ -221,9 +225,17 @@ class Trainer:
         log = ProgressLog(self.run_dir, keep_until_iteration=resumed_from, purge_step=self.state.env_steps)
         bar = ProgressBar(self.cfg, self.state, enabled=progress)
         engine = _make_engine(self.cfg, self.dist, self.device)
+        # Only iteration-boundary state is ever written.  A stop mid-iteration (Ctrl-C, SIGTERM, an error)
+        # leaves the task RNG, the engine's collect counter and the parameters partway into the next
+        # iteration; the boundary kept in memory is what gets saved then, so a resume repeats that
+        # iteration exactly.
+        saved = resumed_from
+        boundary: tuple[int, bytes] | None = None
+        previous_handler = catch_sigterm()
         try:
             if self.engine_state is not None:
                 engine.load_state_dict(self.engine_state)
+            boundary = self.boundary_state(engine)
             while not self.done(started):
                 metrics = self.iteration(engine)
                 if self.cfg.eval_every and self.state.iteration % self.cfg.eval_every == 0:
@@ -232,14 +244,24 @@ class Trainer:
                     metrics["eval/return"] = result.return_mean
                 log.log(self.state.iteration, metrics, step=self.state.env_steps)
                 bar.update(self.state, metrics)
+                boundary = self.boundary_state(engine)
                 if self.state.iteration % self.cfg.checkpoint_every == 0:
-                    self.checkpoint(engine)
+                    write_checkpoint(self.run_dir, boundary[1], boundary[0])
+                    saved = boundary[0]
+        except BaseException:
+            if boundary is not None:
+                print(f"metarl: stopped; {self.run_dir} resumes after iteration {boundary[0]}", file=sys.stderr)
+            raise
         finally:
-            # at exit, Ctrl-C included: the last finished iteration is saved
-            self.checkpoint(engine)
-            engine.close()
-            log.close()
-            bar.close()
+            # at exit, Ctrl-C and SIGTERM included: the last finished iteration, unless it is saved already
+            try:
+                if boundary is not None and saved != boundary[0]:
+                    write_checkpoint(self.run_dir, boundary[1], boundary[0])
+            finally:
+                restore_sigterm(previous_handler)
+                engine.close()
+                log.close()
+                bar.close()
         return self.run_dir
 
 

@@ -33,6 +33,7 @@ from metarl.rollout.seeding import episode_noise, episode_seeds
 from metarl.rollout.shm import OP_IDLE, OP_RESET, OP_STEP, RES_SUCCESS, RES_TERMINATED, RES_TRUNCATED
 from metarl.rollout.transfer import HostTransfer, PackedTransfer
 from metarl.rollout.types import Policy, Trajectories
+from metarl.stops import stop_point
 from metarl.tasks import Task
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ class Collection:
                 self.pool.submit(g)
                 self.in_flight[g] = True
         g = 0
+        stop_checked = False
         while self.running > 0 or self.queued > 0 or any(self.in_flight):
             if self.in_flight[g]:
                 self.in_flight[g] = False
@@ -140,6 +142,9 @@ class Collection:
                 if result:
                     self._handle_faults(result)
                 self._absorb(g)
+                if not stop_checked:  # a test may stop the run here, mid-collect (metarl.stops)
+                    stop_checked = True
+                    stop_point("sampling")
                 self._prepare_and_submit(g)
             elif self.idle[g] and self.queued > 0:
                 self._prepare_and_submit(g)

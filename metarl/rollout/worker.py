@@ -252,10 +252,11 @@ def worker_main(
     """Entry point of a worker process: build the envs, then serve commands until closed or orphaned.
 
     The worker exits when the driver closes its socket, dies (end of file on the socket; with
-    ``pdeathsig`` also SIGKILL from the kernel), or sends ``("close",)``.  SIGINT is ignored: on
-    Ctrl-C the driver decides.
+    ``pdeathsig`` also SIGKILL from the kernel), or sends ``("close",)``.  SIGINT and SIGTERM are
+    ignored: on Ctrl-C or a scheduler's preemption the driver decides, and closes the workers.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a scheduler signals the whole group: the driver stops us
     if pdeathsig:
         _die_with_parent(parent_pid)
     if cpu is not None and hasattr(os, "sched_setaffinity"):
