@@ -71,6 +71,14 @@ def assert_png(path: Path, min_bytes: int = 5_000) -> tuple[int, int]:
     assert data[:8] == PNG_MAGIC, path
     assert len(data) > min_bytes, (path, len(data))
     width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(path)  # decodes the whole file: a truncated or corrupt PNG raises
+    assert pixels.shape[:2] == (height, width) and pixels.shape[2] in (3, 4), pixels.shape
+    rgb = pixels[..., :3].reshape(-1, 3)
+    # a drawn figure, not a blank canvas: ink on a few percent of it, in several colours
+    assert float((rgb.min(axis=1) < 0.9).mean()) > 0.01, path
+    assert len(np.unique(np.round(rgb * 255).astype(np.uint8), axis=0)) >= 8, path
     return width, height
 
 

@@ -174,3 +174,40 @@ def test_bad_bootstrap_arguments_are_rejected(kwargs: dict[str, Any], match: str
 def test_interval_format() -> None:
     assert Interval(0.5, 0.25, 0.75).format() == "0.500 [0.250, 0.750]"
     assert Interval(12.0, 10.0, 14.5).format(1) == "12.0 [10.0, 14.5]"
+
+
+@pytest.mark.parametrize(("runs", "tasks", "kind"), [(5, 50, "uniform"), (3, 50, "binary"), (10, 8, "skewed")])
+def test_iqm_and_its_interval_agree_with_rliable(runs: int, tasks: int, kind: str) -> None:
+    import warnings
+
+    from rliable import library as rly
+    from rliable import metrics
+
+    rng = np.random.default_rng(runs * 100 + tasks)
+    scores = {
+        "uniform": lambda: rng.random((runs, tasks)),
+        "binary": lambda: (rng.random((runs, tasks)) < 0.6).astype(float),  # per-goal success of few seeds
+        "skewed": lambda: rng.beta(0.5, 3.0, (runs, tasks)),
+    }[kind]()
+    reps = 5000
+    ours = aggregate(scores, reps=reps, seed=0)
+
+    def both(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # arch: random_state is deprecated
+        points, intervals = rly.get_interval_estimates(
+            {"a": scores}, both, reps=reps, random_state=np.random.RandomState(0)
+        )
+    for i, name in enumerate(("iqm", "mean")):
+        # the statistic itself: the same trimmed mean, exactly
+        assert ours[name].point == pytest.approx(points["a"][i], abs=1e-12)
+        # the interval ends: two independent bootstraps of the same size differ by Monte-Carlo error only.
+        # A 2.5% quantile of R replicates has standard error sqrt(p(1-p)/R) / f(q); for a near-normal bootstrap
+        # distribution of sd s, f(q) = phi(1.96) / s, so SE = 2.67 s / sqrt(R).  Allow 4 standard errors of the
+        # difference of two such estimates (sqrt(2) SE), with s from our own interval (width = 3.92 s).
+        s = (ours[name].high - ours[name].low) / 3.92
+        tol = 4 * np.sqrt(2) * 2.67 * s / np.sqrt(reps) + 1e-9
+        assert abs(ours[name].low - intervals["a"][0, i]) <= tol, (name, ours[name], intervals["a"][:, i], tol)
+        assert abs(ours[name].high - intervals["a"][1, i]) <= tol, (name, ours[name], intervals["a"][:, i], tol)

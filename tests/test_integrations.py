@@ -65,17 +65,21 @@ def test_gymnasium_vector_env_same_step_autoreset(backend: str) -> None:
     assert env.core.closed
 
 
-def test_gymnasium_vector_env_is_reproducible() -> None:
-    def run() -> list[np.ndarray]:
-        env = TaskVectorEnv(counting(), envs_per_family=1, num_workers=1, backend="inline")
-        out = [env.reset(seed=11)[0]]
+@pytest.mark.parametrize("name", ["counting", "ML1-reach-v3"])
+def test_gymnasium_vector_env_is_reproducible_and_the_seed_matters(name: str) -> None:
+    def run(seed: int) -> list[np.ndarray]:
+        dist = counting() if name == "counting" else make_distribution(name, seed=0)
+        env = TaskVectorEnv(dist, envs_per_family=1, num_workers=1, backend="inline")
+        out = [env.reset(seed=seed)[0]]
+        shape = (env.num_envs, env.single_action_space.shape[0])
         for k in range(12):
-            out.append(env.step(np.full((2, 2), 0.1 * k, np.float32))[0])
+            out.append(env.step(np.full(shape, 0.1 * (k % 3), np.float32))[0])
         env.close()
         return out
 
-    a, b = run(), run()
+    a, b, c = run(11), run(11), run(12)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))  # another seed, another run
 
 
 def test_sb3_vec_env_contract() -> None:

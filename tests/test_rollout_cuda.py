@@ -104,6 +104,10 @@ def test_cuda_device_is_constructible_without_running_on_cpu_only_machines() -> 
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available here"):
             engine.collect(DevicePolicy("cpu"), [dist.tasks("train")[0]], 1)
+    else:  # the policy steps on device tensors, and the trajectories come back to the host
+        policy = DevicePolicy("cuda")
+        out = engine.collect(policy, [dist.tasks("train")[0]], 1)
+        assert policy.steps_on == {"cuda"} and out.obs.device.type == "cpu" and int(out.lengths.sum()) > 0
     engine.close()
     with pytest.raises(ValueError, match="invalid device 'gpu7'"):
         RolloutEngine(dist, num_workers=1, device="gpu7", backend="inline")
