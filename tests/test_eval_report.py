@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from metarl.evaluation.report import (
+    MAX_TASK_BARS,
     compare,
     plot_adaptation_curve,
     plot_per_task_success,
@@ -162,15 +163,29 @@ def test_adaptation_curve_rejects_seeds_with_different_curves(tmp_path: Path) ->
         plot_adaptation_curve({"x": []}, tmp_path / "curve.png")
 
 
-def test_per_task_bars_for_fifty_tasks_have_a_sensible_width(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("families", "per_family"), [(1, 100), (5, 50), (45, 5)])
+def test_many_tasks_give_family_bars_and_a_sorted_distribution_of_readable_size(
+    tmp_path: Path, families: int, per_family: int
+) -> None:
     rng = np.random.default_rng(0)
-    tasks = [f"ML45/test/some-very-long-family-name-v3/{i}" for i in range(50)]
+    tasks = [f"ML45/test/some-very-long-family-name-{f}-v3/{i}" for f in range(families) for i in range(per_family)]
     groups = {
         agent: [make_result(agent, seed=s, success={t: float(rng.random()) for t in tasks}) for s in range(2)]
         for agent in ("rl2", "maml-trpo")
     }
     width, height = assert_png(plot_per_task_success(groups, tmp_path / "per_task.png"))
-    assert 1500 < width < 4500 and 400 < height < 1200
+    # one bar group per family plus a fixed-width panel, not one bar group per task (3,705 px for 100 tasks)
+    assert 600 < width < (1400 if families <= 5 else 2800) and 400 < height < 900
+
+
+def test_a_few_tasks_keep_one_bar_group_per_task(tmp_path: Path) -> None:
+    tasks = [f"ML10/test/reach-v3/{i}" for i in range(MAX_TASK_BARS)]
+    groups = {"rl2": [make_result("rl2", success={t: 0.5 for t in tasks})]}
+    few, _ = assert_png(plot_per_task_success(groups, tmp_path / "few.png"))
+    more = [f"ML10/test/reach-v3/{i}" for i in range(MAX_TASK_BARS + 1)]
+    many, _ = assert_png(plot_per_task_success({"rl2": [make_result("rl2", success={t: 0.5 for t in more})]},
+                                               tmp_path / "many.png"))  # fmt: skip
+    assert few > 900 and many < few  # the bars widen the figure with the task count; the summary does not
 
 
 def test_training_curves_from_events_and_from_progress_csv(tmp_path: Path) -> None:

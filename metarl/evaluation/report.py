@@ -39,6 +39,8 @@ ENV_STEPS_COLUMN = "charts/env_steps"
 
 _UNIT_WORDS = {"episodes": "adaptation episodes", "gradient_steps": "gradient steps"}
 _DPI = 110
+MAX_TASK_BARS = 24
+"""Up to this many tasks the per-task figure draws one group of bars per task."""
 _MAX_LABEL_CHARS = 28
 
 
@@ -287,12 +289,68 @@ def _groups_title(groups: Mapping[str, Sequence[EvalResult]], what: str) -> str:
     return f"{what}: {', '.join(names)}" if len(names) <= 2 else what
 
 
+def _task_family(result: EvalResult, task_id: str) -> str:
+    entry = result.per_task.get(task_id)
+    family = entry.get("family") if isinstance(entry, Mapping) else None
+    return str(family) if family is not None else (task_id.split("/")[2] if task_id.count("/") >= 2 else task_id)
+
+
+def _plot_many_tasks(groups: Mapping[str, Sequence[EvalResult]], task_ids: Sequence[str], path: Path) -> Path:
+    """Above ``MAX_TASK_BARS`` tasks: success per family (bars, mean over its tasks and the seeds) beside the
+    distribution of per-task success (each label's tasks sorted from best to worst)."""
+    families = sorted({_task_family(r, t) for rs in groups.values() for r in rs for t in r.per_task}, key=_natural_key)
+    n_fam, n_labels = len(families), len(groups)
+    fam_w = min(max(3.5, 1.0 + n_fam * (0.3 + 0.12 * n_labels)), 18.0)
+    fig = Figure(figsize=(fam_w + 5.5, 4.8))
+    ax_fam, ax_dist = fig.subplots(1, 2, gridspec_kw={"width_ratios": [fam_w, 5.0]})
+    bar_w = 0.8 / n_labels
+    for i, (label, results) in enumerate(groups.items()):
+        per_task = {
+            tid: float(np.mean([_task_success(r, tid) for r in results if tid in r.per_task]))
+            for tid in task_ids
+            if any(tid in r.per_task for r in results)
+        }
+        family_of = {t: _task_family(r, t) for r in results for t in r.per_task}
+        means = [
+            float(np.mean([v for t, v in per_task.items() if family_of[t] == f]))
+            if any(family_of[t] == f for t in per_task)
+            else np.nan
+            for f in families
+        ]
+        color = f"C{i % 10}"
+        ax_fam.bar(np.arange(n_fam) - 0.4 + bar_w * (i + 0.5), means, width=bar_w, color=color)
+        ranked = sorted(per_task.values(), reverse=True)
+        frac = (np.arange(len(ranked)) + 0.5) / len(ranked)
+        ax_dist.step(frac, ranked, where="mid", color=color, label=f"{label} (n={len(results)}, {len(ranked)} tasks)")
+    ax_fam.set_xticks(np.arange(n_fam))
+    ax_fam.set_xticklabels([_short_task_label(f, "") for f in families], rotation=45, ha="right", fontsize=8)
+    ax_fam.set_xlim(-0.6, n_fam - 0.4)
+    ax_fam.set_ylim(0, 1.05)
+    ax_fam.set_ylabel("success (mean over tasks and seeds)")
+    ax_fam.set_title("per family")
+    ax_fam.grid(axis="y", alpha=0.3)
+    ax_dist.set_xlim(0, 1)
+    ax_dist.set_ylim(-0.02, 1.05)
+    ax_dist.set_xlabel("fraction of tasks, best first")
+    ax_dist.set_ylabel("success (mean over seeds)")
+    ax_dist.set_title(f"per task, sorted ({len(task_ids)} tasks)")
+    ax_dist.grid(alpha=0.3)
+    ax_dist.legend(fontsize=8, loc="lower left")
+    fig.suptitle(_groups_title(groups, "Success after adaptation"))
+    return _save_figure(fig, path)
+
+
 def plot_per_task_success(groups: Mapping[str, Sequence[EvalResult]], path: Path) -> Path:
-    """Grouped bars: per task (x, sorted by id), the success of each label averaged over its results (seeds)."""
+    """Grouped bars: per task (x, sorted by id), the success of each label averaged over its results (seeds).
+
+    Above ``MAX_TASK_BARS`` tasks (point-nav's 100 goals, ML10's 5 × 50), bars per task are unreadable: the
+    figure shows success per family and the sorted per-task success of each label instead."""
     _check_groups(groups, "EvalResults")
     task_ids = sorted({t for rs in groups.values() for r in rs for t in r.per_task}, key=_natural_key)
     if not task_ids:
         raise ValueError("the EvalResults have no per_task entries to plot")
+    if len(task_ids) > MAX_TASK_BARS:
+        return _plot_many_tasks(groups, task_ids, path)
     n_tasks, n_labels = len(task_ids), len(groups)
     width_in = min(max(6.0, 1.5 + n_tasks * (0.22 + 0.1 * n_labels)), 40.0)
     fig = Figure(figsize=(width_in, 4.8))
