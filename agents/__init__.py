@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from metarl.errors import UserError
+
 AGENTS: dict[str, str] = {
     "rl2": "metarl.agents.rl2",
     "maml-trpo": "metarl.agents.maml",
@@ -28,7 +30,7 @@ CONFIG_CLASS: dict[str, str] = {
 def agent_module(name: str) -> ModuleType:
     """The module implementing agent ``name``."""
     if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; choose one of {sorted(AGENTS)}")
+        raise UserError(f"unknown agent {name!r}; choose one of {sorted(AGENTS)}")
     return importlib.import_module(AGENTS[name])
 
 

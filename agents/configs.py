@@ -14,6 +14,7 @@ from typing import Any
 from metarl.agents.maml import FOMAMLConfig, MAMLConfig, MAMLPPOConfig, ReptileConfig
 from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
 from metarl.config import TrainConfig
+from metarl.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
 
 def get_config(name: str) -> NamedConfig:
     if name not in NAMED_CONFIGS:
-        raise ValueError(f"unknown config {name!r}; choose one of {sorted(NAMED_CONFIGS)}")
+        raise UserError(f"unknown config {name!r}; choose one of {sorted(NAMED_CONFIGS)}")
     return NAMED_CONFIGS[name]
 
 
@@ -167,4 +168,4 @@ def default_config(agent: str) -> NamedConfig:
     for cfg in NAMED_CONFIGS.values():
         if cfg.train.agent == agent and cfg.train.benchmark == "point-nav":
             return cfg
-    raise ValueError(f"no default config for agent {agent!r}; pass --config (see `metarl configs`)")
+    raise UserError(f"no default config for agent {agent!r}; pass --config (see `metarl configs`)")

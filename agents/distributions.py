@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from metarl.errors import UserError
+
 
 def gaussian_log_prob(action: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
     """Log-density of a diagonal Gaussian, summed over the last axis."""
@@ -35,7 +37,7 @@ def action_affine(action_dim: int, action_low: Any, action_high: Any, agent: str
     low = torch.as_tensor(-1.0 if action_low is None else action_low, dtype=torch.float32).expand(action_dim)
     high = torch.as_tensor(1.0 if action_high is None else action_high, dtype=torch.float32).expand(action_dim)
     if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
-        raise ValueError(
+        raise UserError(
             f"{agent} needs finite action bounds with high > low, got low={low.tolist()} high={high.tolist()}"
         )
     return ((high + low) / 2).clone(), ((high - low) / 2).clone()

@@ -31,6 +31,7 @@ from torch.func import functional_call, vmap
 from metarl.agent import MetaTestRollouts
 from metarl.agents.distributions import action_affine, gaussian_kl, gaussian_log_prob
 from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline
+from metarl.errors import UserError
 from metarl.rollout.types import StepBatch, Trajectories
 from metarl.stops import stop_point
 from metarl.tasks import Task
@@ -86,34 +87,34 @@ class MAMLConfig:
 
     def __post_init__(self) -> None:
         if not self.hidden or any(isinstance(w, bool) or int(w) <= 0 for w in self.hidden):
-            raise ValueError(f"hidden must be a non-empty tuple of positive widths, got {self.hidden!r}")
+            raise UserError(f"hidden must be a non-empty tuple of positive widths, got {self.hidden!r}")
         for name in ("init_std", "inner_lr", "max_kl", "outer_lr", "cg_damping"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 if name == "cg_damping" and value == 0:
                     continue
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+                raise UserError(f"{name} must be a positive finite number, got {value!r}")
         for name in ("inner_steps", "cg_iters", "ls_steps", "ppo_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
         if self.test_inner_steps is not None and (
             isinstance(self.test_inner_steps, bool)
             or not isinstance(self.test_inner_steps, int)
             or self.test_inner_steps < 0
         ):
-            raise ValueError(f"test_inner_steps must be a non-negative integer, got {self.test_inner_steps!r}")
+            raise UserError(f"test_inner_steps must be a non-negative integer, got {self.test_inner_steps!r}")
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+                raise UserError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if not 0.0 < self.ls_backtrack < 1.0:
-            raise ValueError(f"ls_backtrack must be in (0, 1), got {self.ls_backtrack!r}")
+            raise UserError(f"ls_backtrack must be in (0, 1), got {self.ls_backtrack!r}")
         if not self.baseline_reg > 0:
-            raise ValueError(f"baseline_reg must be positive, got {self.baseline_reg!r}")
+            raise UserError(f"baseline_reg must be positive, got {self.baseline_reg!r}")
         if not self.ppo_clip > 0:
-            raise ValueError(f"ppo_clip must be positive, got {self.ppo_clip!r}")
+            raise UserError(f"ppo_clip must be positive, got {self.ppo_clip!r}")
         if self.outer == "reptile" and self.outer_lr > 1.0:
-            raise ValueError(
+            raise UserError(
                 f"reptile's outer_lr interpolates toward the adapted weights; use (0, 1], got {self.outer_lr}"
             )
 
@@ -659,7 +660,8 @@ class MAMLAgent:
         elif cfg.outer == "trpo":
             losses = trpo_step(self.policy, pre, post, cfg)
         else:
-            assert self.optimizer is not None
+            if self.optimizer is None:
+                raise RuntimeError(f"internal error: outer {cfg.outer!r} needs an optimizer, and none was built")
             losses = ppo_outer_step(self.policy, self.optimizer, pre, post, cfg)
         t2 = time.perf_counter()
         # Reptile has no post-adaptation phase: its "post" figures are those of the last inner step's episodes
@@ -696,7 +698,7 @@ class MAMLAgent:
         the adaptation control is the curve's point 0 (no inner step), so ``feedback=False`` is refused.
         """
         if not feedback:
-            raise ValueError(
+            raise UserError(
                 f"{self.name} has no reward input to withhold (--no-feedback is RL²'s control); "
                 "its adaptation control is the curve's point 0, before any inner step"
             )
@@ -715,7 +717,8 @@ class MAMLAgent:
             traj = self._collect(engine, tasks, params, episodes)
             batch = task_batch(traj, self.policy, self.config)
             params = self._inner_step(params, batch, len(tasks))
-        assert last is not None
+        if last is None:  # the loop above runs at least once: adaptation takes at least one episode
+            raise RuntimeError(f"internal error: meta_test collected nothing (episodes={episodes!r})")
         return MetaTestRollouts(
             tasks=list(last.tasks),
             curve_success=torch.stack(succ, 1).cpu(),

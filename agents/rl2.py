@@ -20,6 +20,7 @@ from torch import nn
 from metarl.agent import MetaTestRollouts
 from metarl.agents.distributions import action_affine, gaussian_entropy, gaussian_log_prob
 from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline
+from metarl.errors import UserError
 from metarl.rollout.types import StepBatch, Trajectories
 from metarl.stops import stop_point
 from metarl.tasks import Task
@@ -81,26 +82,26 @@ class RL2PolicyConfig:
     def __post_init__(self) -> None:
         for name in ("squash_heads", "action_input", "normalize_value"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+                raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not self.mlp_hidden or any(int(w) <= 0 for w in self.mlp_hidden):
-            raise ValueError(f"mlp_hidden must be a non-empty tuple of positive widths, got {self.mlp_hidden!r}")
+            raise UserError(f"mlp_hidden must be a non-empty tuple of positive widths, got {self.mlp_hidden!r}")
         if self.gru_hidden <= 0:
-            raise ValueError(f"gru_hidden must be positive, got {self.gru_hidden!r}")
+            raise UserError(f"gru_hidden must be positive, got {self.gru_hidden!r}")
         if not math.isfinite(self.reward_scale) or self.reward_scale <= 0:
-            raise ValueError(f"reward_scale must be a positive finite number, got {self.reward_scale!r}")
+            raise UserError(f"reward_scale must be a positive finite number, got {self.reward_scale!r}")
         if self.log_std_min is not None:
             top = log_std_bounds(self.squash_heads, None)[1]
             if not -10.0 <= _number(self.log_std_min) < top:
-                raise ValueError(f"log_std_min must be None or a number in [-10, {top:g}) (the heads' upper log σ), "
+                raise UserError(f"log_std_min must be None or a number in [-10, {top:g}) (the heads' upper log σ), "
                                  f"got {self.log_std_min!r}")  # fmt: skip
         low, high = log_std_bounds(self.squash_heads, self.log_std_min)
         end = self.log_std_cap_end
         if end is not None and not low <= _number(end) <= high:
-            raise ValueError(f"log_std_cap_end must be None or lie in the heads' log σ bounds [{low:g}, {high:g}], "
+            raise UserError(f"log_std_cap_end must be None or lie in the heads' log σ bounds [{low:g}, {high:g}], "
                              f"got {end!r}")  # fmt: skip
         steps = self.log_std_cap_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-            raise ValueError(f"log_std_cap_steps must be a positive integer, got {steps!r}")
+            raise UserError(f"log_std_cap_steps must be a positive integer, got {steps!r}")
         x = _number(self.init_log_std)
         if not (low < x < high if self.squash_heads else low <= x <= high):
             heads = (
@@ -108,7 +109,7 @@ class RL2PolicyConfig:
                 if self.squash_heads
                 else f"linear heads: [{low:g}, {high:g}]"
             )
-            raise ValueError(f"init_log_std must lie inside the log σ bounds ({heads}), got {self.init_log_std!r}")
+            raise UserError(f"init_log_std must lie inside the log σ bounds ({heads}), got {self.init_log_std!r}")
 
 
 class RL2Policy(nn.Module):
@@ -436,32 +437,32 @@ class RL2PPOConfig:
         for name in ("gamma", "gae_lambda"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+                raise UserError(f"{name} must be in [0, 1], got {value!r}")
         for name in ("clip_eps", "lr", "max_grad_norm"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+                raise UserError(f"{name} must be positive, got {getattr(self, name)!r}")
         for name in ("epochs", "minibatches", "bptt_chunk"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
         for name in ("ent_coef", "vf_coef"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
+                raise UserError(f"{name} must be non-negative, got {getattr(self, name)!r}")
         if isinstance(self.bptt_overlap, bool) or not isinstance(self.bptt_overlap, int) or self.bptt_overlap < 0:
-            raise ValueError(f"bptt_overlap must be a non-negative integer, got {self.bptt_overlap!r}")
+            raise UserError(f"bptt_overlap must be a non-negative integer, got {self.bptt_overlap!r}")
         if self.bptt_overlap >= self.bptt_chunk:
-            raise ValueError(
+            raise UserError(
                 f"bptt_overlap ({self.bptt_overlap}) must be smaller than bptt_chunk ({self.bptt_chunk}); "
                 "give a smaller --bptt-overlap with a shorter --bptt-chunk"
             )
         if self.chunk_order not in CHUNK_ORDERS:
-            raise ValueError(f"chunk_order must be one of {list(CHUNK_ORDERS)}, got {self.chunk_order!r}")
+            raise UserError(f"chunk_order must be one of {list(CHUNK_ORDERS)}, got {self.chunk_order!r}")
         if self.baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {list(BASELINES)}, got {self.baseline!r}")
+            raise UserError(f"baseline must be one of {list(BASELINES)}, got {self.baseline!r}")
         if self.target_kl is not None and not (isinstance(self.target_kl, int | float) and self.target_kl > 0):
-            raise ValueError(f"target_kl must be a positive number or None, got {self.target_kl!r}")
+            raise UserError(f"target_kl must be a positive number or None, got {self.target_kl!r}")
         if not isinstance(self.normalize_advantages, bool):
-            raise ValueError(f"normalize_advantages must be true or false, got {self.normalize_advantages!r}")
+            raise UserError(f"normalize_advantages must be true or false, got {self.normalize_advantages!r}")
 
 
 def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
@@ -680,9 +681,9 @@ class RL2Config:
 
     def __post_init__(self) -> None:
         if isinstance(self.episodes_per_trial, bool) or not isinstance(self.episodes_per_trial, int):
-            raise ValueError(f"episodes_per_trial must be a positive integer, got {self.episodes_per_trial!r}")
+            raise UserError(f"episodes_per_trial must be a positive integer, got {self.episodes_per_trial!r}")
         if self.episodes_per_trial <= 0:
-            raise ValueError(f"episodes_per_trial must be a positive integer, got {self.episodes_per_trial!r}")
+            raise UserError(f"episodes_per_trial must be a positive integer, got {self.episodes_per_trial!r}")
 
 
 class RL2Agent:
@@ -707,7 +708,7 @@ class RL2Agent:
         action_high: Any = None,
     ) -> None:
         if episodes_per_task % config.episodes_per_trial:
-            raise ValueError(
+            raise UserError(
                 f"episodes_per_task ({episodes_per_task}) must be a multiple of episodes_per_trial "
                 f"({config.episodes_per_trial}): RL² collects whole trials"
             )

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from metarl.errors import UserError
 from metarl.tasks import SPLITS, Split, Task
 
 CACHE_FORMAT = "metarl-task-cache"
@@ -74,7 +75,7 @@ def cache_enabled() -> bool:
         return False
     if value in _FALSE:
         return True
-    raise ValueError(
+    raise UserError(
         f"{ENV_NO_CACHE}={os.environ[ENV_NO_CACHE]!r} is not understood; "
         f"use one of {list(_TRUE)} to disable the task cache or one of {[v for v in _FALSE if v]} to keep it"
     )
@@ -121,28 +122,28 @@ def _decode(text: str, key: Mapping[str, KeyValue]) -> TaskLists:
     """Parse a cache file, raising ValueError on anything unexpected."""
     record = json.loads(text)
     if not isinstance(record, dict):
-        raise ValueError(f"top level is a {type(record).__name__}, not an object")
+        raise UserError(f"top level is a {type(record).__name__}, not an object")
     if record.get("format") != CACHE_FORMAT or record.get("version") != CACHE_VERSION:
-        raise ValueError(
+        raise UserError(
             f"format {record.get('format')!r} version {record.get('version')!r}, "
             f"expected {CACHE_FORMAT!r} version {CACHE_VERSION}"
         )
     if record.get("key") != dict(key):
-        raise ValueError(f"it was written for key {record.get('key')!r}, not {dict(key)!r}")
+        raise UserError(f"it was written for key {record.get('key')!r}, not {dict(key)!r}")
     splits = record.get("splits")
     if not isinstance(splits, dict) or set(splits) != set(SPLITS):
-        raise ValueError(f"'splits' must map exactly {list(SPLITS)} to task lists")
+        raise UserError(f"'splits' must map exactly {list(SPLITS)} to task lists")
     if record.get("checksum") != _checksum(splits):
-        raise ValueError("checksum does not match the content")
+        raise UserError("checksum does not match the content")
     out: TaskLists = {}
     for split in SPLITS:
         records = splits[split]
         if not isinstance(records, list):
-            raise ValueError(f"split {split!r} is not a list")
+            raise UserError(f"split {split!r} is not a list")
         tasks = tuple(Task.from_json(r) for r in records)
         for task in tasks:
             if task.split != split:
-                raise ValueError(f"task {task.id} is stored under split {split!r}")
+                raise UserError(f"task {task.id} is stored under split {split!r}")
         out[split] = tasks
     return out
 
@@ -220,7 +221,7 @@ def _build_checked(
 ) -> TaskLists:
     built = build()
     if set(built) != set(SPLITS):
-        raise ValueError(f"task builder returned splits {sorted(built)}, expected {list(SPLITS)}")
+        raise UserError(f"task builder returned splits {sorted(built)}, expected {list(SPLITS)}")
     tasks: TaskLists = {split: tuple(built[split]) for split in SPLITS}
     if validate is not None:
         validate(tasks)

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import gymnasium as gym
 import numpy as np
 
+from metarl.errors import UserError
 from metarl.tasks import DistributionSpec, Split, Task, TaskDistribution
 
 __all__ = [
@@ -47,13 +48,13 @@ _SPLIT_STREAM = {"train": 0, "test": 1}  # independent random streams per split:
 
 def _positive_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        raise UserError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def _check_seed(seed: object) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
 
 
@@ -61,9 +62,9 @@ def _finite_action(action: Any, space: gym.spaces.Box, env_name: str) -> np.ndar
     """``action`` as float64, checked for shape and finiteness, clipped to ``space``."""
     a = np.asarray(action, dtype=np.float64)
     if a.shape != space.shape:
-        raise ValueError(f"{env_name}: action has shape {a.shape}, expected {space.shape}")
+        raise UserError(f"{env_name}: action has shape {a.shape}, expected {space.shape}")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"{env_name}: action must be finite, got {a.tolist()}")
+        raise UserError(f"{env_name}: action must be finite, got {a.tolist()}")
     return np.clip(a, space.low, space.high)
 
 
@@ -164,7 +165,7 @@ class PointNavEnv(gym.Env[np.ndarray, np.ndarray]):
     def set_goal(self, goal: Any) -> None:
         g = np.asarray(goal, dtype=np.float64)
         if g.shape != (2,) or not np.all(np.isfinite(g)):
-            raise ValueError(f"point-nav goal must be two finite numbers, got {goal!r}")
+            raise UserError(f"point-nav goal must be two finite numbers, got {goal!r}")
         self._goal = g
 
     def reset(
@@ -214,7 +215,7 @@ class PointNavDistribution(_SeededDistribution):
 
     def _check_family(self, family: str) -> None:
         if family not in self.families:
-            raise ValueError(f"unknown family {family!r} for {self.name!r}; valid: {list(self.families)}")
+            raise UserError(f"unknown family {family!r} for {self.name!r}; valid: {list(self.families)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ class _TaskRewardEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
     def set_target(self, target: float) -> None:
         if not math.isfinite(target):
-            raise ValueError(f"{type(self).__name__}: target must be finite, got {target!r}")
+            raise UserError(f"{type(self).__name__}: target must be finite, got {target!r}")
         self.target = float(target)
 
     def _task_reward(self, info: dict[str, Any]) -> tuple[float, float]:
@@ -292,7 +293,7 @@ class _LocomotionDistribution(_SeededDistribution):
 
     def make_env(self, family: str) -> gym.Env[Any, Any]:
         if family not in self.families:
-            raise ValueError(f"unknown family {family!r} for {self.name!r}; valid: {list(self.families)}")
+            raise UserError(f"unknown family {family!r} for {self.name!r}; valid: {list(self.families)}")
         inner = gym.make(self.env_id, max_episode_steps=self.max_episode_steps, **self.env_kwargs)
         return self.wrapper(inner, target=0.0)
 

@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 import gymnasium as gym
 import numpy as np
 
+from metarl.errors import UserError
 from metarl.tasks import (
     DistributionSpec,
     ParamValue,
@@ -51,11 +52,11 @@ def _callable_path(obj: Callable[..., Any] | str, what: str) -> tuple[str, Calla
     """``(path, callable)`` for a module-level callable or its ``"module:qualname"`` path."""
     if isinstance(obj, str):
         if not _is_import_path(obj):
-            raise ValueError(f"{what} must be a module-level function or a 'module:qualname' path, got {obj!r}")
+            raise UserError(f"{what} must be a module-level function or a 'module:qualname' path, got {obj!r}")
         try:
             found = resolve_importable(obj)
         except (ImportError, AttributeError) as exc:
-            raise ValueError(f"{what} {obj!r} cannot be imported: {exc}") from exc
+            raise UserError(f"{what} {obj!r} cannot be imported: {exc}") from exc
         if not callable(found):
             raise TypeError(f"{what} {obj!r} resolves to {type(found).__name__}, which is not callable")
         return obj, found
@@ -108,12 +109,12 @@ class GymTaskDistribution(TaskDistribution):
         env_kwargs: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
     ):
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
+            raise UserError(f"name must be a non-empty string, got {name!r}")
         self.name = name
         for what, value, minimum in (("num_train", num_train, 1), ("num_test", num_test, 1), ("seed", seed, 0)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
                 kind = "positive" if minimum else "non-negative"
-                raise ValueError(f"{what} must be a {kind} integer, got {value!r}")
+                raise UserError(f"{what} must be a {kind} integer, got {value!r}")
         self.num_train, self.num_test, self.seed = int(num_train), int(num_test), int(seed)
         self.env_kwargs: dict[str, Any] = dict(env_kwargs or {})
         self._sample_path, self._sample = _callable_path(sample_task, "sample_task")
@@ -125,7 +126,7 @@ class GymTaskDistribution(TaskDistribution):
             try:
                 env_spec = gym.spec(env)
             except gym.error.Error as exc:
-                raise ValueError(
+                raise UserError(
                     f"unknown gymnasium env id {env!r} ({exc}); pass a registered id or an env factory"
                 ) from exc
             self._env_id = env
@@ -138,15 +139,15 @@ class GymTaskDistribution(TaskDistribution):
 
         horizon = max_episode_steps if max_episode_steps is not None else spec_horizon
         if horizon is None:
-            raise ValueError(
+            raise UserError(
                 f"distribution {name!r}: the env declares no max_episode_steps; pass max_episode_steps=<horizon>"
             )
         if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon <= 0:
-            raise ValueError(f"max_episode_steps must be a positive integer, got {horizon!r}")
+            raise UserError(f"max_episode_steps must be a positive integer, got {horizon!r}")
         self._explicit_horizon = max_episode_steps is not None
         self.max_episode_steps = int(horizon)
         if family is not None and (not isinstance(family, str) or not family):
-            raise ValueError(f"family must be a non-empty string, got {family!r}")
+            raise UserError(f"family must be a non-empty string, got {family!r}")
         self.families = (family or default_family,)
         self._tasks = self._draw_tasks()
 
@@ -174,7 +175,7 @@ class GymTaskDistribution(TaskDistribution):
             draws = 0
             while len(tasks) < n:
                 if draws == max_draws:
-                    raise ValueError(
+                    raise UserError(
                         f"distribution {self.name!r}: sample_task {self._sample_path} gave only {len(seen)} distinct "
                         f"tasks in {draws} draws for the {split!r} split; it must yield num_train + num_test = "
                         f"{self.num_train + self.num_test} distinct tasks (lower num_train/num_test or sample from a "
@@ -204,7 +205,8 @@ class GymTaskDistribution(TaskDistribution):
         if self._env_id is not None:
             horizon = self.max_episode_steps if self._explicit_horizon else None
             return gym.make(self._env_id, max_episode_steps=horizon, **self.env_kwargs)
-        assert self._factory is not None
+        if self._factory is None:
+            raise RuntimeError("internal error: a custom family has neither an env id nor a factory")
         env = self._factory(**self.env_kwargs)
         if not isinstance(env, gym.Env):
             raise TypeError(f"env factory {self._env_ref} returned {type(env).__name__}, not a gymnasium.Env")
@@ -212,7 +214,7 @@ class GymTaskDistribution(TaskDistribution):
 
     def make_env(self, family: str) -> gym.Env[Any, Any]:
         if family not in self.families:
-            raise ValueError(f"unknown family {family!r} for {self.name!r}; valid: {list(self.families)}")
+            raise UserError(f"unknown family {family!r} for {self.name!r}; valid: {list(self.families)}")
         return self._make()
 
     def set_task(self, env: gym.Env[Any, Any], task: Task) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 from metaworld import env_dict
 
 from metarl.envs.cache import KeyValue, TaskLists, load_or_build_tasks
+from metarl.errors import UserError
 from metarl.tasks import SPLITS, DistributionSpec, Split, Task, TaskDistribution
 
 BENCHMARKS: tuple[str, ...] = ("ML1", "ML10", "ML25", "ML45")
@@ -66,7 +67,8 @@ _NOTES: dict[str, str] = {
 def _class_lists(benchmark: str, env_name: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(train classes, test classes) in Meta-World's order, after metarl's corrections."""
     if benchmark == "ML1":
-        assert env_name is not None
+        if env_name is None:
+            raise UserError("ML1 needs an environment name, e.g. ML1-reach-v3 (see `metarl envs list`)")
         return (env_name,), (env_name,)
     classes = _BENCHMARK_CLASSES[benchmark]
     dropped = _DROPPED_TEST_CLASSES.get(benchmark, ())
@@ -127,7 +129,7 @@ class MetaWorldTaskEnv(gym.Wrapper[Any, Any, Any, Any]):
     def _checked_action(self, action: Any) -> np.ndarray:
         array = np.asarray(action)
         if array.shape != self._action_shape:
-            raise ValueError(f"action for {self.family} must have shape {self._action_shape}, got {array.shape}")
+            raise UserError(f"action for {self.family} must have shape {self._action_shape}, got {array.shape}")
         return array
 
     def _cannot_step(self) -> RuntimeError:
@@ -187,21 +189,21 @@ class MetaWorldDistribution(TaskDistribution):
         terminate_on_success: bool = False,
     ) -> None:
         if not isinstance(benchmark, str) or benchmark.upper() not in BENCHMARKS:
-            raise ValueError(f"unknown Meta-World benchmark {benchmark!r}; choose one of {list(BENCHMARKS)}")
+            raise UserError(f"unknown Meta-World benchmark {benchmark!r}; choose one of {list(BENCHMARKS)}")
         benchmark = benchmark.upper()
         if benchmark == "ML1":
             if env_name not in env_dict.ALL_V3_ENVIRONMENTS:
-                raise ValueError(
+                raise UserError(
                     f"unknown Meta-World env {env_name!r} for ML1; choose one of {sorted(env_dict.ALL_V3_ENVIRONMENTS)}"
                 )
         elif env_name is not None:
-            raise ValueError(f"env_name is only for ML1 (got env_name={env_name!r} with benchmark {benchmark!r})")
+            raise UserError(f"env_name is only for ML1 (got env_name={env_name!r} with benchmark {benchmark!r})")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32 - 1:
-            raise ValueError(f"seed must be an integer in [0, 2**32 - 2], got {seed!r}")
+            raise UserError(f"seed must be an integer in [0, 2**32 - 2], got {seed!r}")
         if reward_version not in REWARD_VERSIONS:
-            raise ValueError(f"unknown reward_version {reward_version!r}; choose one of {list(REWARD_VERSIONS)}")
+            raise UserError(f"unknown reward_version {reward_version!r}; choose one of {list(REWARD_VERSIONS)}")
         if not isinstance(terminate_on_success, (bool, np.bool_)):
-            raise ValueError(f"terminate_on_success must be True or False, got {terminate_on_success!r}")
+            raise UserError(f"terminate_on_success must be True or False, got {terminate_on_success!r}")
 
         self.benchmark = benchmark
         self.env_name = env_name
@@ -275,18 +277,18 @@ class MetaWorldDistribution(TaskDistribution):
             counts = Counter(t.family for t in tasks)
             want = dict.fromkeys(expected[split], GOALS_PER_CLASS)
             if dict(counts) != want:
-                raise ValueError(f"{self.name} {split} tasks per class are {dict(counts)}, expected {want}")
+                raise UserError(f"{self.name} {split} tasks per class are {dict(counts)}, expected {want}")
             for i, task in enumerate(tasks):
                 if (task.distribution, task.split, task.index) != (self.name, split, i):
-                    raise ValueError(f"task {task.id} at position {i} of {self.name}/{split} is mislabelled")
+                    raise UserError(f"task {task.id} at position {i} of {self.name}/{split} is mislabelled")
                 if not isinstance(task.param("mw_data"), bytes):
-                    raise ValueError(f"task {task.id} has no Meta-World task bytes")
+                    raise UserError(f"task {task.id} has no Meta-World task bytes")
         train = {(t.family, t.param("mw_data")) for t in lists["train"]}
         test = {(t.family, t.param("mw_data")) for t in lists["test"]}
         if len(train) != len(lists["train"]) or len(test) != len(lists["test"]):
-            raise ValueError(f"{self.name} has duplicate tasks within a split")
+            raise UserError(f"{self.name} has duplicate tasks within a split")
         if train & test:
-            raise ValueError(f"{self.name} train and test splits share {len(train & test)} tasks")
+            raise UserError(f"{self.name} train and test splits share {len(train & test)} tasks")
 
     def describe(self) -> dict[str, Any]:
         """The ``metarl envs list`` row; task counts come from the class lists, so no benchmark is built."""
@@ -310,9 +312,9 @@ class MetaWorldDistribution(TaskDistribution):
         ``render_mode`` is ``None`` (default), ``"rgb_array"``, ``"depth_array"`` or ``"human"``.
         """
         if family not in self.families:
-            raise ValueError(f"unknown family {family!r} for {self.name}; valid: {list(self.families)}")
+            raise UserError(f"unknown family {family!r} for {self.name}; valid: {list(self.families)}")
         if render_mode is not None and render_mode not in RENDER_MODES:
-            raise ValueError(f"unknown render_mode {render_mode!r}; choose None or one of {list(RENDER_MODES)}")
+            raise UserError(f"unknown render_mode {render_mode!r}; choose None or one of {list(RENDER_MODES)}")
         env_cls = env_dict.ALL_V3_ENVIRONMENTS[family]
         env = env_cls(reward_function_version=self.reward_version, render_mode=render_mode)
         return MetaWorldTaskEnv(env, family, self.reward_version, self.terminate_on_success)
@@ -322,17 +324,17 @@ class MetaWorldDistribution(TaskDistribution):
         task = self.validate_task(task)
         task_env = _find_task_env(env)
         if task.family != task_env.family:
-            raise ValueError(
+            raise UserError(
                 f"task of family {task.family} given to an env of family {task_env.family}; Meta-World cannot "
                 f"switch an env across classes: use an env made by dist.make_env({task.family!r})"
             )
         if (task_env.reward_version, task_env.terminate_on_success) != (self.reward_version, self.terminate_on_success):
-            raise ValueError(
+            raise UserError(
                 f"env was built with reward_version={task_env.reward_version!r}, terminate_on_success="
                 f"{task_env.terminate_on_success} but {self.name} uses reward_version={self.reward_version!r}, "
                 f"terminate_on_success={self.terminate_on_success}; build it with this distribution's make_env"
             )
         data = task.param("mw_data")
         if not isinstance(data, bytes):
-            raise ValueError(f"task {task.id} has no Meta-World task bytes (parameter 'mw_data')")
+            raise UserError(f"task {task.id} has no Meta-World task bytes (parameter 'mw_data')")
         task_env._set_metaworld_task(task, data)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+from metarl.errors import UserError
 from metarl.tasks import TaskDistribution, importable_path, resolve_importable
 
 ENTRY_POINT_GROUP = "metarl.distributions"
@@ -48,7 +49,7 @@ def _add(entry: _Entry, *, overwrite: bool = False) -> None:
     key = entry.name.lower()
     with _lock:
         if key in _registry and not overwrite and _registry[key] != entry:
-            raise ValueError(
+            raise UserError(
                 f"a distribution named {_registry[key].name!r} is already registered "
                 f"(from {_registry[key].source}); pass overwrite=True to replace it"
             )
@@ -99,7 +100,7 @@ def register_distribution(name: str, factory: Callable[..., TaskDistribution], *
     distribution by importing it, so lambdas and closures are refused.
     """
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"distribution name must be a non-empty string, got {name!r}")
+        raise UserError(f"distribution name must be a non-empty string, got {name!r}")
     path = importable_path(factory, what=f"factory for distribution {name!r}")
     _add(_Entry(name, path, {}, "user"), overwrite=overwrite)
 
@@ -121,7 +122,7 @@ def _lookup(name: str) -> _Entry:
         more = f" (did you mean one of {hint}?)" if hint else ""
         others = sorted(e.name for e in _registry.values() if e.source not in ("metaworld", "classic"))
         registered = f", and registered ones: {others}" if others else ""
-        raise ValueError(
+        raise UserError(
             f"unknown distribution {name!r}{more}; valid names: ML10, ML25, ML45, ML1-<env> "
             f"(e.g. ML1-reach-v3), point-nav, cheetah-vel, cheetah-dir, ant-dir{registered}; "
             f"`metarl envs list` shows all {len(names)}"
@@ -142,7 +143,7 @@ def make_distribution(name: str, seed: int = 0, **options: Any) -> TaskDistribut
     """
     entry = _lookup(name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     try:
         factory = resolve_importable(entry.factory)
     except (ImportError, AttributeError) as exc:
@@ -171,7 +172,7 @@ def _check_options(entry: _Entry, factory: Callable[..., Any], options: dict[str
     valid = sorted(k for k, p in params.items() if k not in entry.fixed and k != "seed" and k != "self")
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for distribution {entry.name!r}; valid options: {valid}")
+        raise UserError(f"unknown option(s) {unknown} for distribution {entry.name!r}; valid options: {valid}")
     if "seed" not in params:
         raise TypeError(f"factory {entry.factory} for {entry.name!r} must accept a `seed` keyword argument")
 

@@ -13,13 +13,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from metarl.errors import UserError
 from metarl.stops import Terminated
 
 EXIT_USER_ERROR = 2
-
-
-class UserError(Exception):
-    """An error caused by the user's input; printed as one line."""
 
 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
@@ -567,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated as exc:
         print(f"metarl: {exc}", file=sys.stderr)
         return Terminated.exit_code
-    except (UserError, ValueError, FileNotFoundError) as exc:
+    except UserError as exc:  # the user's input: one line; anything else is a bug and keeps its traceback
         if os.environ.get("METARL_DEBUG"):
             raise
         print(f"metarl: error: {exc}", file=sys.stderr)

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, TypeVar
 
+from metarl.errors import UserError
+
 T = TypeVar("T")
 
 
@@ -86,26 +88,26 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
-            raise ValueError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
+            raise UserError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
         check_choice("backend", self.backend, ("process", "inline", "ray"))
         check_choice("device", self.device, ("auto", "cpu", "cuda"), prefix_ok=("cuda:",))
 
 
 def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise UserError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
 def check_nonnegative_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        raise UserError(f"{name} must be a non-negative integer, got {value!r}")
     return value
 
 
 def check_choice(name: str, value: object, valid: tuple[str, ...], prefix_ok: tuple[str, ...] = ()) -> str:
     if not isinstance(value, str) or (value not in valid and not value.startswith(prefix_ok)):
-        raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(valid)}")
+        raise UserError(f"unknown {name} {value!r}; choose one of {sorted(valid)}")
     return value
 
 
@@ -223,7 +225,7 @@ def replace_checked(obj: T, changes: Mapping[str, Any]) -> T:
     valid = {f.name for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
     unknown = sorted(set(changes) - valid)
     if unknown:
-        raise ValueError(f"unknown config field(s) {unknown} for {type(obj).__name__}; valid: {sorted(valid)}")
+        raise UserError(f"unknown config field(s) {unknown} for {type(obj).__name__}; valid: {sorted(valid)}")
     return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
@@ -239,12 +241,12 @@ def to_dict(obj: Any) -> Any:
 def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
     """Inverse of :func:`to_dict` for (nested) frozen dataclasses."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"expected a mapping for {cls.__name__}, got {type(data).__name__}")
+        raise UserError(f"expected a mapping for {cls.__name__}, got {type(data).__name__}")
     hints = _resolved_hints(cls)
     valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - valid)
     if unknown:
-        raise ValueError(f"unknown config field(s) {unknown} for {cls.__name__}; valid: {sorted(valid)}")
+        raise UserError(f"unknown config field(s) {unknown} for {cls.__name__}; valid: {sorted(valid)}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         tp, _ = _base_type(hints[name])

@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from metarl.errors import UserError
 from metarl.rollout.types import StepBatch
 
 
@@ -26,7 +27,7 @@ class RandomPolicy:
         self.low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
         self.high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
         if not (torch.isfinite(self.low).all() and torch.isfinite(self.high).all()):
-            raise ValueError("RandomPolicy needs finite action bounds")
+            raise UserError("RandomPolicy needs finite action bounds")
 
     def initial_state(self, num_slots: int) -> None:
         return None

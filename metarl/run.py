@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from metarl.errors import UserError
+
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
 PROGRESS_FILE = "progress.csv"
@@ -38,7 +40,7 @@ LATEST_CHECKPOINT = "latest.pt"
 CHECKPOINT_FORMAT = 1
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError):
     """A run directory that cannot be used as asked (exists, is not a run, is damaged)."""
 
 

@@ -23,6 +23,8 @@ from typing import Any, Literal, TypeAlias
 import gymnasium as gym
 import numpy as np
 
+from metarl.errors import UserError, UserTypeError
+
 Split: TypeAlias = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
 
@@ -32,7 +34,7 @@ ParamValue: TypeAlias = "bool | int | float | str | bytes | tuple[ParamValue, ..
 def check_split(split: object) -> Split:
     """Return ``split`` if it is ``"train"`` or ``"test"``, else raise a ValueError naming both."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+        raise UserError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
     return split
 
 
@@ -48,9 +50,9 @@ def _freeze(value: Any, key: str) -> ParamValue:
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"task parameter {key!r} must be finite, got {value!r}")
+            raise UserError(f"task parameter {key!r} must be finite, got {value!r}")
         return value
-    raise TypeError(
+    raise UserTypeError(
         f"task parameter {key!r} has type {type(value).__name__}; use bool, int, float, str, "
         "bytes, None, or a tuple/list/ndarray of those"
     )
@@ -67,7 +69,7 @@ def _to_json(value: ParamValue) -> Any:
 def _from_json(value: Any) -> ParamValue:
     if isinstance(value, dict):
         if set(value) != {"__bytes__"}:
-            raise ValueError(f"malformed task parameter {value!r}")
+            raise UserError(f"malformed task parameter {value!r}")
         return base64.b64decode(value["__bytes__"])
     if isinstance(value, list):
         return tuple(_from_json(v) for v in value)
@@ -127,7 +129,7 @@ class Task:
             params = {k: _from_json(v) for k, v in data["params"].items()}
             return cls.make(data["distribution"], data["split"], data["family"], data["index"], params)
         except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"malformed task record {dict(data)!r}: {exc}") from exc
+            raise UserError(f"malformed task record {dict(data)!r}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ class DistributionSpec:
         factory = resolve_importable(self.factory)
         dist = factory(**dict(self.kwargs))
         if not isinstance(dist, TaskDistribution):
-            raise TypeError(f"factory {self.factory} returned {type(dist).__name__}, not a TaskDistribution")
+            raise UserTypeError(f"factory {self.factory} returned {type(dist).__name__}, not a TaskDistribution")
         return dist
 
 
@@ -163,9 +165,9 @@ def importable_path(obj: Callable[..., Any], *, what: str) -> str:
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
     if not callable(obj) or module is None or qualname is None:
-        raise TypeError(f"{what} must be a module-level function or class, got {obj!r}")
+        raise UserTypeError(f"{what} must be a module-level function or class, got {obj!r}")
     if "<lambda>" in qualname or "<locals>" in qualname:
-        raise TypeError(
+        raise UserTypeError(
             f"{what} {qualname!r} is a lambda or a closure; worker processes rebuild distributions by "
             f"importing it, so define it as a module-level function (def ... at the top of a module)"
         )
@@ -173,9 +175,9 @@ def importable_path(obj: Callable[..., Any], *, what: str) -> str:
     try:
         found = resolve_importable(path)
     except (ImportError, AttributeError) as exc:
-        raise TypeError(f"{what} {path} cannot be imported again ({exc}); define it at module level") from exc
+        raise UserTypeError(f"{what} {path} cannot be imported again ({exc}); define it at module level") from exc
     if found is not obj:
-        raise TypeError(f"{what} {path} does not resolve to the object given; define it at module level")
+        raise UserTypeError(f"{what} {path} does not resolve to the object given; define it at module level")
     return path
 
 
@@ -238,7 +240,7 @@ class TaskDistribution(abc.ABC):
         finally:
             env.close()
         if not isinstance(obs_space, gym.spaces.Box) or not isinstance(act_space, gym.spaces.Box):
-            raise TypeError(
+            raise UserTypeError(
                 f"distribution {self.name!r}: observation and action spaces must be gymnasium Box, got "
                 f"{type(obs_space).__name__} and {type(act_space).__name__}"
             )
@@ -270,13 +272,13 @@ class TaskDistribution(abc.ABC):
     def validate_task(self, task: object, split: Split | None = None) -> Task:
         """Refuse a task of another distribution, another split, or an unknown family."""
         if not isinstance(task, Task):
-            raise TypeError(f"expected a metarl Task, got {type(task).__name__}")
+            raise UserTypeError(f"expected a metarl Task, got {type(task).__name__}")
         if task.distribution != self.name:
-            raise ValueError(f"task {task.id} belongs to distribution {task.distribution!r}, not {self.name!r}")
+            raise UserError(f"task {task.id} belongs to distribution {task.distribution!r}, not {self.name!r}")
         if split is not None and task.split != split:
-            raise ValueError(f"task {task.id} is from the {task.split!r} split, expected {split!r}")
+            raise UserError(f"task {task.id} is from the {task.split!r} split, expected {split!r}")
         if task.family not in self.families:
-            raise ValueError(f"task {task.id} has unknown family {task.family!r}; valid: {list(self.families)}")
+            raise UserError(f"task {task.id} has unknown family {task.family!r}; valid: {list(self.families)}")
         return task
 
     def sample(self, n: int, split: Split = "train", rng: np.random.Generator | int | None = None) -> list[Task]:
@@ -288,13 +290,13 @@ class TaskDistribution(abc.ABC):
         runs out is skipped until every task has been used once, then the whole cycle repeats.
         """
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
-            raise ValueError(f"number of tasks to sample must be a positive integer, got {n!r}")
+            raise UserError(f"number of tasks to sample must be a positive integer, got {n!r}")
         rng = np.random.default_rng(rng)
         by_family: dict[str, list[Task]] = {}
         for task in self.tasks(split):
             by_family.setdefault(task.family, []).append(task)
         if not by_family:
-            raise ValueError(f"distribution {self.name!r} has no {split!r} tasks to sample")
+            raise UserError(f"distribution {self.name!r} has no {split!r} tasks to sample")
         families = list(by_family)
         order = [families[i] for i in rng.permutation(len(families))]
         shuffled = [[by_family[f][i] for i in rng.permutation(len(by_family[f]))] for f in order]

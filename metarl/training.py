@@ -22,6 +22,7 @@ import torch
 
 from metarl.agent import MetaLearner
 from metarl.config import TrainConfig, from_dict, to_dict
+from metarl.errors import UserError
 from metarl.evaluation.result import EvalResult, evaluate
 from metarl.run import (
     CHECKPOINT_DIR,
@@ -66,7 +67,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+        raise UserError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
     return torch.device(device)
 
 
@@ -109,13 +110,13 @@ def _make_engine(train_cfg: TrainConfig, dist: TaskDistribution, device: torch.d
 
 def _check_budget(cfg: TrainConfig) -> None:
     if cfg.total_env_steps is None and cfg.iterations is None and cfg.max_minutes is None:
-        raise ValueError("no training budget: give --total-env-steps, --iterations or --max-minutes")
+        raise UserError("no training budget: give --total-env-steps, --iterations or --max-minutes")
 
 
 def _check_meta_batch(cfg: TrainConfig, dist: TaskDistribution) -> None:
     n_train = len(dist.tasks("train"))
     if cfg.meta_batch > n_train and not cfg.repeat_tasks:
-        raise ValueError(
+        raise UserError(
             f"meta_batch {cfg.meta_batch} is larger than the {n_train} train tasks of {dist.name!r}; "
             f"tasks are sampled without replacement, so use at most {n_train} (or --repeat-tasks true)"
         )

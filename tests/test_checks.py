@@ -361,8 +361,11 @@ class LeakySetTask(Tiny):
     ids=lambda v: v.__name__ if isinstance(v, type) and issubclass(v, Tiny) else None,
 )
 def test_env_contract_errors(dist_cls: type[Tiny], error: type[Exception], match: str) -> None:
-    with pytest.raises(error, match=match):
+    from metarl.errors import UserError
+
+    with pytest.raises(error, match=match) as info:
         check_task_distribution(dist_cls())
+    assert isinstance(info.value, UserError)  # the user's env: one line from the CLI, not a traceback
 
 
 def test_set_task_that_changes_nothing() -> None:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,56 @@ def test_bad_rl2_reference_settings_are_one_line_and_exit_2(flags: list[str], me
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
     assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_a_user_error_is_one_line_and_exit_2_and_a_bug_keeps_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metarl import cli
+    from metarl.errors import UserError
+    from metarl.rollout.errors import ActionError
+
+    def user_mistake(args: object) -> int:
+        raise UserError("--frobnicate must be positive, got -1")
+
+    monkeypatch.setattr(cli, "cmd_configs", user_mistake)
+    assert cli.main(["configs"]) == 2
+    assert capsys.readouterr().err == "metarl: error: --frobnicate must be positive, got -1\n"
+    # internal faults are not the user's: a ValueError (ActionError is one) or a FileNotFoundError propagates,
+    # so Python prints its traceback and exits 1
+    for fault in (ActionError("policy returned NaN actions"), ValueError("shapes"), FileNotFoundError("x.npy")):
+
+        def bug(args: object, fault: Exception = fault) -> int:
+            raise fault
+
+        monkeypatch.setattr(cli, "cmd_configs", bug)
+        with pytest.raises(type(fault)):
+            cli.main(["configs"])
+
+
+def test_a_bug_in_a_subprocess_prints_a_traceback_and_exits_1() -> None:
+    code = (
+        "import sys; from metarl import cli; from metarl.rollout.errors import ActionError\n"
+        "def bug(args): raise ActionError('policy returned NaN actions')\n"
+        "cli.cmd_configs = bug\n"
+        "sys.exit(cli.main(['configs']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
+    assert "ActionError: policy returned NaN actions" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "kinds"),
+    [
+        (lambda: __import__("metarl.agents.rl2", fromlist=["x"]).RL2PolicyConfig(gru_hidden=0), (ValueError,)),
+        (lambda: __import__("metarl.config", fromlist=["x"]).TrainConfig(meta_batch=0), (ValueError,)),
+        (lambda: __import__("metarl.envs", fromlist=["x"]).make_distribution("no-such-benchmark"), (ValueError,)),
+    ],
+)
+def test_boundary_checks_raise_the_user_error_family(make: Any, kinds: tuple[type, ...]) -> None:
+    from metarl.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        make()
+    assert isinstance(info.value, kinds)  # still a ValueError for Python callers

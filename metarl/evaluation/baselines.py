@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from metarl.agent import MetaTestRollouts
+from metarl.errors import UserError
 from metarl.evaluation.result import EvalResult, result_from_rollouts
 from metarl.tasks import Task, TaskDistribution
 
@@ -31,7 +32,7 @@ def _algo_class(algo: str) -> Any:
 
     classes = {"ppo": PPO, "sac": SAC}
     if algo not in classes:
-        raise ValueError(f"unknown SB3 algorithm {algo!r}; choose one of {sorted(classes)}")
+        raise UserError(f"unknown SB3 algorithm {algo!r}; choose one of {sorted(classes)}")
     return classes[algo]
 
 
@@ -117,10 +118,10 @@ def sb3_scratch(
 
     cls = _algo_class(algo)
     if not tasks:
-        raise ValueError("no tasks to train baselines on")
+        raise UserError("no tasks to train baselines on")
     budget = total_env_steps if total_env_steps is not None else adaptation_episodes * dist.max_episode_steps
     if budget <= 0:
-        raise ValueError(f"the interaction budget must be positive, got {budget} env steps")
+        raise UserError(f"the interaction budget must be positive, got {budget} env steps")
     succ: list[list[list[bool]]] = []
     ret: list[list[list[float]]] = []
     t0 = time.perf_counter()
@@ -167,7 +168,7 @@ def sb3_multitask(
     from metarl.integrations.sb3 import TaskVecEnv
 
     if total_env_steps <= 0:
-        raise ValueError(f"total_env_steps must be positive, got {total_env_steps}")
+        raise UserError(f"total_env_steps must be positive, got {total_env_steps}")
     t0 = time.perf_counter()
     venv = TaskVecEnv(dist, split="train", envs_per_family=envs_per_family, num_workers=workers, seed=seed)
     try:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from metarl.errors import UserError
 from metarl.tasks import Task, TaskDistribution
 
 
@@ -140,7 +141,7 @@ def cross_check(
 
     families = list(dist.families)
     if len(families) != 1 or not dist.name.startswith("ML1-"):
-        raise ValueError(f"the cross-check runs on an ML1 distribution, got {dist.name!r}")
+        raise UserError(f"the cross-check runs on an ML1 distribution, got {dist.name!r}")
     env_name = families[0]
     envs: Any = gym.make_vec(
         "Meta-World/ML1-test",

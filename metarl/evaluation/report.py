@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, MaxNLocator
 from numpy.typing import NDArray
 
+from metarl.errors import UserError
 from metarl.evaluation.result import EvalResult, load_eval_result
 from metarl.evaluation.stats import Interval, aggregate, columnwise_mean_ci, stratified_bootstrap_ci
 from metarl.run import CONFIG_FILE, PROGRESS_FILE, atomic_write_bytes
@@ -123,7 +124,7 @@ def _curve(result: EvalResult) -> tuple[list[float], list[float], list[float]]:
     xs, succ, ret = (_numbers(result.curve.get(key)) for key in ("x", "success", "return"))
     if not xs or succ is None or ret is None or not len(xs) == len(succ) == len(ret):
         given = {key: result.curve.get(key) for key in ("x", "success", "return")}
-        raise ValueError(
+        raise UserError(
             f"EvalResult of {result.agent!r} on {result.distribution!r} has a bad adaptation curve {given}; "
             "valid curves have non-empty lists of numbers x, success and return of one length"
         )
@@ -138,7 +139,7 @@ def _task_success(result: EvalResult, task_id: str, key: str = "success") -> flo
     entry = result.per_task.get(task_id)
     value = entry.get(key) if isinstance(entry, Mapping) else None
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(
+        raise UserError(
             f"EvalResult of {result.agent!r} on {result.distribution!r}: per_task[{task_id!r}][{key!r}] is "
             f"{value!r}; it must be a finite number"
         )
@@ -226,10 +227,10 @@ def render_markdown(result: EvalResult) -> str:
 
 def _check_groups(groups: Mapping[str, Sequence[Any]], what: str) -> None:
     if not groups:
-        raise ValueError(f"no {what} to plot: give a mapping label -> non-empty list")
+        raise UserError(f"no {what} to plot: give a mapping label -> non-empty list")
     empty = [label for label, items in groups.items() if not items]
     if empty:
-        raise ValueError(f"labels {empty} have no {what}; every label needs at least one")
+        raise UserError(f"labels {empty} have no {what}; every label needs at least one")
 
 
 def _curve_matrix(label: str, results: Sequence[EvalResult]) -> tuple[list[float], dict[str, NDArray[np.float64]]]:
@@ -238,7 +239,7 @@ def _curve_matrix(label: str, results: Sequence[EvalResult]) -> tuple[list[float
     xs = curves[0][0]
     for r, (x, _, _) in zip(results, curves, strict=True):
         if x != xs:
-            raise ValueError(
+            raise UserError(
                 f"the results of {label!r} have different adaptation curves (x = {xs} and x = {x} for seed "
                 f"{r.seed}); a label groups seeds of one configuration"
             )
@@ -348,7 +349,7 @@ def plot_per_task_success(groups: Mapping[str, Sequence[EvalResult]], path: Path
     _check_groups(groups, "EvalResults")
     task_ids = sorted({t for rs in groups.values() for r in rs for t in r.per_task}, key=_natural_key)
     if not task_ids:
-        raise ValueError("the EvalResults have no per_task entries to plot")
+        raise UserError("the EvalResults have no per_task entries to plot")
     if len(task_ids) > MAX_TASK_BARS:
         return _plot_many_tasks(groups, task_ids, path)
     n_tasks, n_labels = len(task_ids), len(groups)
@@ -555,7 +556,7 @@ def _eval_file(run_dir: Path) -> Path:
     for name in (FINAL_EVAL, LATEST_EVAL):
         if (run_dir / EVAL_DIR / name).is_file():
             return run_dir / EVAL_DIR / name
-    raise ValueError(
+    raise UserError(
         f"{str(run_dir)!r} has no eval results ({EVAL_DIR}/{FINAL_EVAL} or {EVAL_DIR}/{LATEST_EVAL}); "
         f"run `metarl eval {run_dir}` first"
     )
@@ -571,12 +572,12 @@ def _runs_at(path: Path) -> list[_Run]:
     if path.is_file():
         return [_Run(path, load_eval_result(path), None)]
     if not path.is_dir():
-        raise ValueError(f"{str(path)!r} does not exist; give run directories, their parents, or EvalResult JSON files")
+        raise UserError(f"{str(path)!r} does not exist; give run directories, their parents, or EvalResult JSON files")
     if (path / CONFIG_FILE).is_file():
         return [_run_in(path)]
     children = sorted((p for p in path.iterdir() if (p / CONFIG_FILE).is_file()), key=lambda p: _natural_key(p.name))
     if not children:
-        raise ValueError(
+        raise UserError(
             f"{str(path)!r} is not a run directory (no {CONFIG_FILE}) and has no run directories one level down; "
             "give run directories, their parents, or EvalResult JSON files"
         )
@@ -585,7 +586,7 @@ def _runs_at(path: Path) -> list[_Run]:
 
 def _collect_runs(paths: Sequence[Path]) -> list[_Run]:
     if not paths:
-        raise ValueError("nothing to compare: give at least one run directory or EvalResult JSON file")
+        raise UserError("nothing to compare: give at least one run directory or EvalResult JSON file")
     runs: list[_Run] = []
     seen: set[Path] = set()
     for path in paths:
@@ -672,7 +673,7 @@ def _benchmark_section(
     shared = set.intersection(*(set(run.result.per_family) for run in runs))
     if not shared:
         counts = ", ".join(f"{run.source} ({sorted(run.result.per_family)})" for run in runs)
-        raise ValueError(f"the runs on {name} share no task family, so they cannot be compared: {counts}")
+        raise UserError(f"the runs on {name} share no task family, so they cannot be compared: {counts}")
     families = sorted(shared, key=_natural_key)
     rows = _benchmark_rows(by_agent, families, reps, seed)
     lines = [

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from metarl.agent import MetaLearner, MetaTestRollouts
+from metarl.errors import UserError
 from metarl.run import atomic_write_json
 from metarl.tasks import Task
 
@@ -49,7 +50,7 @@ class EvalResult:
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
         missing = sorted(known - set(data))
         if missing:
-            raise ValueError(f"not an EvalResult: missing keys {missing}")
+            raise UserError(f"not an EvalResult: missing keys {missing}")
         return cls(**{k: data[k] for k in known}, extra={k: v for k, v in data.items() if k not in known})
 
 
@@ -57,7 +58,7 @@ def load_eval_result(path: Path) -> EvalResult:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read eval result {str(path)!r}: {exc}") from exc
+        raise UserError(f"cannot read eval result {str(path)!r}: {exc}") from exc
     return EvalResult.from_json(data)
 
 
@@ -82,7 +83,7 @@ def evaluate(
     ``feedback=False`` runs the adaptation control (RL²: no reward in the input); the result says which
     under the key ``feedback``."""
     if not tasks:
-        raise ValueError("no tasks to evaluate on")
+        raise UserError("no tasks to evaluate on")
     rollouts = agent.meta_test(engine, tasks, adaptation_episodes, eval_episodes, deterministic, feedback=feedback)
     return result_from_rollouts(
         rollouts, agent.name, env_steps=env_steps, eval_episodes=eval_episodes,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from metarl.errors import UserError
 from metarl.evaluation.result import EvalResult, evaluate
 from metarl.tasks import Task, TaskDistribution
 
@@ -47,14 +48,14 @@ def is_metaworld(dist: TaskDistribution) -> bool:
 def select_tasks(dist: TaskDistribution, split: str, tasks_per_family: int | None, seed: int) -> list[Task]:
     """The split's tasks, or ``tasks_per_family`` of each family drawn with ``seed`` (in task-list order)."""
     if split not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r}; choose one of ['test', 'train']")
+        raise UserError(f"unknown split {split!r}; choose one of ['test', 'train']")
     tasks = list(dist.tasks(split))  # type: ignore[arg-type]
     if not tasks:
-        raise ValueError(f"distribution {dist.name!r} has no {split!r} tasks to evaluate on")
+        raise UserError(f"distribution {dist.name!r} has no {split!r} tasks to evaluate on")
     if tasks_per_family is None:
         return tasks
     if isinstance(tasks_per_family, bool) or not isinstance(tasks_per_family, int) or tasks_per_family <= 0:
-        raise ValueError(f"tasks_per_family must be a positive integer, got {tasks_per_family!r}")
+        raise UserError(f"tasks_per_family must be a positive integer, got {tasks_per_family!r}")
     rng = np.random.default_rng([seed, 3])
     chosen: set[str] = set()
     by_family: dict[str, list[Task]] = {}
@@ -100,11 +101,11 @@ def evaluate_run(
     if n is None:
         n = MW_EVAL_EPISODES if mw else train_cfg.eval_episodes
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"adaptation_episodes must be a non-negative integer, got {k!r}")
+        raise UserError(f"adaptation_episodes must be a non-negative integer, got {k!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"eval_episodes must be a positive integer, got {n!r}")
+        raise UserError(f"eval_episodes must be a positive integer, got {n!r}")
     if k == 0 and agent.name != "rl2":
-        raise ValueError(f"{agent.name} adapts by gradient steps on episodes; adaptation_episodes must be at least 1")
+        raise UserError(f"{agent.name} adapts by gradient steps on episodes; adaptation_episodes must be at least 1")
     families = len({t.family for t in tasks})
     per_family = -(-len(tasks) // families)
     # MAML runs its episodes side by side (independent episodes); RL² runs one trial per slot

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from metarl.errors import UserError
+
 Statistic = Callable[[NDArray[np.float64]], float]
 """A function of a ``[num_runs, num_tasks]`` score matrix that returns one number."""
 
@@ -46,19 +48,19 @@ def _as_finite_array(values: ArrayLike, name: str) -> NDArray[np.float64]:
     try:
         arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numbers, got {values!r} ({exc})") from exc
+        raise UserError(f"{name} must be numbers, got {values!r} ({exc})") from exc
     if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); give at least one score")
+        raise UserError(f"{name} is empty (shape {arr.shape}); give at least one score")
     if not np.all(np.isfinite(arr)):
         bad = arr[~np.isfinite(arr)].ravel()[0]
-        raise ValueError(f"{name} must be finite numbers, got {bad} among values of shape {arr.shape}")
+        raise UserError(f"{name} must be finite numbers, got {bad} among values of shape {arr.shape}")
     return arr
 
 
 def _as_score_matrix(scores: ArrayLike) -> NDArray[np.float64]:
     arr = _as_finite_array(scores, "scores")
     if arr.ndim != 2:
-        raise ValueError(
+        raise UserError(
             f"scores must be a 2-D array [num_runs, num_tasks], got shape {arr.shape}; "
             "for one task pass a column (x[:, None]), for one run a row (x[None, :])"
         )
@@ -83,9 +85,9 @@ def _mean(scores: NDArray[np.float64]) -> float:
 
 def _check_bootstrap_args(reps: Any, confidence: Any) -> None:
     if isinstance(reps, bool) or not isinstance(reps, numbers.Integral) or int(reps) < 1:
-        raise ValueError(f"reps must be a positive integer, got {reps!r}")
+        raise UserError(f"reps must be a positive integer, got {reps!r}")
     if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < float(confidence) < 1:
-        raise ValueError(f"confidence must be a number in (0, 1), e.g. 0.95, got {confidence!r}")
+        raise UserError(f"confidence must be a number in (0, 1), e.g. 0.95, got {confidence!r}")
 
 
 def _percentile_interval(point: float, replicates: NDArray[np.float64], confidence: float) -> Interval:
