@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import itertools
 import math
+import os
 import textwrap
 import types
 import typing
@@ -53,8 +54,8 @@ class TrainConfig:
     repeat_tasks: bool = False
     """Allow a meta-batch larger than the train split: tasks then repeat within a meta-batch, each
     copy with its own episodes (as ProMP and learn2learn do on HalfCheetah forward/backward)."""
-    workers: int = 2
-    """Rollout worker processes."""
+    workers: int | None = None
+    """Rollout worker processes (default: the cores this process may use, ``os.sched_getaffinity``)."""
     slots_per_family: int | None = None
     """Env slots per env family in the rollout engine; default: one per task of a meta-batch."""
     backend: str = "process"
@@ -65,8 +66,9 @@ class TrainConfig:
     """With --backend ray: actors, each running --workers worker processes (default: Ray CPUs / workers)."""
     device: str = "auto"
     """Device of the policy and its updates: auto, cpu or cuda."""
-    torch_threads: int = 1
-    """Threads for the learner's torch ops on CPU (1 is fastest for small networks on a few cores)."""
+    torch_threads: int | None = None
+    """Threads for the learner's torch ops on CPU (default: the cores this process may use; sampling
+    drops to one inference thread and gives them back).  Exact resume holds for the same count."""
     checkpoint_every: int = 10
     """Write a checkpoint every this many iterations (and always at exit)."""
     eval_every: int = 10
@@ -79,18 +81,44 @@ class TrainConfig:
     """Adaptation episodes per task in periodic meta-tests."""
 
     def __post_init__(self) -> None:
-        positive = ("meta_batch", "episodes_per_task", "workers", "torch_threads", "checkpoint_every")
+        positive = ("meta_batch", "episodes_per_task", "checkpoint_every")
         for name in (*positive, "eval_tasks", "eval_episodes"):
             check_positive_int(name, getattr(self, name))
         for name in ("eval_every", "adaptation_episodes", "seed"):
             check_nonnegative_int(name, getattr(self, name))
-        for name in ("total_env_steps", "iterations", "slots_per_family", "max_episode_steps", "ray_actors"):
+        optional = ("total_env_steps", "iterations", "slots_per_family", "max_episode_steps", "ray_actors")
+        for name in (*optional, "workers", "torch_threads"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise UserError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
         check_choice("backend", self.backend, ("process", "inline", "ray"))
         check_choice("device", self.device, ("auto", "cpu", "cuda"), prefix_ok=("cuda:",))
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (``os.sched_getaffinity``; ``os.cpu_count()`` over-counts in containers
+    and under taskset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1  # pragma: no cover - macOS, Windows
+
+
+def rollout_workers(cfg: TrainConfig) -> int:
+    """``cfg.workers``, or one worker process per available core."""
+    return cfg.workers if cfg.workers is not None else available_cores()
+
+
+def learner_threads(cfg: TrainConfig) -> int:
+    """``cfg.torch_threads``, or one learner thread per available core."""
+    return cfg.torch_threads if cfg.torch_threads is not None else available_cores()
+
+
+def host_worker_default(workers: int, cores: int) -> bool:
+    """Whether the driver steps worker 0's envs itself: when it has no core of its own (as many workers as
+    cores, at least two), so that no two busy processes share a core; with a spare core, every env stays in
+    a worker process and the driver only runs the policy."""
+    return workers >= 2 and workers >= cores
 
 
 def check_positive_int(name: str, value: object) -> int:

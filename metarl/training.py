@@ -21,7 +21,15 @@ import numpy as np
 import torch
 
 from metarl.agent import MetaLearner
-from metarl.config import TrainConfig, from_dict, to_dict
+from metarl.config import (
+    TrainConfig,
+    available_cores,
+    from_dict,
+    host_worker_default,
+    learner_threads,
+    rollout_workers,
+    to_dict,
+)
 from metarl.errors import UserError
 from metarl.evaluation.result import EvalResult, evaluate
 from metarl.run import (
@@ -92,20 +100,39 @@ def _make_engine(train_cfg: TrainConfig, dist: TaskDistribution, device: torch.d
         return RayRolloutEngine(
             dist,
             num_actors=train_cfg.ray_actors,
-            workers_per_actor=train_cfg.workers,
+            workers_per_actor=rollout_workers(train_cfg),
             slots_per_family=slots,
             seed=train_cfg.seed,
             device="auto",
             address=train_cfg.ray_address,
         )
+    workers = rollout_workers(train_cfg)
     return RolloutEngine(
         dist,
-        num_workers=train_cfg.workers,
+        num_workers=workers,
         slots_per_family=slots,
         seed=train_cfg.seed,
         backend=train_cfg.backend,
         device=str(device),
+        host_worker=host_worker_default(workers, available_cores()),
     )
+
+
+def layout_line(train_cfg: TrainConfig, device: torch.device) -> str:
+    """One line saying how the run uses the machine (printed at start)."""
+    cores, workers = available_cores(), rollout_workers(train_cfg)
+    if train_cfg.backend == "process":
+        host = host_worker_default(workers, cores)
+        sampling = f"{workers} rollout worker process(es)" + (
+            ", the driver stepping worker 0's envs itself" if host else ", the driver only running the policy"
+        )
+    elif train_cfg.backend == "inline":
+        sampling = "every env in the driver (backend inline)"
+    else:
+        sampling = f"Ray actors of {workers} worker process(es)"
+    threads = f" with {learner_threads(train_cfg)} torch thread(s)" if device.type == "cpu" else ""
+    learner = f"learner on {device}{threads}"
+    return f"metarl: {cores} core(s) available: {sampling}; {learner}"
 
 
 def _check_budget(cfg: TrainConfig) -> None:
@@ -132,7 +159,7 @@ class Trainer:
         self.agent_cfg = agent_cfg
         self.config_name = config_name
         self.device = resolve_device(train_cfg.device)
-        torch.set_num_threads(train_cfg.torch_threads)
+        torch.set_num_threads(learner_threads(train_cfg))
         self.dist = make_run_distribution(train_cfg)
         _check_meta_batch(train_cfg, self.dist)
         self.agent = build_agent(train_cfg, agent_cfg, self.dist, self.device)
@@ -163,6 +190,8 @@ class Trainer:
             "engine": engine.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
+            # what bitwise reproduction also depends on (a resume with others says it is not bitwise)
+            "learner": {"torch_threads": torch.get_num_threads(), "device": str(self.device)},
         }
         return self.state.iteration, checkpoint_bytes(state)
 
@@ -177,6 +206,15 @@ class Trainer:
         self.engine_state = state["engine"]
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
+        saved = state.get("learner")
+        now = {"torch_threads": torch.get_num_threads(), "device": str(self.device)}
+        if isinstance(saved, Mapping) and dict(saved) != now:
+            print(
+                f"metarl: the run so far used {saved.get('torch_threads')} learner thread(s) on "
+                f"{saved.get('device')}; it continues with {now['torch_threads']} on {now['device']}, so the "
+                "continuation is not bitwise what the run would have computed (it is as valid a run)",
+                file=sys.stderr,
+            )
 
     # -- the loop ----------------------------------------------------------------------------
     def done(self, started: float) -> bool:
@@ -225,6 +263,7 @@ class Trainer:
         resumed_from = self.state.iteration if self.engine_state is not None else None
         log = ProgressLog(self.run_dir, keep_until_iteration=resumed_from, purge_step=self.state.env_steps)
         bar = ProgressBar(self.cfg, self.state, enabled=progress)
+        print(layout_line(self.cfg, self.device), file=sys.stderr)
         engine = _make_engine(self.cfg, self.dist, self.device)
         # Only iteration-boundary state is ever written.  A stop mid-iteration (Ctrl-C, SIGTERM, an error)
         # leaves the task RNG, the engine's collect counter and the parameters partway into the next

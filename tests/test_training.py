@@ -171,3 +171,57 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path: Path) -> None:
     state = load_checkpoint(run / "checkpoints/latest.pt")
     assert state["run"]["iteration"] >= 1
     assert "Traceback" not in err
+
+
+# -- the machine: cores, workers, learner threads -----------------------------------------------------------
+
+
+def test_workers_and_learner_threads_default_to_the_cores_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from metarl.config import available_cores, host_worker_default, learner_threads, rollout_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # the host's count, which a container must not use
+    assert available_cores() == 3
+    cfg = TrainConfig()
+    assert cfg.workers is None and cfg.torch_threads is None
+    assert rollout_workers(cfg) == 3 and learner_threads(cfg) == 3
+    given = TrainConfig(workers=5, torch_threads=2)
+    assert rollout_workers(given) == 5 and learner_threads(given) == 2
+    # the driver steps envs only when it has no core of its own
+    assert host_worker_default(3, 3) and host_worker_default(4, 3)
+    assert not host_worker_default(2, 3) and not host_worker_default(1, 1)
+
+
+@pytest.mark.parametrize(("value", "name"), [(0, "workers"), (-2, "torch_threads"), (1.5, "workers")])
+def test_bad_worker_or_thread_counts_are_refused(value: object, name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be a positive integer, got {value!r}"):
+        TrainConfig(**{name: value})
+
+
+def test_a_run_prints_its_layout_and_a_resume_with_other_threads_says_it_is_not_bitwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    train, agent = _tiny_configs(1)
+    train = TrainConfig(**{**train.__dict__, "torch_threads": None, "workers": None, "backend": "inline"})
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+        run = metarl.train(train, agent, out=tmp_path / "run", progress=False)
+        err = capsys.readouterr().err
+        assert "metarl: 2 core(s) available: every env in the driver (backend inline); learner on cpu with 2" in err
+        assert load_checkpoint(run / "checkpoints/latest.pt")["learner"] == {"torch_threads": 2, "device": "cpu"}
+        metarl.resume(run, iterations=2, progress=False)  # same machine: silent
+        assert "not bitwise" not in capsys.readouterr().err
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+        metarl.resume(run, iterations=3, progress=False)
+        err = capsys.readouterr().err
+        assert "the run so far used 2 learner thread(s) on cpu; it continues with 3 on cpu" in err
+        assert "not bitwise" in err
+    finally:
+        torch.set_num_threads(threads)

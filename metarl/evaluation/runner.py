@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from metarl.config import rollout_workers
 from metarl.errors import UserError
 from metarl.evaluation.result import EvalResult, evaluate
 from metarl.tasks import Task, TaskDistribution
@@ -112,7 +113,7 @@ def evaluate_run(
     slots = per_family * (max(k, n) if agent.name != "rl2" else 1)
     engine = RolloutEngine(
         dist,
-        num_workers=settings.workers or train_cfg.workers,
+        num_workers=settings.workers or rollout_workers(train_cfg),
         slots_per_family=max(1, min(slots, 400)),
         seed=settings.seed,
         backend=train_cfg.backend if train_cfg.backend != "ray" else "process",
