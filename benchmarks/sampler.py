@@ -9,7 +9,10 @@ two of each), with the same torch policies, it measures:
 ``gym_sync``      gymnasium ``SyncVectorEnv`` + the batched MLP policy.
 ``gym_async``     gymnasium ``AsyncVectorEnv`` (forkserver) + the batched MLP policy.
 ``sb3_subproc``   stable-baselines3 ``SubprocVecEnv`` (forkserver) + the batched MLP policy.
-``metarl_mlp``    ``RolloutEngine.collect`` with the MLP policy.
+``metarl_mlp``    ``RolloutEngine.collect`` with the MLP policy, in the default layout for ``--workers`` on this
+                  machine (the driver steps worker 0's envs itself when there are as many workers as cores).
+``metarl_mlp_nohost`` the same with every env in a worker process and the driver only running the policy
+                  (``host_worker=False``): the other layout, which wins where the driver has a core of its own.
 ``metarl_gru``    ``RolloutEngine.collect`` with the GRU policy, in RL² trials.
 ``metarl_ray``    the ``ray`` backend: one Ray actor (local, on loopback) running ``metarl_mlp``'s engine.
 
@@ -70,6 +73,7 @@ METHODS: tuple[str, ...] = (
     "gym_async",
     "sb3_subproc",
     "metarl_mlp",
+    "metarl_mlp_nohost",
     "metarl_gru",
     "metarl_ray",
 )
@@ -82,6 +86,7 @@ MEASURE_ORDER: tuple[str, ...] = (
     "metarl_gru",
     "limit",
     "metarl_mlp",
+    "metarl_mlp_nohost",
     "metarl_ray",
 )
 """Order within a round (reversed every other round): each metarl row runs next to ``limit``, so the paired
@@ -451,8 +456,11 @@ def _build_engine(
     families = list(dict.fromkeys(bench.families))  # serve only the benchmarked classes
     per_class = bench.num_envs // len(families)
     # forkserver like the other methods: workers fork from the preloaded server (start-up only; same stepping)
+    from metarl.config import available_cores, host_worker_default
+
+    host = host_worker_default(settings.workers, available_cores())  # the layout `metarl train` picks here
     engine = cls(bench.distribution, num_workers=settings.workers, slots_per_family=per_class, seed=settings.seed,
-                 families=families, start_method=START_METHOD)  # fmt: skip
+                 families=families, start_method=START_METHOD, host_worker=host)  # fmt: skip
     runners: dict[str, Runner] = {}
     if "metarl_mlp" in methods:
         runners["metarl_mlp"] = EngineRunner(engine, bench.tasks, MLPPolicy(), settings, None)
@@ -460,6 +468,25 @@ def _build_engine(
         trial = settings.trial_episodes if settings.episodes % settings.trial_episodes == 0 else 1
         runners["metarl_gru"] = EngineRunner(engine, bench.tasks, GRUPolicy(), settings, trial)
     return engine, runners, None
+
+
+def _add_nohost_runner(
+    bench: BenchEnvs,
+    settings: Settings,
+    runners: dict[str, Runner],
+    skipped: dict[str, str],
+    closers: list[Callable[[], None]],
+) -> None:
+    """``metarl_mlp_nohost``: the MLP row's engine with every env in a worker process (``host_worker=False``)."""
+    cls, why = engine_class()
+    if cls is None or bench.distribution is None:
+        skipped["metarl_mlp_nohost"] = why or f"the envs come from {bench.source}; the engine needs metarl's"
+        return
+    families = list(dict.fromkeys(bench.families))
+    engine = cls(bench.distribution, num_workers=settings.workers, slots_per_family=bench.num_envs // len(families),
+                 seed=settings.seed, families=families, start_method=START_METHOD, host_worker=False)  # fmt: skip
+    closers.append(engine.close)
+    runners["metarl_mlp_nohost"] = EngineRunner(engine, list(bench.tasks or []), MLPPolicy(), settings, None)
 
 
 def _build_ray_engine(bench: BenchEnvs, settings: Settings) -> tuple[Any, str | None]:
@@ -588,6 +615,8 @@ def run_config(
             build_seconds["limit"] = now() - t
             runners.update({m: LimitRunner(pool, settings, m == "limit_strict") for m in ("limit", "limit_strict")
                             if m in methods})  # fmt: skip
+        if "metarl_mlp_nohost" in methods:
+            _add_nohost_runner(bench, settings, runners, skipped, closers)
         if "metarl_ray" in methods:
             _add_ray_runner(bench, settings, runners, skipped, build_seconds, closers, log)
         _add_vector_runners(methods, bench, settings, runners, build_seconds, closers)

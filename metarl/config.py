@@ -181,14 +181,6 @@ def _parser_for(tp: Any, name: str) -> Callable[[str], Any]:
         return _parse_bool
     if tp in (int, float, str):
         return tp
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        item = typing.get_args(tp)[0]
-
-        def parse_tuple(text: str) -> tuple[Any, ...]:
-            return tuple(item(part) for part in text.replace(",", " ").split())
-
-        return parse_tuple
     raise TypeError(f"config field {name!r} has unsupported type {tp!r}")
 
 

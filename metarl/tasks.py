@@ -15,7 +15,7 @@ import abc
 import base64
 import importlib
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, TypeAlias
@@ -262,9 +262,6 @@ class TaskDistribution(abc.ABC):
             cache[split] = tuple(self._build_tasks(split))
         return cache[split]
 
-    def family_of(self, task: Task) -> str:
-        return task.family
-
     def reset(self, env: gym.Env[Any, Any], seed: int) -> tuple[Any, dict[str, Any]]:
         """Reset ``env`` (already switched to its task) with ``seed``."""
         return env.reset(seed=seed)
@@ -328,7 +325,3 @@ def families_of(tasks: Iterable[Task]) -> list[str]:
     for t in tasks:
         seen.setdefault(t.family, None)
     return list(seen)
-
-
-def task_ids(tasks: Sequence[Task]) -> list[str]:
-    return [t.id for t in tasks]

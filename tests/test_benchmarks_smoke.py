@@ -260,3 +260,39 @@ def test_paired_ratio_pairs_measurements_of_the_same_round() -> None:
     order = sampler.MEASURE_ORDER
     assert sorted(order) == sorted(sampler.METHODS)
     assert all(abs(order.index(m) - order.index("limit")) == 1 for m in ("metarl_mlp", "metarl_gru"))
+
+
+def test_training_benchmark_quick_writes_every_key(tmp_path: Path) -> None:
+    """`benchmarks/training.py --quick`: one round of the limit and of both paths of both agents (meta-batch 2,
+    2 episodes per task), each iteration in its own process; every figure the issue names is there and sane."""
+    from benchmarks import training
+
+    out = tmp_path / "training.json"
+    assert training.main(["--quick", "--workers", "2", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["meta"]["quick"] is True and data["meta"]["rounds"] == 1
+    assert math.isfinite(data["limit"]) and data["limit"] > 0
+    for key in ("rl2_sync_1t", "rl2_best", "maml_sync_1t", "maml_best"):
+        for suffix in ("", "_sampling_s", "_learning_s", "_learning_s_per_100k", "_peak_rss_mib"):
+            value = data[key + suffix]
+            assert isinstance(value, float) and math.isfinite(value) and value > 0, (key + suffix, value)
+        # end-to-end steps/s is the iteration's steps over its sampling and learning seconds
+        steps = data[f"{key}_env_steps"]
+        assert data[key] == pytest.approx(steps / (data[f"{key}_sampling_s"] + data[f"{key}_learning_s"]))
+    # meta-batch 2: RL² 2 trials of 2 episodes; MAML 2 tasks x 2 episodes, before and after the inner step
+    assert data["rl2_sync_1t_env_steps"] == 2 * 2 * 500 and data["maml_best_env_steps"] == 2 * 2 * 2 * 500
+    assert data["rl2_sync_1t_threads"] == 1 and data["rl2_best_threads"] == training_cores()
+
+
+def training_cores() -> int:
+    from metarl.config import available_cores
+
+    return available_cores()
+
+
+def test_training_benchmark_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import training
+
+    with pytest.raises(SystemExit) as exc:
+        training.parse_args(["--rounds", "0"])
+    assert exc.value.code == 2 and "--rounds and --workers must be positive, got 0" in capsys.readouterr().err

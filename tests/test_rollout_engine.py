@@ -247,6 +247,34 @@ def test_deterministic_flag_reaches_policy(dist: CountingDistribution) -> None:
     assert torch.equal(traj.actions[..., 0], torch.tanh(0.1 * traj.obs[..., 0]) * traj.valid)
 
 
+class ThreadRecordingPolicy(ElementwisePolicy):
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.threads: set[int] = set()
+
+    def act(self, step: StepBatch, state: Any) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
+        self.threads.add(torch.get_num_threads())
+        return super().act(step, state)
+
+
+@pytest.mark.parametrize("inference", [1, 2])
+def test_collect_runs_the_policy_on_its_inference_threads_and_gives_the_learners_back(
+    dist: CountingDistribution, inference: int
+) -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # the learner's count, set by the caller
+        policy = ThreadRecordingPolicy()
+        with RolloutEngine(dist, num_workers=1, backend="inline", inference_threads=inference) as engine:
+            engine.collect(policy, list(dist.tasks("train"))[:2], 1)
+            assert policy.threads == {inference} and torch.get_num_threads() == 3
+            with pytest.raises(ActionError):  # restored on the way out of a failed collect too
+                engine.collect(NaNPolicy(bad_task=0), list(dist.tasks("train"))[:2], 1)
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 class NaNPolicy(ElementwisePolicy):
     def __init__(self, bad_task: int) -> None:
         super().__init__(2)

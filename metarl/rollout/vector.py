@@ -9,7 +9,6 @@ episode's first observation together with the final observation of the one that 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -223,8 +222,3 @@ class VectorCore:
     @property
     def closed(self) -> bool:
         return self.pool.closed
-
-
-def default_envs_per_family(num_families: int, num_workers: int) -> int:
-    """Enough envs for about ``4 * num_workers`` in all, at least one per family."""
-    return max(1, math.ceil(4 * num_workers / num_families))

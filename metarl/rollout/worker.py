@@ -43,7 +43,7 @@ class SlotFailure:
     """An exception raised by an env (or its distribution) while serving one slot."""
 
     slot: int
-    op: str  # "step", "reset" or "set_task"
+    op: str  # "step" or "reset" (a reset switches the slot's env to its task)
     task_pos: int  # position of the slot's task in the task table (-1 if unknown)
     task_id: str
     traceback: str
