@@ -453,14 +453,10 @@ def _build_engine(
     cls, why = engine_class()
     if cls is None or bench.distribution is None or bench.tasks is None:
         return None, {}, why or f"the envs come from {bench.source}; the engine needs a metarl distribution"
-    families = list(dict.fromkeys(bench.families))  # serve only the benchmarked classes
-    per_class = bench.num_envs // len(families)
-    # forkserver like the other methods: workers fork from the preloaded server (start-up only; same stepping)
     from metarl.config import available_cores, host_worker_default
 
-    host = host_worker_default(settings.workers, available_cores())  # the layout `metarl train` picks here
-    engine = cls(bench.distribution, num_workers=settings.workers, slots_per_family=per_class, seed=settings.seed,
-                 families=families, start_method=START_METHOD, host_worker=host)  # fmt: skip
+    # the layout `metarl train` picks on this machine
+    engine = _engine(cls, bench, settings, host_worker_default(settings.workers, available_cores()))
     runners: dict[str, Runner] = {}
     if "metarl_mlp" in methods:
         runners["metarl_mlp"] = EngineRunner(engine, bench.tasks, MLPPolicy(), settings, None)
@@ -468,6 +464,14 @@ def _build_engine(
         trial = settings.trial_episodes if settings.episodes % settings.trial_episodes == 0 else 1
         runners["metarl_gru"] = EngineRunner(engine, bench.tasks, GRUPolicy(), settings, trial)
     return engine, runners, None
+
+
+def _engine(cls: Any, bench: BenchEnvs, settings: Settings, host_worker: bool) -> Any:
+    """The engine of the metarl rows: one slot per benchmarked task, serving only the benchmarked classes; forkserver
+    like the other methods (workers fork from the preloaded server: start-up only, same stepping)."""
+    families = list(dict.fromkeys(bench.families))
+    return cls(bench.distribution, num_workers=settings.workers, slots_per_family=bench.num_envs // len(families),
+               seed=settings.seed, families=families, start_method=START_METHOD, host_worker=host_worker)  # fmt: skip
 
 
 def _add_nohost_runner(
@@ -482,9 +486,7 @@ def _add_nohost_runner(
     if cls is None or bench.distribution is None:
         skipped["metarl_mlp_nohost"] = why or f"the envs come from {bench.source}; the engine needs metarl's"
         return
-    families = list(dict.fromkeys(bench.families))
-    engine = cls(bench.distribution, num_workers=settings.workers, slots_per_family=bench.num_envs // len(families),
-                 seed=settings.seed, families=families, start_method=START_METHOD, host_worker=False)  # fmt: skip
+    engine = _engine(cls, bench, settings, host_worker=False)
     closers.append(engine.close)
     runners["metarl_mlp_nohost"] = EngineRunner(engine, list(bench.tasks or []), MLPPolicy(), settings, None)
 
