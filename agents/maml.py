@@ -608,7 +608,10 @@ class MAMLAgent:
         self.optimizer: torch.optim.Optimizer | None = (
             torch.optim.Adam(self.policy.parameters(), lr=self.config.outer_lr) if self.config.outer == "ppo" else None
         )
-        self.env_steps = 0
+        self.env_steps = 0  # training env steps behind the weights
+
+    adaptation_unit = "gradient_steps"
+    metaworld_info_in_obs = False
 
     # -- sampling --------------------------------------------------------------------------
     def _collect(
@@ -619,10 +622,22 @@ class MAMLAgent:
         )
         return traj
 
-    def adapt(
+    def adapt(self, engine: Any, tasks: Sequence[Task], adaptation_episodes: int) -> TaskPolicy:
+        """The test-time inner steps (``config.steps_at_test``), each on ``adaptation_episodes`` fresh sampled
+        episodes per task; returns the adapted per-task policy (weights stacked in the order of ``tasks``)."""
+        if isinstance(adaptation_episodes, bool) or not isinstance(adaptation_episodes, int) or adaptation_episodes < 1:
+            raise UserError(
+                f"{self.name} adapts by gradient steps on episodes; adaptation_episodes must be a positive integer, "
+                f"got {adaptation_episodes!r}"
+            )
+        policy, _ = self.adapt_with_batches(engine, tasks, adaptation_episodes, self.config.steps_at_test)
+        return policy
+
+    def adapt_with_batches(
         self, engine: Any, tasks: Sequence[Task], episodes: int | None = None, steps: int | None = None
     ) -> tuple[TaskPolicy, list[TaskBatch]]:
-        """Collect ``episodes`` per task and take ``steps`` inner steps; returns the adapted per-task policy.
+        """Collect ``episodes`` per task and take ``steps`` inner steps (default: the training ones); returns the
+        adapted per-task policy and the batches it stepped on.
 
         The returned :class:`TaskPolicy` holds the adapted weights stacked in the order of ``tasks``:
         pass it and the same task list to ``engine.collect``.
@@ -636,10 +651,10 @@ class MAMLAgent:
         for _ in range(steps):
             traj = self._collect(engine, tasks, params, episodes)
             batches.append(task_batch(traj, self.policy, self.config))
-            params = self._inner_step(params, batches[-1], len(tasks))
+            params = self.inner_step(params, batches[-1], len(tasks))
         return TaskPolicy(self.policy, params), batches
 
-    def _inner_step(self, params: Params | None, batch: TaskBatch, num_tasks: int) -> Params:
+    def inner_step(self, params: Params | None, batch: TaskBatch, num_tasks: int) -> Params:
         """Per-task weights after one more inner step (from θ when ``params`` is None), as constants."""
         base = stack_params(detach_params(self.policy.params()), num_tasks) if params is None else params
         return detach_params(inner_step(self.policy, base, batch, self.config.inner_lr, False))
@@ -648,7 +663,7 @@ class MAMLAgent:
     def meta_train_step(self, engine: Any, tasks: Sequence[Task]) -> dict[str, float]:
         cfg = self.config
         t0 = time.perf_counter()
-        adapted_policy, pre = self.adapt(engine, tasks)
+        adapted_policy, pre = self.adapt_with_batches(engine, tasks)
         assert adapted_policy.params is not None
         post: TaskBatch | None = None
         if cfg.outer != "reptile":
@@ -666,8 +681,10 @@ class MAMLAgent:
         t2 = time.perf_counter()
         # Reptile has no post-adaptation phase: its "post" figures are those of the last inner step's episodes
         last = post if post is not None else pre[-1]
+        env_steps = sum(b.num_steps for b in pre) + (post.num_steps if post is not None else 0)
+        self.env_steps += int(env_steps)
         return {
-            "env_steps": float(sum(b.num_steps for b in pre) + (post.num_steps if post is not None else 0)),
+            "env_steps": float(env_steps),
             "charts/pre_adaptation_return": float(pre[0].returns.mean()),
             "charts/post_adaptation_return": float(last.returns.mean()),
             "charts/pre_adaptation_success": float(pre[0].success.mean()),
@@ -690,12 +707,14 @@ class MAMLAgent:
         deterministic: bool,
         *,
         feedback: bool = True,
+        sample_adaptation: bool = True,
     ) -> MetaTestRollouts:
         """Curve point k: ``eval_episodes`` episodes with the weights after k inner steps (k = 0..S).
 
         Each inner step uses ``adaptation_episodes`` fresh stochastic episodes per task (one
         episode if 0 is given: a gradient step needs data).  There is no reward input to withhold:
         the adaptation control is the curve's point 0 (no inner step), so ``feedback=False`` is refused.
+        Adaptation episodes are sampled whatever ``sample_adaptation`` says: a policy gradient needs exploration.
         """
         if not feedback:
             raise UserError(
@@ -716,7 +735,7 @@ class MAMLAgent:
                 break
             traj = self._collect(engine, tasks, params, episodes)
             batch = task_batch(traj, self.policy, self.config)
-            params = self._inner_step(params, batch, len(tasks))
+            params = self.inner_step(params, batch, len(tasks))
         if last is None:  # the loop above runs at least once: adaptation takes at least one episode
             raise RuntimeError(f"internal error: meta_test collected nothing (episodes={episodes!r})")
         return MetaTestRollouts(
@@ -728,14 +747,32 @@ class MAMLAgent:
             unit="gradient_steps",
         )
 
+    def eval_slots(self, adaptation_episodes: int, eval_episodes: int) -> int:
+        return max(adaptation_episodes, eval_episodes)  # independent episodes run side by side
+
+    def metaworld_adapter(
+        self, num_envs: int, *, deterministic: bool, seed: int, info_in_obs: bool = False, exact: bool = False
+    ) -> Any:
+        """``exact`` is ignored: the adaptation episodes are sampled (a policy gradient needs exploration)."""
+        from metarl.agents.maml_metaworld import MAMLMetaWorldAgent
+
+        if info_in_obs:
+            raise ValueError(f"{self.name} reads plain observations; build the envs without recurrent_info_in_obs")
+        return MAMLMetaWorldAgent(self, num_envs, deterministic=deterministic, seed=seed)
+
+    @property
+    def metaworld_adaptation_steps(self) -> int:
+        return self.config.steps_at_test
+
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"policy": self.policy.state_dict()}
+        state: dict[str, Any] = {"policy": self.policy.state_dict(), "env_steps": self.env_steps}
         if self.optimizer is not None:
             state["optimizer"] = self.optimizer.state_dict()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
+        self.env_steps = int(state.get("env_steps", 0))
         if self.optimizer is not None and "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
 
@@ -764,115 +801,3 @@ def build(observation_space: Any, action_space: Any, config: MAMLConfig, train: 
         action_high=action_space.high,
         seed=train.seed,
     )
-
-
-# -- Meta-World's MetaLearningAgent protocol ----------------------------------------------------
-
-
-class MAMLMetaWorldAgent:
-    """Adapter so ``metaworld.evaluation.metalearning_evaluation`` can score a MAML-family agent.
-
-    Env ``i`` of the evaluator's vector env is task ``i``.  ``adapt_action``/``step`` record each
-    env's adaptation episodes; ``adapt()`` takes one inner step per call (the evaluator calls it
-    once per adaptation step) on that env's complete episodes, from the current weights; the
-    evaluation episodes then run with the adapted weights (``reset`` has nothing to do: the
-    policy is feed-forward).  ``init()`` returns every env to θ.  Meta-World vector envs
-    auto-reset in the same step (``SAME_STEP``), so every recorded step is a real one.
-    """
-
-    def __init__(self, agent: MAMLAgent, num_envs: int, *, deterministic: bool = False, seed: int = 0) -> None:
-        self.agent = agent
-        self.policy = agent.policy
-        self.num_envs = int(num_envs)
-        self.deterministic = deterministic
-        self.generator = torch.Generator(device=self.policy.device).manual_seed(seed)
-        self.params: Params | None = None
-        self.init()
-
-    def init(self) -> None:
-        self.params = None
-        self._clear()
-
-    def _clear(self) -> None:
-        self._steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def _act(self, observations: Any, deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        dev = self.policy.device
-        obs = torch.as_tensor(observations, dtype=torch.float32, device=dev)
-        task = torch.arange(self.num_envs, device=dev)
-        noise = torch.randn(self.num_envs, self.policy.action_dim, generator=self.generator, device=dev)
-        with torch.no_grad():
-            mean, log_std = TaskPolicy(self.policy, self.params).distribution(obs, task)
-            a = mean if deterministic else mean + log_std.exp() * noise
-            log_prob = gaussian_log_prob(a, mean, log_std)
-        return obs, self.policy.action_bias + self.policy.action_scale * a, log_prob
-
-    def adapt_action(self, observations: Any) -> tuple[Any, dict[str, Any]]:
-        # adaptation episodes are always sampled: a policy gradient needs exploration
-        obs, action, log_prob = self._act(observations, False)
-        self._last = (obs, action)
-        return action.cpu().numpy().astype("float64"), {"log_prob": log_prob.cpu().numpy()}
-
-    def step(self, timestep: Any) -> None:
-        if self._last is None:
-            raise RuntimeError("step() called before adapt_action()")
-        dev = self.policy.device
-        obs, action = self._last
-        reward = torch.as_tensor(timestep.reward, dtype=torch.float32, device=dev)
-        done = torch.as_tensor(timestep.terminated | timestep.truncated, device=dev)
-        terminated = torch.as_tensor(timestep.terminated, device=dev)
-        self._steps.append((obs, action, reward, done, terminated))
-
-    def _trajectories(self) -> Trajectories:
-        """The recorded steps as [env, episode, time] whole episodes (an unfinished last episode is dropped)."""
-        if not self._steps:
-            raise RuntimeError("adapt() called with no adaptation steps recorded")
-        obs, act, rew, done, term = (torch.stack(x, 1) for x in zip(*self._steps, strict=True))  # [N, T, ...]
-        episodes: list[list[tuple[int, int]]] = []
-        for i in range(self.num_envs):
-            ends = (done[i].nonzero().squeeze(1) + 1).tolist()
-            episodes.append(list(zip([0, *ends[:-1]], ends, strict=True)) if ends else [])
-        if any(not e for e in episodes):
-            raise RuntimeError("an env finished no adaptation episode; give the evaluator more adaptation episodes")
-        n_eps = max(len(e) for e in episodes)
-        horizon = max(b - a for e in episodes for a, b in e)
-        n, dev = self.num_envs, self.policy.device
-        out_obs = torch.zeros(n, n_eps, horizon, obs.shape[-1], device=dev)
-        out_act = torch.zeros(n, n_eps, horizon, act.shape[-1], device=dev)
-        out_rew = torch.zeros(n, n_eps, horizon, device=dev)
-        valid = torch.zeros(n, n_eps, horizon, dtype=torch.bool, device=dev)
-        terminated = torch.zeros(n, n_eps, horizon, dtype=torch.bool, device=dev)
-        for i, eps in enumerate(episodes):
-            for e, (a, b) in enumerate(eps):
-                out_obs[i, e, : b - a] = obs[i, a:b]
-                out_act[i, e, : b - a] = act[i, a:b]
-                out_rew[i, e, : b - a] = rew[i, a:b]
-                valid[i, e, : b - a] = True
-                terminated[i, e, : b - a] = term[i, a:b]
-        return Trajectories(
-            tasks=[],
-            obs=out_obs,
-            actions=out_act,
-            rewards=out_rew,
-            terminated=terminated,
-            truncated=torch.zeros_like(terminated),
-            success=torch.zeros_like(terminated),
-            valid=valid,
-            final_obs=torch.zeros(n, n_eps, obs.shape[-1], device=dev),
-            lengths=valid.sum(-1),
-            episode_seeds=torch.zeros(n, n_eps, dtype=torch.int64, device=dev),
-        )
-
-    def adapt(self) -> None:
-        """One inner step per env from the current weights, on the episodes recorded since the last call."""
-        batch = task_batch(self._trajectories(), self.policy, self.agent.config)
-        self.params = self.agent._inner_step(self.params, batch, self.num_envs)
-        self._clear()
-
-    def eval_action(self, observations: Any) -> Any:
-        _, action, _ = self._act(observations, self.deterministic)
-        return action.cpu().numpy().astype("float64")
-
-    def reset(self, env_mask: Any) -> None:
-        """Nothing to reset: the adapted weights stay, the policy has no state."""

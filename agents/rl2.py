@@ -693,7 +693,8 @@ class RL2Agent:
     """
 
     name = "rl2"
-    curve_unit = "episodes"
+    adaptation_unit = "episodes"
+    metaworld_info_in_obs = True  # as metaworld-algorithms' test envs (recurrent_info_in_obs)
 
     def __init__(
         self,
@@ -718,8 +719,6 @@ class RL2Agent:
         self.policy = RL2Policy(obs_dim, action_dim, config.policy, action_low, action_high).to(device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
-        # Adaptation episodes are sampled; the official cross-check's exact mode turns this off on both sides.
-        self.sample_adaptation = True
         self.env_steps = 0  # training steps so far, for the log σ cap schedule
 
     def meta_train_step(self, engine: Any, tasks: Sequence[Task]) -> dict[str, float]:
@@ -758,6 +757,7 @@ class RL2Agent:
         deterministic: bool,
         *,
         feedback: bool = True,
+        sample_adaptation: bool = True,
     ) -> MetaTestRollouts:
         """One trial per task: ``adaptation_episodes`` sampled episodes, then ``eval_episodes`` evaluation episodes
         that each start from the hidden state reached after the adaptation episodes (as Meta-World's evaluator
@@ -765,6 +765,7 @@ class RL2Agent:
         evaluation episodes take the mean action; adaptation episodes are always sampled (as metaworld-algorithms
         does: they are how the agent explores).  ``feedback=False`` is the adaptation control: the previous
         reward enters the input as 0 throughout the trial, so the agent cannot learn the task from its rewards.
+        ``sample_adaptation=False`` (with ``deterministic``) takes the adaptation episodes on the mean action too.
         """
         total = adaptation_episodes + eval_episodes
         policy = AdaptedStatePolicy(
@@ -772,7 +773,7 @@ class RL2Agent:
         )
         traj = engine.collect(
             policy, list(tasks), episodes_per_task=total, episodes_per_trial=total,
-            deterministic=deterministic and not self.sample_adaptation,
+            deterministic=deterministic and not sample_adaptation,
         )  # fmt: skip
         success = traj.episode_success.float()  # [N, K+n]
         returns = traj.episode_returns
@@ -787,6 +788,36 @@ class RL2Agent:
             eval_return=returns[:, k:],
             unit="episodes",
         )
+
+    def adapt(self, engine: Any, tasks: Sequence[Task], adaptation_episodes: int) -> AdaptedRL2Policy:
+        """One trial of ``adaptation_episodes`` sampled episodes per task; the adapted policy starts every episode
+        from the hidden state its task reached at the end of them (as a meta-test's evaluation episodes do)."""
+        if isinstance(adaptation_episodes, bool) or not isinstance(adaptation_episodes, int) or adaptation_episodes < 0:
+            raise UserError(f"adaptation_episodes must be a non-negative integer, got {adaptation_episodes!r}")
+        tasks = list(tasks)
+        recorder = _FinalHidden(self.policy, len(tasks))
+        if adaptation_episodes:
+            engine.collect(
+                recorder, tasks, episodes_per_task=adaptation_episodes, episodes_per_trial=adaptation_episodes
+            )
+        return AdaptedRL2Policy(self.policy, recorder.final, adapted=adaptation_episodes > 0)
+
+    def eval_slots(self, adaptation_episodes: int, eval_episodes: int) -> int:
+        return 1  # a meta-test is one trial per task
+
+    def metaworld_adapter(
+        self, num_envs: int, *, deterministic: bool, seed: int, info_in_obs: bool = False, exact: bool = False
+    ) -> Any:
+        from metarl.agents.rl2_metaworld import RL2MetaWorldAgent
+
+        return RL2MetaWorldAgent(
+            self.policy, num_envs, deterministic=deterministic, seed=seed, info_in_obs=info_in_obs,
+            deterministic_adaptation=exact,
+        )  # fmt: skip
+
+    @property
+    def metaworld_adaptation_steps(self) -> int:
+        return 1  # the evaluator's adapt() only snapshots the hidden state
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -864,126 +895,44 @@ class AdaptedStatePolicy:
         return action, (hidden, snapshot, count), extras
 
 
-# -- Meta-World's MetaLearningAgent protocol ----------------------------------------------------
+class _FinalHidden:
+    """The RL² policy, recording each task's hidden state after its latest step (``final[task]``)."""
 
-
-class RL2MetaWorldAgent:
-    """Adapter so ``metaworld.evaluation.metalearning_evaluation`` can score an RL² policy.
-
-    The evaluator calls ``init()``, then ``adapt_action``/``step`` over the adaptation episodes,
-    ``adapt()``, and then ``eval_action``/``reset(dones)`` over the evaluation episodes.  RL²
-    adapts through its hidden state, so ``adapt()`` snapshots each env's hidden state and
-    ``reset(mask)`` restores that snapshot for the masked envs — zeroing it there would score
-    RL² zero-shot.  Inputs at each episode start match the engine's (previous action and reward
-    zero, done flag set after the first episode of a trial).
-
-    As metaworld-algorithms' RL² does, adaptation actions are sampled and evaluation actions take the mean
-    when ``deterministic`` (``deterministic_adaptation`` makes adaptation take the mean too, for exact
-    comparisons).  The evaluator never calls ``step()`` in evaluation episodes, so the reward there reaches
-    the agent only through the observation: with ``info_in_obs`` the envs are Meta-World's
-    ``recurrent_info_in_obs=True`` envs (observation ⊕ previous action ⊕ reward / 10 ⊕ done, zeros after a
-    reset), the adapter reads the previous action and reward from that tail in every episode, and the
-    policy sees what metaworld-algorithms' RL² sees.  Without it, evaluation episodes show reward 0.
-    """
-
-    def __init__(
-        self,
-        policy: RL2Policy,
-        num_envs: int,
-        *,
-        deterministic: bool = False,
-        seed: int = 0,
-        info_in_obs: bool = False,
-        deterministic_adaptation: bool = False,
-    ) -> None:
+    def __init__(self, policy: RL2Policy, num_tasks: int) -> None:
         self.policy = policy
-        self.num_envs = int(num_envs)
-        self.deterministic = deterministic
-        self.deterministic_adaptation = deterministic_adaptation
-        self.info_in_obs = info_in_obs
-        self.generator = torch.Generator(device=policy.device).manual_seed(seed)
-        self.init()
+        self.device = policy.device
+        self.final = policy.initial_state(num_tasks)
 
-    def _zero_inputs(self) -> None:
-        a = self.policy.action_dim
-        self.prev_action = torch.zeros(self.num_envs, a, device=self.policy.device)
-        self.prev_reward = torch.zeros(self.num_envs, device=self.policy.device)
+    def initial_state(self, num_slots: int) -> torch.Tensor:
+        return self.policy.initial_state(num_slots)
 
-    def init(self) -> None:
-        """Start a new trial in every env: zero hidden state, no previous step."""
-        self.hidden = self.policy.initial_state(self.num_envs)
-        self._zero_inputs()
-        self.prev_done = torch.zeros(self.num_envs, dtype=torch.bool, device=self.policy.device)
-        self.trial_start = torch.ones(self.num_envs, dtype=torch.bool, device=self.policy.device)
-        self.adapted_hidden: torch.Tensor | None = None
+    @torch.no_grad()
+    def act(self, step: StepBatch, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        action, state, extras = self.policy.act(step, state)
+        self.final = self.final.index_copy(0, step.task, state[step.slot])
+        return action, state, extras
 
-    def _split(self, observations: Any) -> torch.Tensor:
-        """The env observation; with ``info_in_obs`` the previous action and reward are read from its tail."""
-        obs = torch.as_tensor(observations, dtype=torch.float32, device=self.policy.device)
-        if not self.info_in_obs:
-            return obs
-        o, a = self.policy.obs_dim, self.policy.action_dim
-        if obs.shape[-1] != o + a + 2:
-            raise ValueError(
-                f"info_in_obs expects observations of {o} + {a} + 2 values (Meta-World's recurrent_info_in_obs), "
-                f"got {obs.shape[-1]}"
-            )
-        self.prev_action = obs[:, o : o + a]
-        self.prev_reward = obs[:, o + a] * 10.0  # the wrapper shows reward / 10; the policy scales it itself
-        return obs[:, :o]
 
-    def _act(self, observations: Any, deterministic: bool) -> tuple[Any, Any]:
-        obs = self._split(observations)
-        noise = torch.randn(self.num_envs, self.policy.action_dim, generator=self.generator, device=self.policy.device)
-        step = StepBatch(
-            obs=obs,
-            prev_action=self.prev_action,
-            prev_reward=self.prev_reward,
-            prev_done=self.prev_done,
-            episode_start=self.prev_done | self.trial_start,
-            trial_start=self.trial_start,
-            slot=torch.arange(self.num_envs, device=self.policy.device),
-            task=torch.arange(self.num_envs, device=self.policy.device),
-            noise=noise,
-            deterministic=deterministic,
-        )
-        action, self.hidden, extras = self.policy.act(step, self.hidden)
-        self.trial_start = torch.zeros_like(self.trial_start)
-        self._last_action = action
-        return action.cpu().numpy().astype("float64"), {k: v.cpu().numpy() for k, v in extras.items()}
+class AdaptedRL2Policy:
+    """What :meth:`RL2Agent.adapt` returns: for ``engine.collect`` on the same task list, every episode of
+    task ``i`` starts from ``hidden[i]`` (the state after its adaptation episodes) with the done flag set,
+    exactly as the evaluation episodes of a meta-test start; without adaptation (``adapted=False``) from a
+    fresh trial.  ``act`` takes the engine's ``deterministic`` (evaluation on the mean action) as given."""
 
-    def adapt_action(self, observations: Any) -> tuple[Any, dict[str, Any]]:
-        return self._act(observations, self.deterministic_adaptation)
+    def __init__(self, policy: RL2Policy, hidden: torch.Tensor, *, adapted: bool = True) -> None:
+        self.policy = policy
+        self.device = policy.device
+        self.hidden = hidden
+        self.adapted = adapted
 
-    def step(self, timestep: Any) -> None:
-        """Record the previous action, reward and done flag for the next input."""
-        done = torch.as_tensor(timestep.terminated | timestep.truncated, device=self.policy.device)
-        self.prev_action = self._last_action * (~done).unsqueeze(-1)
-        reward = torch.as_tensor(timestep.reward, dtype=torch.float32, device=self.policy.device)
-        self.prev_reward = reward * (~done)
-        self.prev_done = done
+    def initial_state(self, num_slots: int) -> torch.Tensor:
+        return self.policy.initial_state(num_slots)
 
-    def adapt(self) -> None:
-        """The hidden state after the adaptation episodes is the adapted 'policy'."""
-        self.adapted_hidden = self.hidden.clone()
-
-    def eval_action(self, observations: Any) -> Any:
-        """An evaluation action.  The evaluator calls no ``step`` here: the next input carries this action, a
-        done flag of 0, and the reward from the observation's tail with ``info_in_obs`` (else 0)."""
-        action, _ = self._act(observations, self.deterministic)
-        self.prev_action = self._last_action
-        self.prev_reward = torch.zeros_like(self.prev_reward)
-        self.prev_done = torch.zeros_like(self.prev_done)
-        return action
-
-    def reset(self, env_mask: Any) -> None:
-        """Start a new evaluation episode in the masked envs from the adapted hidden state."""
-        mask = torch.as_tensor(env_mask, dtype=torch.bool, device=self.policy.device)
-        if self.adapted_hidden is None:  # before adaptation: a fresh trial
-            self.hidden = torch.where(mask.unsqueeze(-1), torch.zeros_like(self.hidden), self.hidden)
-            self.trial_start = self.trial_start | mask
-            return
-        self.hidden = torch.where(mask.unsqueeze(-1), self.adapted_hidden, self.hidden)
-        self.prev_action = self.prev_action * (~mask).unsqueeze(-1)
-        self.prev_reward = self.prev_reward * (~mask)
-        self.prev_done = self.prev_done | mask
+    @torch.no_grad()
+    def act(self, step: StepBatch, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        if self.adapted:
+            start = step.episode_start
+            state = state.index_copy(0, step.slot[start], self.hidden[step.task[start]])
+            step.prev_done = step.prev_done | start
+            step.trial_start = torch.zeros_like(step.trial_start)
+        return self.policy.act(step, state)

@@ -37,7 +37,7 @@ from metarl.agents.rl2 import RL2Agent, RL2Config, RL2PolicyConfig  # noqa: E402
 from metarl.envs import make_distribution  # noqa: E402
 from metarl.evaluation.official import cross_check, official_counting, per_env_counting  # noqa: E402
 from metarl.rollout import RolloutEngine  # noqa: E402
-from metarl.training import make_run_distribution, read_run_config  # noqa: E402
+from metarl.run import make_run_distribution, read_run_config  # noqa: E402
 
 
 def counting_demo(agent: object, dist: object, envs_per_name: int, episodes: int, seed: int) -> dict[str, float]:

@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "train": "metarl.training",
     "resume": "metarl.training",
-    "load": "metarl.training",
+    "load": "metarl.run",
     "evaluate": "metarl.evaluation",
     "EvalResult": "metarl.evaluation",
     "TrainConfig": "metarl.config",

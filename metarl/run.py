@@ -8,6 +8,9 @@ Layout of ``RUN_DIR``::
     events.out.tfevents.*
     checkpoints/latest.pt (+ iter-NNNNNN.pt)   written atomically: temp file, then rename
     eval/latest.json, eval/iter-NNNNNN.json, eval/final.json
+
+Loading a run (:func:`read_run_config`, :func:`make_run_distribution`, :func:`build_agent`, :func:`load`)
+lives here too, so evaluation reads run directories without importing the training loop.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ import time
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from metarl.errors import UserError
+
+if TYPE_CHECKING:
+    from metarl.agent import MetaLearner
+    from metarl.config import TrainConfig
+    from metarl.tasks import TaskDistribution
 
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
@@ -229,3 +237,58 @@ class ProgressLog:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+# -- loading a run -------------------------------------------------------------------------------
+
+
+def read_run_config(run_dir: Path) -> tuple[TrainConfig, Any, str | None]:
+    """``(train config, agent config, config name)`` of ``run_dir``, from its ``config.json``."""
+    from metarl.agents import agent_config_class
+    from metarl.config import TrainConfig, from_dict
+
+    try:
+        data = json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+        train_cfg = from_dict(TrainConfig, data["train"])
+        agent_cfg = from_dict(agent_config_class(train_cfg.agent), data["agent"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise RunDirError(f"{str(run_dir)!r} has an unreadable {CONFIG_FILE}: {exc}") from exc
+    return train_cfg, agent_cfg, data.get("config_name")
+
+
+def make_run_distribution(cfg: TrainConfig) -> TaskDistribution:
+    """The run's task distribution, with the options its config sets."""
+    from metarl.envs import make_distribution
+
+    options: dict[str, Any] = {}
+    if cfg.max_episode_steps is not None:
+        options["max_episode_steps"] = cfg.max_episode_steps
+    return make_distribution(cfg.benchmark, seed=cfg.seed, **options)
+
+
+def build_agent(train_cfg: TrainConfig, agent_cfg: Any, dist: TaskDistribution, device: torch.device) -> MetaLearner:
+    """A freshly initialised agent of the run's config (the registry's ``build``)."""
+    from metarl.agents import agent_module
+
+    module = agent_module(train_cfg.agent)
+    agent: MetaLearner = module.build(dist.observation_space, dist.action_space, agent_cfg, train_cfg, device)
+    return agent
+
+
+def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> MetaLearner:
+    """The trained agent of ``run_dir`` (its latest checkpoint, or ``checkpoint``), on the CPU."""
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise RunDirError(f"{str(run_dir)!r} is not a metarl run directory (no {CONFIG_FILE})")
+    train_cfg, agent_cfg, _ = read_run_config(run_dir)
+    state = load_checkpoint(Path(checkpoint) if checkpoint else run_dir / CHECKPOINT_DIR / LATEST_CHECKPOINT)
+    if state.get("agent_name") != train_cfg.agent:
+        raise RunDirError(
+            f"checkpoint is of agent {state.get('agent_name')!r}, but {str(run_dir)!r} is a {train_cfg.agent!r} run"
+        )
+    agent = build_agent(train_cfg, agent_cfg, make_run_distribution(train_cfg), torch.device("cpu"))
+    agent_state = dict(state["agent"])
+    # checkpoints written before agents kept their own step count: the run's count is the agent's
+    agent_state.setdefault("env_steps", int(state["run"]["env_steps"]))
+    agent.load_state_dict(agent_state)
+    return agent

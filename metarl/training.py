@@ -2,13 +2,12 @@
 
 ``train(...)`` starts a run, ``resume(RUN_DIR)`` continues one exactly (on CPU with a fixed seed,
 2 iterations + resume + 2 iterations gives the same parameters as 4 uninterrupted), and
-``load(RUN_DIR)`` returns the trained agent.
+``load(RUN_DIR)`` (from :mod:`metarl.run`) returns the trained agent.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import sys
 import time
@@ -20,11 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarl.agent import MetaLearner
 from metarl.config import (
     TrainConfig,
     available_cores,
-    from_dict,
     host_worker_default,
     learner_threads,
     rollout_workers,
@@ -40,9 +37,12 @@ from metarl.run import (
     ProgressLog,
     RunDirError,
     atomic_write_json,
+    build_agent,
     checkpoint_bytes,
     load_checkpoint,
+    make_run_distribution,
     prepare_run_dir,
+    read_run_config,
     run_metadata,
     write_checkpoint,
 )
@@ -61,30 +61,12 @@ class RunState:
     wall_s: float = 0.0
 
 
-def make_run_distribution(cfg: TrainConfig) -> TaskDistribution:
-    """The run's task distribution, with the options its config sets."""
-    from metarl.envs import make_distribution
-
-    options: dict[str, Any] = {}
-    if cfg.max_episode_steps is not None:
-        options["max_episode_steps"] = cfg.max_episode_steps
-    return make_distribution(cfg.benchmark, seed=cfg.seed, **options)
-
-
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
     return torch.device(device)
-
-
-def build_agent(train_cfg: TrainConfig, agent_cfg: Any, dist: TaskDistribution, device: torch.device) -> MetaLearner:
-    from metarl.agents import agent_module
-
-    module = agent_module(train_cfg.agent)
-    agent: MetaLearner = module.build(dist.observation_space, dist.action_space, agent_cfg, train_cfg, device)
-    return agent
 
 
 def _make_engine(train_cfg: TrainConfig, dist: TaskDistribution, device: torch.device) -> Any:
@@ -336,18 +318,6 @@ def train(
     return trainer.run(progress=progress)
 
 
-def read_run_config(run_dir: Path) -> tuple[TrainConfig, Any, str | None]:
-    from metarl.agents import agent_config_class
-
-    try:
-        data = json.loads((Path(run_dir) / CONFIG_FILE).read_text())
-        train_cfg = from_dict(TrainConfig, data["train"])
-        agent_cfg = from_dict(agent_config_class(train_cfg.agent), data["agent"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise RunDirError(f"{str(run_dir)!r} has an unreadable {CONFIG_FILE}: {exc}") from exc
-    return train_cfg, agent_cfg, data.get("config_name")
-
-
 def resume(
     run_dir: str | Path,
     *,
@@ -377,24 +347,3 @@ def resume(
             {"config_name": config_name, "train": to_dict(train_cfg), "agent": to_dict(agent_cfg)},
         )
     return trainer.run(progress=progress)
-
-
-def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> MetaLearner:
-    """The trained agent of ``run_dir`` (its latest checkpoint, or ``checkpoint``)."""
-    run_dir = Path(run_dir)
-    from metarl.run import is_run_dir
-
-    if not is_run_dir(run_dir):
-        raise RunDirError(f"{str(run_dir)!r} is not a metarl run directory (no {CONFIG_FILE})")
-    train_cfg, agent_cfg, _ = read_run_config(run_dir)
-    state = load_checkpoint(Path(checkpoint) if checkpoint else run_dir / CHECKPOINT_DIR / LATEST_CHECKPOINT)
-    if state.get("agent_name") != train_cfg.agent:
-        raise RunDirError(
-            f"checkpoint is of agent {state.get('agent_name')!r}, but {str(run_dir)!r} is a {train_cfg.agent!r} run"
-        )
-
-    dist = make_run_distribution(train_cfg)
-    agent = build_agent(train_cfg, agent_cfg, dist, torch.device("cpu"))
-    agent.load_state_dict(state["agent"])
-    agent.env_steps = int(state["run"]["env_steps"])  # type: ignore[attr-defined]
-    return agent

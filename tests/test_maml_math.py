@@ -351,7 +351,7 @@ def test_adapt_returns_per_task_weights_in_the_task_order(nav_engine) -> None:  
     agent = MAMLAgent(2, 2, MAMLConfig(hidden=(16,)), episodes_per_task=2,
                       action_low=dist.action_space.low, action_high=dist.action_space.high)  # fmt: skip
     tasks = dist.sample(3, "test", rng=np.random.default_rng(2))
-    adapted, batches = agent.adapt(engine, tasks, episodes=2)
+    adapted, batches = agent.adapt_with_batches(engine, tasks, episodes=2)
     assert adapted.params is not None and adapted.num_tasks == 3 and len(batches) == 1
     again = adapt_params(agent.policy, agent.policy.params(), batches, 0.1, create_graph=False)
     for k, v in adapted.params.items():

@@ -26,7 +26,7 @@ def _official_side(agent, dist, task, info_in_obs: bool) -> tuple[np.ndarray, li
     from metaworld.evaluation import Timestep
     from metaworld.wrappers import RNNBasedMetaRLWrapper
 
-    from metarl.agents.rl2 import RL2MetaWorldAgent
+    from metarl.agents.rl2_metaworld import RL2MetaWorldAgent
 
     adapter = RL2MetaWorldAgent(
         agent.policy, 1, deterministic=True, deterministic_adaptation=True, info_in_obs=info_in_obs
@@ -87,7 +87,6 @@ def test_cross_check_agrees_with_the_official_evaluator_on_the_same_goals() -> N
     with RolloutEngine(dist, num_workers=1, seed=0, backend="inline") as engine:
         agent = _briefly_trained_rl2(dist, engine)
         check = cross_check(agent, dist, engine, rounds=3, adaptation_episodes=1, eval_episodes=2, seed=0)
-    assert agent.sample_adaptation  # restored after the cross-check
     assert len(check.rounds) == 3 and len({r.task_id for r in check.rounds}) >= 2
     for r in check.rounds:
         assert r.task_id in {t.id for t in dist.tasks("test")}

@@ -13,8 +13,7 @@ import metarl
 from metarl.agents.maml import MAMLConfig
 from metarl.agents.rl2 import RL2Config, RL2PolicyConfig
 from metarl.config import TrainConfig
-from metarl.run import load_checkpoint
-from metarl.training import build_agent, make_run_distribution
+from metarl.run import build_agent, load_checkpoint, make_run_distribution
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

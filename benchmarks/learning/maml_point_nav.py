@@ -29,7 +29,7 @@ import metarl
 from metarl.agents.configs import get_config
 from metarl.config import TrainConfig, from_dict
 from metarl.rollout import RolloutEngine
-from metarl.training import make_run_distribution
+from metarl.run import make_run_distribution
 
 POST_BAR, GAIN_BAR = -15.0, 3.0
 

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 import metarl  # noqa: E402
 from metarl.rollout.types import StepBatch  # noqa: E402
-from metarl.training import make_run_distribution, read_run_config  # noqa: E402
+from metarl.run import make_run_distribution, read_run_config  # noqa: E402
 
 MODES = ("sample", "mean", "meanfeed")
 ADAPTATION, EVALUATION = 10, 3

@@ -89,18 +89,6 @@ def per_env_counting(ended: list[tuple[int, bool]], num_episodes: int) -> float:
     return float(np.mean(rates))
 
 
-def _adapter(agent: Any, num_envs: int, seed: int, exact: bool) -> Any:
-    if agent.name == "rl2":
-        from metarl.agents.rl2 import RL2MetaWorldAgent
-
-        return RL2MetaWorldAgent(
-            agent.policy, num_envs, deterministic=True, seed=seed, info_in_obs=True, deterministic_adaptation=exact
-        )
-    from metarl.agents.maml import MAMLMetaWorldAgent
-
-    return MAMLMetaWorldAgent(agent, num_envs, deterministic=True, seed=seed)
-
-
 def _find_task(dist: TaskDistribution, data: bytes, family: str) -> Task:
     for task in dist.tasks("test"):
         if task.family == family and task.param("mw_data") == data:
@@ -114,14 +102,7 @@ def _find_task(dist: TaskDistribution, data: bytes, family: str) -> Task:
 def _meta_test_as_official(agent: Any, engine: Any, task: Task, k: int, n: int, exact: bool) -> Any:
     """``agent.meta_test`` with evaluation episodes on the mean action; with ``exact``, adaptation episodes
     too where the agent can (RL²)."""
-    fixed = exact and hasattr(agent, "sample_adaptation")
-    if fixed:
-        agent.sample_adaptation = False
-    try:
-        return agent.meta_test(engine, [task], k, n, True)
-    finally:
-        if fixed:
-            agent.sample_adaptation = True
+    return agent.meta_test(engine, [task], k, n, True, sample_adaptation=not exact)
 
 
 def cross_check(
@@ -149,13 +130,15 @@ def cross_check(
         seed=seed,
         vector_strategy="sync",
         meta_batch_size=1,
-        recurrent_info_in_obs=agent.name == "rl2",
+        recurrent_info_in_obs=agent.metaworld_info_in_obs,
     )
     out = CrossCheck()
     try:
-        adapter = _adapter(agent, envs.num_envs, seed, exact)
+        adapter = agent.metaworld_adapter(
+            envs.num_envs, deterministic=True, seed=seed, info_in_obs=agent.metaworld_info_in_obs, exact=exact
+        )
         for _ in range(rounds):
-            steps = 1 if agent.name == "rl2" else agent.config.steps_at_test  # MAML: its inner steps at test time
+            steps = agent.metaworld_adaptation_steps
             success, mean_return, _ = metalearning_evaluation(
                 adapter, envs, num_evals=1, adaptation_steps=steps,
                 adaptation_episodes=adaptation_episodes, evaluation_episodes=eval_episodes,

@@ -70,7 +70,7 @@ def select_tasks(dist: TaskDistribution, split: str, tasks_per_family: int | Non
 
 def evaluated_tasks(run_dir: Path, settings: EvalSettings) -> list[Task]:
     """The tasks :func:`evaluate_run` evaluates for these settings."""
-    from metarl.training import make_run_distribution, read_run_config
+    from metarl.run import make_run_distribution, read_run_config
 
     train_cfg, _, _ = read_run_config(Path(run_dir))
     return select_tasks(make_run_distribution(train_cfg), settings.split, settings.tasks_per_family, settings.seed)
@@ -83,14 +83,13 @@ def evaluate_run(
     import torch
 
     from metarl.rollout import RolloutEngine
-    from metarl.training import build_agent, load, make_run_distribution, read_run_config
+    from metarl.run import build_agent, load, make_run_distribution, read_run_config
 
     train_cfg, agent_cfg, config_name = read_run_config(Path(run_dir))
     dist = make_run_distribution(train_cfg)
     agent: Any
     if settings.untrained:
         agent = build_agent(train_cfg, agent_cfg, dist, torch.device("cpu"))
-        agent.env_steps = 0
     else:
         agent = load(run_dir, checkpoint)
     tasks = select_tasks(dist, settings.split, settings.tasks_per_family, settings.seed)
@@ -105,12 +104,11 @@ def evaluate_run(
         raise UserError(f"adaptation_episodes must be a non-negative integer, got {k!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise UserError(f"eval_episodes must be a positive integer, got {n!r}")
-    if k == 0 and agent.name != "rl2":
+    if k == 0 and agent.adaptation_unit == "gradient_steps":
         raise UserError(f"{agent.name} adapts by gradient steps on episodes; adaptation_episodes must be at least 1")
     families = len({t.family for t in tasks})
     per_family = -(-len(tasks) // families)
-    # MAML runs its episodes side by side (independent episodes); RL² runs one trial per slot
-    slots = per_family * (max(k, n) if agent.name != "rl2" else 1)
+    slots = per_family * agent.eval_slots(k, n)
     engine = RolloutEngine(
         dist,
         num_workers=settings.workers or rollout_workers(train_cfg),
@@ -126,7 +124,7 @@ def evaluate_run(
             adaptation_episodes=k,
             eval_episodes=n,
             deterministic=settings.deterministic,
-            env_steps=int(getattr(agent, "env_steps", 0)),
+            env_steps=int(agent.env_steps),
             seed=settings.seed,
             feedback=settings.feedback,
         )

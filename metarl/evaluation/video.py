@@ -48,23 +48,13 @@ def _default_gl() -> str:
         return "osmesa"
 
 
-def _adapter(agent: Any) -> Any:
-    if agent.name == "rl2":
-        from metarl.agents.rl2 import RL2MetaWorldAgent
-
-        return RL2MetaWorldAgent(agent.policy, 1, deterministic=False, seed=0)
-    from metarl.agents.maml import MAMLMetaWorldAgent
-
-    return MAMLMetaWorldAgent(agent, 1, deterministic=False, seed=0)
-
-
 def record_task(agent: Any, dist: Any, task: Task, adaptation_episodes: int, path: Path, seed: int) -> Path:
     """Adapt ``agent`` to ``task`` on one env, then record one evaluation episode to ``path``."""
     from metaworld.evaluation import Timestep
 
     env = dist.make_env(task.family, render_mode="rgb_array")
     dist.set_task(env, task)
-    adapter = _adapter(agent)
+    adapter = agent.metaworld_adapter(1, deterministic=False, seed=0)
     adapter.init()
     try:
         for e in range(adaptation_episodes):
@@ -99,7 +89,7 @@ def _child(run_dir: str, checkpoint: str | None, task_ids: list[str], k: int, ou
     import torch
 
     torch.set_num_threads(1)
-    from metarl.training import load, make_run_distribution, read_run_config
+    from metarl.run import load, make_run_distribution, read_run_config
 
     train_cfg, _, _ = read_run_config(Path(run_dir))
     dist = make_run_distribution(train_cfg)
