@@ -20,6 +20,28 @@ def discounted_returns(rewards: torch.Tensor, valid: torch.Tensor, gamma: float)
     return out
 
 
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, gamma: float, lam: float, dim: int = -1
+) -> torch.Tensor:
+    """GAE(γ, λ) along ``dim`` of sequences padded at their end where ``valid`` is False; the value past a
+    sequence's last valid step is 0 (its end is terminal, no bootstrap); zero at padding.
+
+    One recursion for both agents; what a sequence is, is the caller's boundary rule: MAML passes
+    ``[..., H]`` episodes (an episode end cuts the advantage), RL² passes ``[L, T]`` whole trials (the episode
+    ends inside a trial do not: the next episode continues the same meta-episode)."""
+    r, v, m = (x.movedim(dim, -1) for x in (rewards, values, valid.to(rewards.dtype)))
+    adv = torch.zeros_like(r)
+    last = torch.zeros_like(r[..., 0])
+    next_value = torch.zeros_like(v[..., 0])
+    for t in range(r.shape[-1] - 1, -1, -1):
+        # next_value and last are 0 past the sequence's last real step, because padding is masked out
+        delta = r[..., t] + gamma * next_value - v[..., t]
+        last = (delta + gamma * lam * last) * m[..., t]
+        adv[..., t] = last
+        next_value = v[..., t] * m[..., t]
+    return adv.movedim(-1, dim)
+
+
 def baseline_features(obs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """garage/MAML linear-baseline features of [N, E, H, O] observations.
 

@@ -30,8 +30,8 @@ from torch.func import functional_call, vmap
 
 from metarl.agent import MetaTestRollouts
 from metarl.agents.distributions import action_affine, gaussian_kl, gaussian_log_prob
-from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline
-from metarl.errors import UserError
+from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline, gae
+from metarl.errors import UserError, check_int
 from metarl.rollout.types import StepBatch, Trajectories
 from metarl.stops import stop_point
 from metarl.tasks import Task
@@ -96,8 +96,7 @@ class MAMLConfig:
                 raise UserError(f"{name} must be a positive finite number, got {value!r}")
         for name in ("inner_steps", "cg_iters", "ls_steps", "ppo_epochs"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, value, 1)
         if self.test_inner_steps is not None and (
             isinstance(self.test_inner_steps, bool)
             or not isinstance(self.test_inner_steps, int)
@@ -291,20 +290,6 @@ class LoopTaskPolicy(TaskPolicy):
 
 
 # -- returns, baseline, advantages ---------------------------------------------------------------
-
-
-def gae(rewards: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
-    """GAE along the last axis of [..., H] episodes; the value past an episode's end is 0."""
-    adv = torch.zeros_like(rewards)
-    last = torch.zeros_like(rewards[..., 0])
-    next_value = torch.zeros_like(values[..., 0])
-    m = valid.to(rewards.dtype)
-    for t in range(rewards.shape[-1] - 1, -1, -1):
-        delta = rewards[..., t] + gamma * next_value - values[..., t]
-        last = (delta + gamma * lam * last) * m[..., t]
-        adv[..., t] = last
-        next_value = values[..., t] * m[..., t]
-    return adv
 
 
 def normalize_per_task(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

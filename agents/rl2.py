@@ -12,15 +12,15 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from metarl.agent import MetaTestRollouts
 from metarl.agents.distributions import action_affine, gaussian_entropy, gaussian_log_prob
-from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline
-from metarl.errors import UserError
+from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline, gae
+from metarl.errors import UserError, check_int
 from metarl.rollout.types import StepBatch, Trajectories
 from metarl.stops import stop_point
 from metarl.tasks import Task
@@ -29,8 +29,10 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 """log σ bounds of the linear (unsquashed) heads."""
 SQUASHED_LOG_STD = (-1.0, 1.0)
 """log σ bounds of the tanh heads (metaworld-algorithms): σ in [e⁻¹, e] in [-1, 1]-normalised action units."""
-BASELINES = ("linear", "value")
-CHUNK_ORDERS = ("sequential", "shuffled")
+Baseline = Literal["linear", "value"]
+ChunkOrder = Literal["sequential", "shuffled"]
+BASELINES: tuple[str, ...] = get_args(Baseline)
+CHUNK_ORDERS: tuple[str, ...] = get_args(ChunkOrder)
 
 
 def log_std_bounds(squash_heads: bool, log_std_min: float | None) -> tuple[float, float]:
@@ -100,8 +102,7 @@ class RL2PolicyConfig:
             raise UserError(f"log_std_cap_end must be None or lie in the heads' log σ bounds [{low:g}, {high:g}], "
                              f"got {end!r}")  # fmt: skip
         steps = self.log_std_cap_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-            raise UserError(f"log_std_cap_steps must be a positive integer, got {steps!r}")
+        check_int("log_std_cap_steps", steps, 1)
         x = _number(self.init_log_std)
         if not (low < x < high if self.squash_heads else low <= x <= high):
             heads = (
@@ -352,18 +353,8 @@ def gae_over_trials(
     episode continues the same meta-episode.  The end of the trial is terminal (no bootstrap).
     Returns ``(advantages, returns)``, zero at padding.
     """
-    length = rewards.shape[0]
-    adv = torch.zeros_like(rewards)
-    last = torch.zeros_like(rewards[0])
-    next_value = torch.zeros_like(values[0])
-    m = mask.to(rewards.dtype)
-    for i in range(length - 1, -1, -1):
-        # next_value/last are 0 past the trial's last real step, because padding is masked out
-        delta = rewards[i] + gamma * next_value - values[i]
-        last = (delta + gamma * lam * last) * m[i]
-        adv[i] = last
-        next_value = values[i] * m[i]
-    return adv, (adv + values) * m
+    adv = gae(rewards, values, mask, gamma, lam, dim=0)
+    return adv, (adv + values) * mask.to(rewards.dtype)
 
 
 def chunk_starts_hidden(policy: RL2Policy, inputs: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -420,11 +411,11 @@ class RL2PPOConfig:
     bptt_overlap: int = 50
     """With chunk_order sequential: steps shared by consecutive chunks (chunks start every bptt_chunk -
     bptt_overlap steps; metaworld-algorithms: 50)."""
-    chunk_order: str = "sequential"
+    chunk_order: ChunkOrder = "sequential"
     """sequential: each Adam step takes the next chunk of every trial, in time order, starting from the
     hidden state the current weights reach (metaworld-algorithms); shuffled: chunks in random minibatches,
     starting from hidden states computed once before the update."""
-    baseline: str = "linear"
+    baseline: Baseline = "linear"
     """linear: advantages from a linear feature baseline fitted per trial, no value loss (metaworld-algorithms);
     value: the policy's value head, trained with the policy (vf_coef)."""
     normalize_advantages: bool = False
@@ -443,13 +434,11 @@ class RL2PPOConfig:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)!r}")
         for name in ("epochs", "minibatches", "bptt_chunk"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, value, 1)
         for name in ("ent_coef", "vf_coef"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be non-negative, got {getattr(self, name)!r}")
-        if isinstance(self.bptt_overlap, bool) or not isinstance(self.bptt_overlap, int) or self.bptt_overlap < 0:
-            raise UserError(f"bptt_overlap must be a non-negative integer, got {self.bptt_overlap!r}")
+        check_int("bptt_overlap", self.bptt_overlap, 0)
         if self.bptt_overlap >= self.bptt_chunk:
             raise UserError(
                 f"bptt_overlap ({self.bptt_overlap}) must be smaller than bptt_chunk ({self.bptt_chunk}); "
@@ -680,10 +669,7 @@ class RL2Config:
     ppo: RL2PPOConfig = RL2PPOConfig()
 
     def __post_init__(self) -> None:
-        if isinstance(self.episodes_per_trial, bool) or not isinstance(self.episodes_per_trial, int):
-            raise UserError(f"episodes_per_trial must be a positive integer, got {self.episodes_per_trial!r}")
-        if self.episodes_per_trial <= 0:
-            raise UserError(f"episodes_per_trial must be a positive integer, got {self.episodes_per_trial!r}")
+        check_int("episodes_per_trial", self.episodes_per_trial)
 
 
 class RL2Agent:
@@ -792,8 +778,7 @@ class RL2Agent:
     def adapt(self, engine: Any, tasks: Sequence[Task], adaptation_episodes: int) -> AdaptedRL2Policy:
         """One trial of ``adaptation_episodes`` sampled episodes per task; the adapted policy starts every episode
         from the hidden state its task reached at the end of them (as a meta-test's evaluation episodes do)."""
-        if isinstance(adaptation_episodes, bool) or not isinstance(adaptation_episodes, int) or adaptation_episodes < 0:
-            raise UserError(f"adaptation_episodes must be a non-negative integer, got {adaptation_episodes!r}")
+        check_int("adaptation_episodes", adaptation_episodes, 0)
         tasks = list(tasks)
         recorder = _FinalHidden(self.policy, len(tasks))
         if adaptation_episodes:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import gymnasium as gym
 import numpy as np
 
-from metarl.errors import UserError
+from metarl.errors import UserError, check_int
 from metarl.tasks import DistributionSpec, Split, Task, TaskDistribution
 
 __all__ = [
@@ -44,18 +44,6 @@ __all__ = [
 ]
 
 _SPLIT_STREAM = {"train": 0, "test": 1}  # independent random streams per split: SeedSequence([seed, stream])
-
-
-def _positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise UserError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
 
 
 def _finite_action(action: Any, space: gym.spaces.Box, env_name: str) -> np.ndarray:
@@ -77,10 +65,10 @@ class _SeededDistribution(TaskDistribution):
     source = "classic"
 
     def __init__(self, seed: int = 0, num_train: int = 1000, num_test: int = 100, max_episode_steps: int = 200):
-        self.seed = _check_seed(seed)
-        self.num_train = _positive_int(num_train, "num_train")
-        self.num_test = _positive_int(num_test, "num_test")
-        self.max_episode_steps = _positive_int(max_episode_steps, "max_episode_steps")
+        self.seed = check_int("seed", seed, 0)
+        self.num_train = check_int("num_train", num_train)
+        self.num_test = check_int("num_test", num_test)
+        self.max_episode_steps = check_int("max_episode_steps", max_episode_steps)
         self.families = (self.name,)
 
     def _draw_params(self, rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
@@ -152,7 +140,7 @@ class PointNavEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
         self._action_box = gym.spaces.Box(-0.1, 0.1, shape=(2,), dtype=np.float32)
         self.action_space = self._action_box
-        self.max_episode_steps = _positive_int(max_episode_steps, "max_episode_steps")
+        self.max_episode_steps = check_int("max_episode_steps", max_episode_steps)
         self._goal = np.zeros(2)
         self.set_goal(goal)
         self._position = np.zeros(2)  # [2] float64

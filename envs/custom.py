@@ -18,7 +18,7 @@ from typing import Any, TypeAlias
 import gymnasium as gym
 import numpy as np
 
-from metarl.errors import UserError
+from metarl.errors import UserError, check_int
 from metarl.tasks import (
     DistributionSpec,
     ParamValue,
@@ -112,9 +112,7 @@ class GymTaskDistribution(TaskDistribution):
             raise UserError(f"name must be a non-empty string, got {name!r}")
         self.name = name
         for what, value, minimum in (("num_train", num_train, 1), ("num_test", num_test, 1), ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                kind = "positive" if minimum else "non-negative"
-                raise UserError(f"{what} must be a {kind} integer, got {value!r}")
+            check_int(what, value, minimum)
         self.num_train, self.num_test, self.seed = int(num_train), int(num_test), int(seed)
         self.env_kwargs: dict[str, Any] = dict(env_kwargs or {})
         self._sample_path, self._sample = _callable_path(sample_task, "sample_task")
@@ -142,8 +140,7 @@ class GymTaskDistribution(TaskDistribution):
             raise UserError(
                 f"distribution {name!r}: the env declares no max_episode_steps; pass max_episode_steps=<horizon>"
             )
-        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon <= 0:
-            raise UserError(f"max_episode_steps must be a positive integer, got {horizon!r}")
+        check_int("max_episode_steps", horizon, 1)
         self._explicit_horizon = max_episode_steps is not None
         self.max_episode_steps = int(horizon)
         if family is not None and (not isinstance(family, str) or not family):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from metarl.errors import UserError
+from metarl.errors import UserError, check_int
 from metarl.tasks import TaskDistribution, importable_path, resolve_importable
 
 ENTRY_POINT_GROUP = "metarl.distributions"
@@ -142,8 +142,7 @@ def make_distribution(name: str, seed: int = 0, **options: Any) -> TaskDistribut
     (e.g. ``reward_version="v2"``, ``terminate_on_success=False`` for Meta-World).
     """
     entry = _lookup(name)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
+    check_int("seed", seed, 0)
     try:
         factory = resolve_importable(entry.factory)
     except (ImportError, AttributeError) as exc:

@@ -17,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from metarl.errors import UserError, UserTypeError
+from metarl.errors import UserError, UserTypeError, check_int
 from metarl.tasks import SPLITS, Split, Task, TaskDistribution
 
 __all__ = ["check_task_distribution"]
@@ -43,10 +43,8 @@ def check_task_distribution(dist: TaskDistribution, *, seed: int = 0, steps: int
             "and implement _build_tasks, make_env, set_task and spec (or wrap a gymnasium env with "
             "metarl.envs.GymTaskDistribution)"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-        raise UserError(f"steps must be a positive integer, got {steps!r}")
+    check_int("seed", seed, 0)
+    check_int("steps", steps, 1)
     _check_attributes(dist)
     tasks = {split: _check_split(dist, split) for split in SPLITS}
     _check_families_have_tasks(dist, tasks)

@@ -21,9 +21,13 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, TypeVar
 
-from metarl.errors import UserError
+from metarl.errors import UserError, check_int
 
 T = TypeVar("T")
+
+
+Backend = typing.Literal["process", "inline", "ray"]
+"""Rollout backends: worker processes, every env in the driver, or Ray actors."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +62,7 @@ class TrainConfig:
     """Rollout worker processes (default: the cores this process may use, ``os.sched_getaffinity``)."""
     slots_per_family: int | None = None
     """Env slots per env family in the rollout engine; default: one per task of a meta-batch."""
-    backend: str = "process"
+    backend: Backend = "process"
     """Rollout backend: process, inline, or ray (Ray actors, each with its own worker processes)."""
     ray_address: str | None = None
     """With --backend ray: the cluster to join (auto, or HOST:PORT); default: a local Ray on 127.0.0.1."""
@@ -83,16 +87,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive = ("meta_batch", "episodes_per_task", "checkpoint_every")
         for name in (*positive, "eval_tasks", "eval_episodes"):
-            check_positive_int(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         for name in ("eval_every", "adaptation_episodes", "seed"):
-            check_nonnegative_int(name, getattr(self, name))
+            check_int(name, getattr(self, name), 0)
         optional = ("total_env_steps", "iterations", "slots_per_family", "max_episode_steps", "ray_actors")
         for name in (*optional, "workers", "torch_threads"):
             if getattr(self, name) is not None:
-                check_positive_int(name, getattr(self, name))
+                check_int(name, getattr(self, name))
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise UserError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
-        check_choice("backend", self.backend, ("process", "inline", "ray"))
+        check_choice("backend", self.backend, typing.get_args(Backend))
         check_choice("device", self.device, ("auto", "cpu", "cuda"), prefix_ok=("cuda:",))
 
 
@@ -119,18 +123,6 @@ def host_worker_default(workers: int, cores: int) -> bool:
     cores, at least two), so that no two busy processes share a core; with a spare core, every env stays in
     a worker process and the driver only runs the policy."""
     return workers >= 2 and workers >= cores
-
-
-def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise UserError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_nonnegative_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise UserError(f"{name} must be a non-negative integer, got {value!r}")
-    return value
 
 
 def check_choice(name: str, value: object, valid: tuple[str, ...], prefix_ok: tuple[str, ...] = ()) -> str:
@@ -177,6 +169,8 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
 
 
 def _parser_for(tp: Any, name: str) -> Callable[[str], Any]:
+    if typing.get_origin(tp) is typing.Literal:  # the choices are checked by the dataclass, naming them
+        return type(typing.get_args(tp)[0])
     if tp is bool:
         return _parse_bool
     if tp in (int, float, str):

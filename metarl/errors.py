@@ -9,6 +9,8 @@ Python callers may catch them as those.
 
 from __future__ import annotations
 
+import numbers
+
 
 class UserError(ValueError):
     """Bad input from the user; the message says what was given and what is valid."""
@@ -16,3 +18,12 @@ class UserError(ValueError):
 
 class UserTypeError(UserError, TypeError):
     """A user's object of the wrong kind (a custom distribution's space, a task that is not a Task)."""
+
+
+def check_int(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer (not a bool) of at least ``minimum``; else a :class:`UserError`
+    naming ``name``, what was given and what is valid.  The one integer check of config fields and arguments."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
+        raise UserError(f"{name} must be {kind}, got {value!r}")
+    return int(value)

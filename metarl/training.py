@@ -29,6 +29,7 @@ from metarl.config import (
 )
 from metarl.errors import UserError
 from metarl.evaluation.result import EvalResult, evaluate
+from metarl.rollout.engine import resolve_device
 from metarl.run import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -59,14 +60,6 @@ class RunState:
     iteration: int = 0
     env_steps: int = 0
     wall_s: float = 0.0
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
-    return torch.device(device)
 
 
 def _make_engine(train_cfg: TrainConfig, dist: TaskDistribution, device: torch.device) -> Any:
@@ -140,7 +133,7 @@ class Trainer:
         self.cfg = train_cfg
         self.agent_cfg = agent_cfg
         self.config_name = config_name
-        self.device = resolve_device(train_cfg.device)
+        self.device = resolve_device(train_cfg.device, require_available=True)
         torch.set_num_threads(learner_threads(train_cfg))
         self.dist = make_run_distribution(train_cfg)
         _check_meta_batch(train_cfg, self.dist)

@@ -164,3 +164,18 @@ def test_meta_test_policy_starts_every_evaluation_episode_from_the_adapted_state
         torch.testing.assert_close(evals[1], evals[0])
     if k > 0:  # and that state is not the trial's initial one
         assert not torch.allclose(first_actions[0], evals[0])
+
+
+def test_rl2_and_maml_share_one_gae_recursion() -> None:
+    """RL²'s GAE over trials is the shared recursion along the time axis 0; MAML's along the last axis."""
+    from metarl.agents.linear_baseline import gae
+
+    g = torch.Generator().manual_seed(0)
+    rewards, values = torch.randn(7, 3, generator=g), torch.randn(7, 3, generator=g)
+    mask = torch.ones(7, 3, dtype=torch.bool)
+    mask[5:, 1] = False
+    adv, ret = gae_over_trials(rewards, values, mask, 0.9, 0.8)
+    assert torch.equal(adv, gae(rewards.T, values.T, mask.T, 0.9, 0.8).T)
+    assert torch.equal(adv[5:, 1], torch.zeros(2)) and torch.equal(ret[5:, 1], torch.zeros(2))
+    # by hand at the last real step of the short trial: no bootstrap past its end
+    assert torch.isclose(adv[4, 1], rewards[4, 1] - values[4, 1])

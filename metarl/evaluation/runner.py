@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from metarl.config import rollout_workers
-from metarl.errors import UserError
+from metarl.errors import UserError, check_int
 from metarl.evaluation.result import EvalResult, evaluate
 from metarl.tasks import Task, TaskDistribution
 
@@ -55,8 +55,7 @@ def select_tasks(dist: TaskDistribution, split: str, tasks_per_family: int | Non
         raise UserError(f"distribution {dist.name!r} has no {split!r} tasks to evaluate on")
     if tasks_per_family is None:
         return tasks
-    if isinstance(tasks_per_family, bool) or not isinstance(tasks_per_family, int) or tasks_per_family <= 0:
-        raise UserError(f"tasks_per_family must be a positive integer, got {tasks_per_family!r}")
+    check_int("tasks_per_family", tasks_per_family, 1)
     rng = np.random.default_rng([seed, 3])
     chosen: set[str] = set()
     by_family: dict[str, list[Task]] = {}
@@ -100,10 +99,8 @@ def evaluate_run(
     n = settings.eval_episodes
     if n is None:
         n = MW_EVAL_EPISODES if mw else train_cfg.eval_episodes
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise UserError(f"adaptation_episodes must be a non-negative integer, got {k!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise UserError(f"eval_episodes must be a positive integer, got {n!r}")
+    check_int("adaptation_episodes", k, 0)
+    check_int("eval_episodes", n, 1)
     if k == 0 and agent.adaptation_unit == "gradient_steps":
         raise UserError(f"{agent.name} adapts by gradient steps on episodes; adaptation_episodes must be at least 1")
     families = len({t.family for t in tasks})

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from metarl.errors import UserError
+from metarl.errors import UserError, check_int
 
 Statistic = Callable[[NDArray[np.float64]], float]
 """A function of a ``[num_runs, num_tasks]`` score matrix that returns one number."""
@@ -84,8 +84,7 @@ def _mean(scores: NDArray[np.float64]) -> float:
 
 
 def _check_bootstrap_args(reps: Any, confidence: Any) -> None:
-    if isinstance(reps, bool) or not isinstance(reps, numbers.Integral) or int(reps) < 1:
-        raise UserError(f"reps must be a positive integer, got {reps!r}")
+    check_int("reps", reps)
     if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < float(confidence) < 1:
         raise UserError(f"confidence must be a number in (0, 1), e.g. 0.95, got {confidence!r}")
 

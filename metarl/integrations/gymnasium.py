@@ -35,6 +35,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from metarl.rollout.pool import PoolBackend
 from metarl.rollout.vector import VectorCore
 from metarl.tasks import Split, Task, TaskDistribution
 
@@ -67,7 +68,7 @@ class TaskVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         envs_per_family: int = 1,
         num_workers: int = 2,
         seed: int = 0,
-        backend: str = "process",
+        backend: PoolBackend = "process",
     ) -> None:
         self.core = VectorCore(
             distribution, split, tasks, envs_per_family=envs_per_family, num_workers=num_workers, seed=seed,

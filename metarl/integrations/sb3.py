@@ -28,6 +28,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from metarl.integrations.gymnasium import float32_box
+from metarl.rollout.pool import PoolBackend
 from metarl.rollout.vector import VectorCore
 from metarl.tasks import Split, Task, TaskDistribution
 
@@ -46,7 +47,7 @@ class TaskVecEnv(VecEnv):
         envs_per_family: int = 1,
         num_workers: int = 2,
         seed: int = 0,
-        backend: str = "process",
+        backend: PoolBackend = "process",
     ) -> None:
         self.core = VectorCore(
             distribution, split, tasks, envs_per_family=envs_per_family, num_workers=num_workers, seed=seed,

@@ -30,24 +30,42 @@ import torch
 from metarl.rollout.errors import ActionError, EnvError, WorkerCrashedError
 from metarl.rollout.pool import WaitResult
 from metarl.rollout.seeding import episode_noise, episode_seeds
-from metarl.rollout.shm import OP_IDLE, OP_RESET, OP_STEP, RES_SUCCESS, RES_TERMINATED, RES_TRUNCATED
+from metarl.rollout.shm import (
+    OP_IDLE,
+    OP_RESET,
+    OP_STEP,
+    RES_REWARD,
+    RES_SUCCESS,
+    RES_TERMINATED,
+    RES_TRUNCATED,
+    RES_WIDTH,
+)
 from metarl.rollout.transfer import HostTransfer, PackedTransfer
 from metarl.rollout.types import Policy, Trajectories
 from metarl.stops import stop_point
 from metarl.tasks import Task
 
 if TYPE_CHECKING:
-    from metarl.rollout.engine import RolloutEngine
+    from metarl.rollout.layout import Layout
+    from metarl.rollout.pool import WorkerPool
 
 IDLE, RESETTING, RUNNING = 0, 1, 2
 
 
 class Collection:
-    """State of one collect (see the module docstring)."""
+    """State of one collect (see the module docstring).
+
+    It needs the engine's worker pool and slot layout, the episode horizon, the engine's seed (with
+    ``collect_index``, what the episodes' seeds and action noise derive from) and how often a failed
+    episode may be retried (``max_restarts``)."""
 
     def __init__(
         self,
-        engine: RolloutEngine,
+        pool: WorkerPool,
+        layout: Layout,
+        max_episode_steps: int,
+        seed: int,
+        max_restarts: int,
         policy: Policy,
         tasks: Sequence[Task],
         episodes_per_task: int,
@@ -57,9 +75,9 @@ class Collection:
         transfer: HostTransfer | PackedTransfer,
         task_offset: int = 0,
     ) -> None:
-        self.engine = engine
+        self.max_restarts = max_restarts
         self.task_offset = task_offset  # global position of tasks[0] (a share of a distributed collect)
-        self.pool = engine.pool
+        self.pool = pool
         self.block = self.pool.block
         self.cols = self.block.cols
         self.policy = policy
@@ -67,14 +85,13 @@ class Collection:
         self.n = n = len(tasks)
         self.e = e = episodes_per_task
         self.k = episodes_per_trial
-        self.h = h = engine.max_episode_steps
+        self.h = h = max_episode_steps
         self.o, self.a = o, a = self.pool.obs_dim, self.pool.act_dim
-        self.seed = engine.seed
+        self.seed = seed
         self.collect_index = collect_index
         self.deterministic = deterministic
         self.transfer = transfer
-        layout = engine.layout
-        s = layout.num_slots
+        self.num_slots = s = layout.num_slots
         self.num_groups = layout.num_groups
         self.group_ranges = [layout.group_range(g) for g in range(layout.num_groups)]
         self.slot_family = layout.slot_family
@@ -85,7 +102,7 @@ class Collection:
         steps = n * e * h
         self.obs_f = np.zeros((steps, o), np.float32)
         self.act_f = np.zeros((steps, a), np.float32)
-        self.res_f = np.zeros((steps, 4), np.float32)  # reward, terminated, truncated, success
+        self.res_f = np.zeros((steps, RES_WIDTH), np.float32)  # reward, terminated, truncated, success
         self.noise_f = np.zeros((steps, a), np.float32)
         self.extras_f: dict[str, np.ndarray] = {}
         self.final_obs = np.zeros((n * e, o), np.float32)
@@ -126,7 +143,7 @@ class Collection:
         b.op[:] = OP_IDLE
         b.x[:, self.cols.flags] = 0.0
         self.pool.set_tasks(self.tasks)
-        self.state = self.policy.initial_state(self.engine.num_env_slots)
+        self.state = self.policy.initial_state(self.num_slots)
         self._assign_idle(range(self.num_groups))  # every slot gets work before any plans its next
         for g in range(self.num_groups):
             if self.resetting[g]:
@@ -339,11 +356,11 @@ class Collection:
             if units:
                 (task, ep), slot = max(units, key=lambda us: self.attempts[us[0]])
                 tries = self.attempts[(task, ep)]
-                if tries > self.engine.max_restarts:
+                if tries > self.max_restarts:
                     self.pool.drain()
                     raise WorkerCrashedError(
                         f"worker {lost.worker} died {tries} times while running task {self.tasks[task].id} "
-                        f"(episode {ep}, slot {slot}); giving up after max_restarts={self.engine.max_restarts}; "
+                        f"(episode {ep}, slot {slot}); giving up after max_restarts={self.max_restarts}; "
                         f"last cause: {lost.cause}"
                     )
             self.pool.restart(lost.worker)
@@ -403,12 +420,12 @@ class Collection:
         f = torch.from_numpy
         lengths = self.lengths.reshape(n, e)
         valid = np.arange(h) < lengths[..., None]
-        res = self.res_f.reshape(n, e, h, 4)
+        res = self.res_f.reshape(n, e, h, RES_WIDTH)
         return Trajectories(
             tasks=self.tasks,
             obs=f(self.obs_f.reshape(n, e, h, self.o)),
             actions=f(self.act_f.reshape(n, e, h, self.a)),
-            rewards=f(np.ascontiguousarray(res[..., 0])),
+            rewards=f(np.ascontiguousarray(res[..., RES_REWARD])),
             terminated=f(res[..., RES_TERMINATED] > 0.5),
             truncated=f(res[..., RES_TRUNCATED] > 0.5),
             success=f(res[..., RES_SUCCESS] > 0.5),

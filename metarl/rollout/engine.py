@@ -32,42 +32,54 @@ from __future__ import annotations
 
 import math
 import os
+import typing
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+from metarl.errors import UserError, check_int
 from metarl.rollout.collect import Collection
 from metarl.rollout.layout import Layout, make_layout
 from metarl.rollout.layout import family_costs as estimate_family_costs
-from metarl.rollout.pool import BACKENDS, WorkerPool
+from metarl.rollout.pool import BACKENDS, PoolBackend, StartMethod, WorkerPool
 from metarl.rollout.transfer import HostTransfer, PackedTransfer
 from metarl.rollout.types import Policy, Trajectories
 from metarl.tasks import Task, TaskDistribution, families_of
 
+Transfer = Literal["auto", "host", "packed"]
+"""How policy batches reach the policy's device: ``host`` (CPU tensors), ``packed`` (one pinned buffer),
+``auto`` (host for a CPU policy, packed otherwise)."""
+TRANSFERS: tuple[str, ...] = typing.get_args(Transfer)
 
-def resolve_device(device: str | torch.device, policy: Any = None) -> torch.device:
-    """``"auto"``: the policy's ``device`` attribute, else its first parameter's device, else CPU."""
+
+def resolve_device(device: str | torch.device, policy: Any = None, *, require_available: bool = False) -> torch.device:
+    """metarl's one device rule (the learner's and the engine's).
+
+    ``"auto"`` with a policy: the policy's ``device`` attribute, else its first parameter's device, else the
+    CPU; without one: CUDA when available, else the CPU.  A named device must parse (``UserError``); with
+    ``require_available`` a CUDA device must also be present (``UserError``), otherwise that is left to the
+    caller (an engine may be built for CUDA on a machine without it; it refuses at ``collect``)."""
     if isinstance(device, torch.device):
-        return device
-    if device != "auto":
+        resolved = device
+    elif device == "auto":
+        if policy is None:
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        found = getattr(policy, "device", None)
+        if isinstance(found, (torch.device, str)):
+            return torch.device(found)
+        if isinstance(policy, torch.nn.Module):
+            for p in policy.parameters():
+                return p.device
+        return torch.device("cpu")
+    else:
         try:
-            return torch.device(device)
+            resolved = torch.device(device)
         except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"invalid device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
-    found = getattr(policy, "device", None)
-    if isinstance(found, (torch.device, str)):
-        return torch.device(found)
-    if isinstance(policy, torch.nn.Module):
-        for p in policy.parameters():
-            return p.device
-    return torch.device("cpu")
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+            raise UserError(f"invalid device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
+    if require_available and resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu or auto")
+    return resolved
 
 
 def checked_engine_state(state: Mapping[str, int]) -> tuple[int, int]:
@@ -128,7 +140,7 @@ class RolloutEngine:
         slots_per_family: int | None = None,
         device: str | torch.device = "auto",
         seed: int = 0,
-        backend: str = "process",
+        backend: PoolBackend = "process",
         host_worker: bool | None = None,
         pipeline: bool | None = None,
         spin_us: float | None = None,
@@ -136,25 +148,23 @@ class RolloutEngine:
         families: Sequence[str] | None = None,
         family_costs: Mapping[str, float] | None = None,
         max_restarts: int = 3,
-        start_method: str = "spawn",
+        start_method: StartMethod = "spawn",
         inference_threads: int | None = 1,
-        transfer: str = "auto",
+        transfer: Transfer = "auto",
     ) -> None:
         if not isinstance(distribution, TaskDistribution):
             raise TypeError(f"distribution must be a metarl TaskDistribution, got {type(distribution).__name__}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
-        num_workers = _positive_int("num_workers", num_workers)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
-            raise ValueError(f"max_restarts must be a non-negative integer, got {max_restarts!r}")
+        num_workers = check_int("num_workers", num_workers)
+        check_int("seed", seed, 0)
+        check_int("max_restarts", max_restarts, 0)
         if inference_threads is not None:
-            inference_threads = _positive_int("inference_threads", inference_threads)
+            inference_threads = check_int("inference_threads", inference_threads)
         if device != "auto":
             resolve_device(device)
-        if transfer not in ("auto", "host", "packed"):
-            raise ValueError(f"unknown transfer {transfer!r}; choose one of ['auto', 'host', 'packed']")
+        if transfer not in TRANSFERS:
+            raise ValueError(f"unknown transfer {transfer!r}; choose one of {list(TRANSFERS)}")
         if spin_us is not None and not (isinstance(spin_us, (int, float)) and 0 <= spin_us < 1e6):
             raise ValueError(f"spin_us must be a number of microseconds in [0, 1e6), got {spin_us!r}")
         served = list(distribution.families if families is None else families)
@@ -166,7 +176,7 @@ class RolloutEngine:
             )
         if slots_per_family is None:
             slots_per_family = max(1, math.ceil(8 * num_workers / len(served)))
-        slots_per_family = _positive_int("slots_per_family", slots_per_family)
+        slots_per_family = check_int("slots_per_family", slots_per_family)
         total = slots_per_family * len(served)
         if host_worker is None:  # the defaults do not depend on the backend: same layout, same results
             host_worker = num_workers >= 2
@@ -276,8 +286,8 @@ class RolloutEngine:
                 f"(metarl.rollout.Policy), got {type(policy).__name__}"
             )
         tasks = self._check_tasks(tasks)
-        episodes_per_task = _positive_int("episodes_per_task", episodes_per_task)
-        k = 1 if episodes_per_trial is None else _positive_int("episodes_per_trial", episodes_per_trial)
+        episodes_per_task = check_int("episodes_per_task", episodes_per_task)
+        k = 1 if episodes_per_trial is None else check_int("episodes_per_trial", episodes_per_trial)
         if episodes_per_task % k:
             raise ValueError(f"episodes_per_task ({episodes_per_task}) must be a multiple of episodes_per_trial ({k})")
         device = resolve_device(self.device, policy)
@@ -294,16 +304,16 @@ class RolloutEngine:
             self._dirty = False
         index = self._collects if collect_index is None else int(collect_index)
         self._collects += 1
-        if isinstance(task_offset, bool) or not isinstance(task_offset, int) or task_offset < 0:
-            raise ValueError(f"task_offset must be a non-negative integer, got {task_offset!r}")
+        check_int("task_offset", task_offset, 0)
         threads = torch.get_num_threads()
         if self.inference_threads is not None and device.type == "cpu":
             torch.set_num_threads(self.inference_threads)
         try:
             with torch.no_grad():
                 run = Collection(
-                    self, policy, tasks, episodes_per_task, k, index, bool(deterministic), transfer, task_offset
-                )
+                    self.pool, self.layout, self.max_episode_steps, self.seed, self.max_restarts,
+                    policy, tasks, episodes_per_task, k, index, bool(deterministic), transfer, task_offset,
+                )  # fmt: skip
                 return run.run()
         except BaseException:
             self._dirty = True

@@ -21,15 +21,17 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+import typing
 import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from metarl.rollout.layout import Layout
 from metarl.rollout.shm import SharedBlock
 from metarl.rollout.worker import (
+    GROUP_BYTES,
     MSG_CONTROL,
     MSG_ERROR,
     MSG_FATAL,
@@ -45,8 +47,10 @@ from metarl.rollout.worker import (
 )
 from metarl.tasks import Task, TaskDistribution
 
-BACKENDS = ("process", "inline")
-START_METHODS = ("spawn", "forkserver")
+PoolBackend = Literal["process", "inline"]
+StartMethod = Literal["spawn", "forkserver"]
+BACKENDS: tuple[str, ...] = typing.get_args(PoolBackend)
+START_METHODS: tuple[str, ...] = typing.get_args(StartMethod)
 
 
 class PoolError(RuntimeError):
@@ -145,8 +149,8 @@ class WorkerPool:
         dist: TaskDistribution,
         layout: Layout,
         *,
-        backend: str = "process",
-        start_method: str = "spawn",
+        backend: PoolBackend = "process",
+        start_method: StartMethod = "spawn",
         pin_workers: bool = False,
         local_workers: int = 0,
         spin_us: float = 0.0,
@@ -299,7 +303,7 @@ class WorkerPool:
     def submit(self, group: int) -> None:
         """Run the commands in ``block.op`` of ``group``'s slots (asynchronously with processes)."""
         self._check_open()
-        byte = b"\x00" if group == 0 else b"\x01"
+        byte = GROUP_BYTES[group]
         conns = self._h.conns
         for w in self._group_remote[group]:  # remote workers first: they start while local slots run
             if w in self._dead:
@@ -354,7 +358,7 @@ class WorkerPool:
         try:
             while True:
                 kind = os.read(fd, 1)
-                if kind == b"\x00" or kind == b"\x01":
+                if kind in GROUP_BYTES:
                     if kind[0] != group:
                         raise PoolError(f"worker {w} answered group {kind[0]} while group {group} was expected")
                     self._outstanding[w].popleft()

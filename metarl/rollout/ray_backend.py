@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from metarl.errors import check_int
 from metarl.rollout.types import Policy, Trajectories
 from metarl.tasks import DistributionSpec, Task, TaskDistribution
 
@@ -166,8 +167,7 @@ class RayRolloutEngine:
         actor_options: Mapping[str, Any] | None = None,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        check_int("seed", seed, 0)
         self.ray = ensure_ray(address)
         self.distribution = distribution
         self.spec = distribution.spec
@@ -176,8 +176,7 @@ class RayRolloutEngine:
         self.max_restarts = int(max_restarts)
         if num_actors is None:
             num_actors = max(1, int(self.ray.cluster_resources().get("CPU", 2)) // max(1, workers_per_actor))
-        if isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors <= 0:
-            raise ValueError(f"num_actors must be a positive integer, got {num_actors!r}")
+        check_int("num_actors", num_actors, 1)
         self.engine_kwargs: dict[str, Any] = {
             "num_workers": workers_per_actor, "slots_per_family": slots_per_family, "seed": seed, "device": device,
             **dict(engine_options or {}),

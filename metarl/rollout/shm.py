@@ -35,6 +35,8 @@ OP_RESET = 2  # set_task(tasks[task_id[s]]) and reset(seed[s])
 SHM_PREFIX = "metarl_"
 
 RES_REWARD, RES_TERMINATED, RES_TRUNCATED, RES_SUCCESS = 0, 1, 2, 3
+RES_WIDTH = 4
+"""Columns of a result row ``res``: reward, terminated, truncated, success."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,17 @@ class Cols:
     act_dim: int
 
     @property
+    def obs(self) -> slice:
+        return slice(0, self.obs_dim)
+
+    @property
     def action(self) -> slice:
         return slice(self.obs_dim, self.obs_dim + self.act_dim)
+
+    @property
+    def action_and_reward(self) -> slice:
+        """The previous action and reward (zeroed together at an episode start)."""
+        return slice(self.obs_dim, self.reward + 1)
 
     @property
     def reward(self) -> int:
@@ -86,7 +97,7 @@ def _fields(num_slots: int, obs_dim: int, act_dim: int) -> list[tuple[str, Any, 
     s = num_slots
     return [
         ("x", np.float32, (s, Cols(obs_dim, act_dim).width)),
-        ("res", np.float32, (s, 4)),
+        ("res", np.float32, (s, RES_WIDTH)),
         ("final_obs", np.float32, (s, obs_dim)),  # observation after the step that ended an episode
         ("op", np.uint8, (s,)),
         ("task_id", np.int64, (s,)),
@@ -114,7 +125,7 @@ class SharedBlock:
     @property
     def obs(self) -> np.ndarray:
         """``[S, O]`` view: the observation each slot's next action is taken in."""
-        return self.x[:, : self.cols.obs_dim]
+        return self.x[:, self.cols.obs]
 
     @property
     def action(self) -> np.ndarray:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metarl.errors import check_int
 from metarl.rollout.errors import EnvError, WorkerCrashedError
 from metarl.rollout.layout import family_costs, make_layout
-from metarl.rollout.pool import WaitResult, WorkerPool
+from metarl.rollout.pool import PoolBackend, StartMethod, WaitResult, WorkerPool
 from metarl.rollout.shm import OP_RESET, OP_STEP, RES_REWARD, RES_SUCCESS, RES_TERMINATED, RES_TRUNCATED
 from metarl.tasks import Split, Task, TaskDistribution, check_split, families_of
 
@@ -56,12 +57,11 @@ class VectorCore:
         envs_per_family: int = 1,
         num_workers: int = 2,
         seed: int = 0,
-        backend: str = "process",
-        start_method: str = "spawn",
+        backend: PoolBackend = "process",
+        start_method: StartMethod = "spawn",
         max_restarts: int = 3,
     ) -> None:
-        if isinstance(envs_per_family, bool) or not isinstance(envs_per_family, int) or envs_per_family < 1:
-            raise ValueError(f"envs_per_family must be a positive integer, got {envs_per_family!r}")
+        check_int("envs_per_family", envs_per_family, 1)
         if tasks is None:
             tasks = list(distribution.tasks(check_split(split)))
         else:

@@ -31,6 +31,8 @@ import numpy as np
 from metarl.rollout.shm import OP_IDLE, OP_RESET, OP_STEP, SharedBlock
 from metarl.tasks import DistributionSpec, Task, TaskDistribution
 
+GROUP_BYTES = (b"\x00", b"\x01")
+"""The one-byte messages of the hot path: driver → worker "run group g", worker → driver "group g done"."""
 MSG_ERROR = b"E"
 MSG_READY = b"R"
 MSG_FATAL = b"F"
@@ -65,8 +67,7 @@ class SlotRunner:
         self.max_steps = int(max_episode_steps)
         self.act_shape = tuple(dist.action_space.shape)
         self.act_dtype = dist.action_space.dtype
-        self.obs_dim = block.cols.obs_dim
-        self.reward_col = block.cols.reward
+        self.cols = block.cols
         self.envs: dict[int, Any] = {}
         for s, fam in zip(slots, families, strict=True):
             self.envs[s] = dist.make_env(fam)
@@ -85,13 +86,13 @@ class SlotRunner:
         obs, _ = self.dist.reset(env, int(seed))
         self.t[s] = 0
         row = self.block.x[s]
-        row[: self.obs_dim] = np.asarray(obs).reshape(-1)
-        row[self.obs_dim : self.reward_col + 1] = 0.0  # previous action and reward: zero at episode start
+        row[self.cols.obs] = np.asarray(obs).reshape(-1)
+        row[self.cols.action_and_reward] = 0.0  # zero at episode start
 
     def _step(self, s: int) -> None:
         b = self.block
         row = b.x[s]
-        action = row[self.obs_dim : self.reward_col].astype(self.act_dtype).reshape(self.act_shape)
+        action = row[self.cols.action].astype(self.act_dtype).reshape(self.act_shape)
         obs, reward, terminated, truncated, info = self.envs[s].step(action)
         t = self.t[s] + 1
         self.t[s] = t
@@ -105,8 +106,8 @@ class SlotRunner:
                 b.next_seed[s] = -1
                 self._reset(s, int(b.next_task[s]), next_seed)
         else:
-            row[: self.obs_dim] = np.asarray(obs).reshape(-1)
-            row[self.reward_col] = reward
+            row[self.cols.obs] = np.asarray(obs).reshape(-1)
+            row[self.cols.reward] = reward
 
     def run(self, slots: Sequence[int]) -> list[SlotFailure]:
         """Execute the pending command of every slot in ``slots``; return the failures."""
@@ -284,7 +285,7 @@ def worker_main(
             code = os.read(fd, 1)
             if not code:
                 break  # the driver is gone
-            if code == b"\x00" or code == b"\x01":
+            if code in GROUP_BYTES:
                 for failure in runner.run(by_group[code[0]]):
                     send_frame(fd, MSG_ERROR, failure)
                 os.write(fd, code)
