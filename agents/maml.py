@@ -31,7 +31,7 @@ from torch.func import functional_call, vmap
 from metarl.agent import MetaTestRollouts
 from metarl.agents.distributions import action_affine, gaussian_kl, gaussian_log_prob
 from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline, gae
-from metarl.errors import UserError, check_int
+from metarl.errors import UserError, check_int_field
 from metarl.rollout.types import StepBatch, Trajectories
 from metarl.stops import stop_point
 from metarl.tasks import Task
@@ -95,14 +95,9 @@ class MAMLConfig:
                     continue
                 raise UserError(f"{name} must be a positive finite number, got {value!r}")
         for name in ("inner_steps", "cg_iters", "ls_steps", "ppo_epochs"):
-            value = getattr(self, name)
-            check_int(name, value, 1)
-        if self.test_inner_steps is not None and (
-            isinstance(self.test_inner_steps, bool)
-            or not isinstance(self.test_inner_steps, int)
-            or self.test_inner_steps < 0
-        ):
-            raise UserError(f"test_inner_steps must be a non-negative integer, got {self.test_inner_steps!r}")
+            check_int_field(self, name)
+        if self.test_inner_steps is not None:
+            check_int_field(self, "test_inner_steps", 0)
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UserError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")

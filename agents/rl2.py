@@ -20,7 +20,7 @@ from torch import nn
 from metarl.agent import MetaTestRollouts
 from metarl.agents.distributions import action_affine, gaussian_entropy, gaussian_log_prob
 from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline, gae
-from metarl.errors import UserError, check_int
+from metarl.errors import UserError, check_int, check_int_field
 from metarl.rollout.types import StepBatch, Trajectories
 from metarl.stops import stop_point
 from metarl.tasks import Task
@@ -101,8 +101,7 @@ class RL2PolicyConfig:
         if end is not None and not low <= _number(end) <= high:
             raise UserError(f"log_std_cap_end must be None or lie in the heads' log σ bounds [{low:g}, {high:g}], "
                              f"got {end!r}")  # fmt: skip
-        steps = self.log_std_cap_steps
-        check_int("log_std_cap_steps", steps, 1)
+        check_int_field(self, "log_std_cap_steps")
         x = _number(self.init_log_std)
         if not (low < x < high if self.squash_heads else low <= x <= high):
             heads = (
@@ -433,12 +432,11 @@ class RL2PPOConfig:
             if not getattr(self, name) > 0:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)!r}")
         for name in ("epochs", "minibatches", "bptt_chunk"):
-            value = getattr(self, name)
-            check_int(name, value, 1)
+            check_int_field(self, name)
         for name in ("ent_coef", "vf_coef"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be non-negative, got {getattr(self, name)!r}")
-        check_int("bptt_overlap", self.bptt_overlap, 0)
+        check_int_field(self, "bptt_overlap", 0)
         if self.bptt_overlap >= self.bptt_chunk:
             raise UserError(
                 f"bptt_overlap ({self.bptt_overlap}) must be smaller than bptt_chunk ({self.bptt_chunk}); "
@@ -669,7 +667,7 @@ class RL2Config:
     ppo: RL2PPOConfig = RL2PPOConfig()
 
     def __post_init__(self) -> None:
-        check_int("episodes_per_trial", self.episodes_per_trial)
+        check_int_field(self, "episodes_per_trial")
 
 
 class RL2Agent:
@@ -779,6 +777,11 @@ class RL2Agent:
         """One trial of ``adaptation_episodes`` sampled episodes per task; the adapted policy starts every episode
         from the hidden state its task reached at the end of them (as a meta-test's evaluation episodes do)."""
         check_int("adaptation_episodes", adaptation_episodes, 0)
+        if getattr(engine, "policy_runs_remotely", False):
+            raise UserError(
+                "RL²'s adapt() reads each task's hidden state from the policy as it acts, which a Ray engine runs "
+                "in its actors; use a process or inline engine (meta_test and metarl eval work on any backend)"
+            )
         tasks = list(tasks)
         recorder = _FinalHidden(self.policy, len(tasks))
         if adaptation_episodes:

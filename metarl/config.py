@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, TypeVar
 
-from metarl.errors import UserError, check_int
+from metarl.errors import UserError, check_int_field
 
 T = TypeVar("T")
 
@@ -87,13 +87,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive = ("meta_batch", "episodes_per_task", "checkpoint_every")
         for name in (*positive, "eval_tasks", "eval_episodes"):
-            check_int(name, getattr(self, name))
+            check_int_field(self, name)
         for name in ("eval_every", "adaptation_episodes", "seed"):
-            check_int(name, getattr(self, name), 0)
+            check_int_field(self, name, 0)
         optional = ("total_env_steps", "iterations", "slots_per_family", "max_episode_steps", "ray_actors")
         for name in (*optional, "workers", "torch_threads"):
             if getattr(self, name) is not None:
-                check_int(name, getattr(self, name))
+                check_int_field(self, name)
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise UserError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
         check_choice("backend", self.backend, typing.get_args(Backend))

@@ -27,3 +27,11 @@ def check_int(name: str, value: object, minimum: int = 1) -> int:
         kind = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
         raise UserError(f"{name} must be {kind}, got {value!r}")
     return int(value)
+
+
+def check_int_field(obj: object, name: str, minimum: int = 1) -> int:
+    """:func:`check_int` on a (frozen) dataclass field, storing the checked value back as a plain ``int`` (a
+    numpy integer would pass the check and then break the JSON of the saved config)."""
+    value = check_int(name, getattr(obj, name), minimum)
+    object.__setattr__(obj, name, value)
+    return value

@@ -287,8 +287,14 @@ def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> MetaLearn
             f"checkpoint is of agent {state.get('agent_name')!r}, but {str(run_dir)!r} is a {train_cfg.agent!r} run"
         )
     agent = build_agent(train_cfg, agent_cfg, make_run_distribution(train_cfg), torch.device("cpu"))
-    agent_state = dict(state["agent"])
-    # checkpoints written before agents kept their own step count: the run's count is the agent's
-    agent_state.setdefault("env_steps", int(state["run"]["env_steps"]))
-    agent.load_state_dict(agent_state)
+    agent.load_state_dict(agent_state(state))
     return agent
+
+
+def agent_state(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The agent's part of a run checkpoint.  Checkpoints written before every agent kept its own count of
+    training env steps lack it (or, for RL² from before its log σ schedule, hold 0): the run's count is it."""
+    state = dict(checkpoint["agent"])
+    if not state.get("env_steps"):
+        state["env_steps"] = int(checkpoint["run"]["env_steps"])
+    return state

@@ -37,6 +37,7 @@ from metarl.run import (
     META_FILE,
     ProgressLog,
     RunDirError,
+    agent_state,
     atomic_write_json,
     build_agent,
     checkpoint_bytes,
@@ -175,7 +176,7 @@ class Trainer:
             raise RunDirError(
                 f"checkpoint is of agent {state.get('agent_name')!r}, but the run's config says {self.cfg.agent!r}"
             )
-        self.agent.load_state_dict(state["agent"])
+        self.agent.load_state_dict(agent_state(state))
         self.state = RunState(**state["run"])
         self.task_rng.bit_generator.state = state["task_rng"]
         self.engine_state = state["engine"]

@@ -17,6 +17,7 @@ import metarl.agents
 from metarl.agent import MetaLearner
 from metarl.config import TrainConfig
 from metarl.envs import make_distribution
+from metarl.errors import UserError
 from metarl.evaluation.runner import EvalSettings, evaluate_run
 from metarl.rollout import RolloutEngine
 from metarl.run import build_agent
@@ -115,3 +116,17 @@ def test_maml_adapt_takes_the_test_time_inner_steps() -> None:
     assert adapted.params is not None and adapted.num_tasks == 2
     moved = [not torch.equal(v[0], agent.policy.get_parameter(k).detach()) for k, v in adapted.params.items()]
     assert any(moved)
+
+
+def test_rl2_adapt_refuses_an_engine_that_runs_the_policy_remotely() -> None:
+    class RemoteEngine:
+        policy_runs_remotely = True
+
+        def collect(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("adapt() must refuse before collecting")
+
+    dist = make_distribution("point-nav", seed=0)
+    cfg = TrainConfig(agent="rl2", benchmark="point-nav", meta_batch=2, episodes_per_task=10)
+    agent = build_agent(cfg, metarl.agents.agent_config_class("rl2")(), dist, torch.device("cpu"))
+    with pytest.raises(UserError, match="use a process or inline engine"):
+        agent.adapt(RemoteEngine(), dist.tasks("test")[:2], 2)

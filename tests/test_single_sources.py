@@ -50,3 +50,28 @@ def test_row_layout_and_result_width_are_the_blocks() -> None:
     assert RES_SUCCESS == RES_WIDTH - 1
     assert block.res.shape == (4, RES_WIDTH) and block.x.shape == (4, cols.width) and block.cols == cols
     assert GROUP_BYTES == (b"\x00", b"\x01") and all(len(b) == 1 for b in GROUP_BYTES)
+
+
+def test_config_integers_are_stored_as_python_ints() -> None:
+    """A numpy integer passes the check and is stored as an int, so the saved config stays JSON."""
+    import json
+
+    from metarl.agents.maml import MAMLConfig
+    from metarl.agents.rl2 import RL2Config, RL2PPOConfig
+    from metarl.config import TrainConfig, to_dict
+
+    cfg = TrainConfig(meta_batch=np.int64(4), iterations=np.int32(3), seed=np.int64(0))
+    assert type(cfg.meta_batch) is int and type(cfg.iterations) is int and type(cfg.seed) is int
+    rl2 = RL2Config(episodes_per_trial=np.int64(2), ppo=RL2PPOConfig(epochs=np.int64(3)))
+    maml = MAMLConfig(inner_steps=np.int64(2), test_inner_steps=np.int64(1))
+    json.dumps([to_dict(cfg), to_dict(rl2), to_dict(maml)])  # raises TypeError on a numpy integer
+
+
+def test_old_checkpoints_take_the_runs_step_count() -> None:
+    from metarl.run import agent_state
+
+    old = {"agent": {"policy": {}}, "run": {"env_steps": 500}}
+    rl2_before_schedule = {"agent": {"policy": {}, "env_steps": 0}, "run": {"env_steps": 700}}
+    new = {"agent": {"policy": {}, "env_steps": 900}, "run": {"env_steps": 900}}
+    assert agent_state(old)["env_steps"] == 500 and agent_state(rl2_before_schedule)["env_steps"] == 700
+    assert agent_state(new)["env_steps"] == 900 and "env_steps" not in old["agent"]  # the checkpoint is untouched

@@ -88,11 +88,7 @@ def checked_engine_state(state: Mapping[str, int]) -> tuple[int, int]:
     if missing:
         raise ValueError(f"engine state is missing {sorted(missing)}; got keys {sorted(state)}")
     seed, collects = state["seed"], state["collects"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"engine state has an invalid seed {seed!r}")
-    if isinstance(collects, bool) or not isinstance(collects, int) or collects < 0:
-        raise ValueError(f"engine state has an invalid collect count {collects!r}")
-    return seed, collects
+    return check_int("engine state seed", seed, 0), check_int("engine state collect count", collects, 0)
 
 
 class RolloutEngine:
@@ -157,8 +153,8 @@ class RolloutEngine:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
         num_workers = check_int("num_workers", num_workers)
-        check_int("seed", seed, 0)
-        check_int("max_restarts", max_restarts, 0)
+        seed = check_int("seed", seed, 0)
+        max_restarts = check_int("max_restarts", max_restarts, 0)
         if inference_threads is not None:
             inference_threads = check_int("inference_threads", inference_threads)
         if device != "auto":

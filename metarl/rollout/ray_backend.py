@@ -139,6 +139,9 @@ def concat_trajectories(parts: Sequence[Trajectories]) -> Trajectories:
 class RayRolloutEngine:
     """:class:`RolloutEngine`'s interface over Ray actors (see the module docstring).
 
+    The policy runs in the actors (a copy of it, sent with each collect): what it records while acting
+    stays there; only the trajectories come back (``policy_runs_remotely``).
+
     Args:
         distribution: the task distribution; actors rebuild it from ``distribution.spec``.
         num_actors: actors (default: one per 2 CPUs Ray reports, at least 1).
@@ -154,6 +157,8 @@ class RayRolloutEngine:
 
     backend = "ray"
 
+    policy_runs_remotely = True
+
     def __init__(
         self,
         distribution: TaskDistribution,
@@ -167,7 +172,7 @@ class RayRolloutEngine:
         actor_options: Mapping[str, Any] | None = None,
         engine_options: Mapping[str, Any] | None = None,
     ) -> None:
-        check_int("seed", seed, 0)
+        seed = check_int("seed", seed, 0)
         self.ray = ensure_ray(address)
         self.distribution = distribution
         self.spec = distribution.spec

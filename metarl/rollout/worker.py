@@ -67,7 +67,10 @@ class SlotRunner:
         self.max_steps = int(max_episode_steps)
         self.act_shape = tuple(dist.action_space.shape)
         self.act_dtype = dist.action_space.dtype
-        self.cols = block.cols
+        # the input-row columns, resolved once (the step path runs for every env step)
+        cols = block.cols
+        self._obs, self._action, self._reward = cols.obs, cols.action, cols.reward
+        self._action_and_reward = cols.action_and_reward
         self.envs: dict[int, Any] = {}
         for s, fam in zip(slots, families, strict=True):
             self.envs[s] = dist.make_env(fam)
@@ -86,13 +89,13 @@ class SlotRunner:
         obs, _ = self.dist.reset(env, int(seed))
         self.t[s] = 0
         row = self.block.x[s]
-        row[self.cols.obs] = np.asarray(obs).reshape(-1)
-        row[self.cols.action_and_reward] = 0.0  # zero at episode start
+        row[self._obs] = np.asarray(obs).reshape(-1)
+        row[self._action_and_reward] = 0.0  # zero at episode start
 
     def _step(self, s: int) -> None:
         b = self.block
         row = b.x[s]
-        action = row[self.cols.action].astype(self.act_dtype).reshape(self.act_shape)
+        action = row[self._action].astype(self.act_dtype).reshape(self.act_shape)
         obs, reward, terminated, truncated, info = self.envs[s].step(action)
         t = self.t[s] + 1
         self.t[s] = t
@@ -106,8 +109,8 @@ class SlotRunner:
                 b.next_seed[s] = -1
                 self._reset(s, int(b.next_task[s]), next_seed)
         else:
-            row[self.cols.obs] = np.asarray(obs).reshape(-1)
-            row[self.cols.reward] = reward
+            row[self._obs] = np.asarray(obs).reshape(-1)
+            row[self._reward] = reward
 
     def run(self, slots: Sequence[int]) -> list[SlotFailure]:
         """Execute the pending command of every slot in ``slots``; return the failures."""
