@@ -8,6 +8,7 @@ minibatch, ``C`` BPTT chunk length, ``O``/``A`` observation/action dims, ``G`` G
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +22,7 @@ from metarl.agent import MetaTestRollouts
 from metarl.agents.distributions import action_affine, gaussian_entropy, gaussian_log_prob
 from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline, gae
 from metarl.errors import UserError, check_int, check_int_field
+from metarl.rollout.background import BackgroundCollect
 from metarl.rollout.types import StepBatch, Trajectories
 from metarl.stops import stop_point
 from metarl.tasks import Task
@@ -668,6 +670,9 @@ def ppo_update(
         stats = _update_shuffled(policy, optimizer, b, config, generator)
     out = {k: sum(v) / len(v) for k, v in stats.items()}
     out["optimizer_steps"] = float(len(stats.get("policy_loss", [])))
+    # before the first Adam step: how far the policy already is from the one that sampled the batch
+    # (about 0 when synchronous; the lag's KL with --overlap)
+    out["behaviour_kl"] = stats["approx_kl"][0] if stats.get("approx_kl") else float("nan")
     out["explained_variance"] = explained
     out["advantage_std"] = float(adv[mask].std()) if int(mask.sum()) > 1 else 0.0
     return out
@@ -723,17 +728,70 @@ class RL2Agent:
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
         self.env_steps = 0  # training steps so far, for the log σ cap schedule
+        self.updates = 0  # PPO updates so far: the policy version a batch is tagged with
+        self._pending: dict[str, Any] | None = None  # --overlap: the next batch, collected during the last update
+
+    def _collect(self, engine: Any, tasks: Sequence[Task]) -> Trajectories:
+        return engine.collect(
+            self.policy, list(tasks), episodes_per_task=self.episodes_per_task,
+            episodes_per_trial=self.config.episodes_per_trial,
+        )  # fmt: skip
 
     def meta_train_step(self, engine: Any, tasks: Sequence[Task]) -> dict[str, float]:
         cap = self.policy.set_log_std_cap(self.env_steps)
         t0 = time.perf_counter()
-        traj = engine.collect(
-            self.policy, list(tasks), episodes_per_task=self.episodes_per_task,
-            episodes_per_trial=self.config.episodes_per_trial,
-        )  # fmt: skip
+        traj = self._collect(engine, tasks)
         t1 = time.perf_counter()
         losses = ppo_update(self.policy, self.optimizer, traj, self.config.ppo, self.generator)
         t2 = time.perf_counter()
+        self.updates += 1
+        return self._step_metrics(traj, losses, cap, sampling_s=t1 - t0, learning_s=t2 - t1)
+
+    def meta_train_step_overlapped(
+        self, engine: Any, tasks: Sequence[Task], next_tasks: Sequence[Task] | None
+    ) -> dict[str, float]:
+        """:meth:`meta_train_step` with sampling overlapped with learning (``--overlap``).
+
+        The update for ``tasks`` uses the batch the previous call collected for them with the policy as it
+        was before that call's update: one iteration of policy lag, and PPO's ratio is taken against the
+        behaviour log-probabilities stored with the batch.  Meanwhile a frozen copy of the policy collects the
+        batch for ``next_tasks`` in a background thread; it is kept (and checkpointed) for the next call.
+        Without such a batch (the first iteration) ``tasks`` are collected first, on-policy."""
+        cap = self.policy.set_log_std_cap(self.env_steps)
+        t0 = time.perf_counter()
+        pending, self._pending = self._pending, None
+        if pending is not None and pending["traj"]["task_ids"] == [t.id for t in tasks]:
+            traj, version = Trajectories.from_state(pending["traj"], tasks), int(pending["version"])
+        else:
+            traj, version = self._collect(engine, tasks), self.updates
+        t1 = time.perf_counter()
+        job = None
+        if next_tasks:
+            behaviour = copy.deepcopy(self.policy)  # the learner changes self.policy while this one samples
+            job = BackgroundCollect(
+                engine, behaviour, next_tasks, self.episodes_per_task, self.config.episodes_per_trial
+            )
+        try:
+            losses = ppo_update(self.policy, self.optimizer, traj, self.config.ppo, self.generator)
+            t2 = time.perf_counter()
+            ahead = job.result() if job is not None else None
+        except BaseException:  # Ctrl-C, SIGTERM, an error: stop the collect before the engine is closed
+            if job is not None:
+                job.cancel()
+            raise
+        t3 = time.perf_counter()
+        if ahead is not None:
+            self._pending = {"traj": ahead.to_state(), "version": self.updates}
+        lag = self.updates - version
+        self.updates += 1
+        metrics = self._step_metrics(traj, losses, cap, sampling_s=t1 - t0, learning_s=t2 - t1)
+        metrics["time/sampling_wait_s"] = t3 - t2  # the background collect outlasting the update
+        metrics["overlap/policy_lag"] = float(lag)
+        return metrics
+
+    def _step_metrics(
+        self, traj: Trajectories, losses: Mapping[str, float], cap: float, *, sampling_s: float, learning_s: float
+    ) -> dict[str, float]:
         returns = traj.episode_returns  # [N, E]
         success = traj.episode_success.float()
         k = self.config.episodes_per_trial
@@ -747,8 +805,8 @@ class RL2Agent:
             "charts/last_episode_return": float(by_position[..., -1].mean()),
             **{f"losses/{name}": value for name, value in losses.items()},
             **({"charts/log_std_cap": cap} if self.config.policy.log_std_cap_end is not None else {}),
-            "time/sampling_s": t1 - t0,
-            "time/learning_s": t2 - t1,
+            "time/sampling_s": sampling_s,
+            "time/learning_s": learning_s,
         }
 
     def meta_test(
@@ -832,6 +890,8 @@ class RL2Agent:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "env_steps": self.env_steps,
+            "updates": self.updates,
+            "pending": self._pending,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -839,6 +899,8 @@ class RL2Agent:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.env_steps = int(state.get("env_steps", 0))  # checkpoints from before the schedule lack it
+        self.updates = int(state.get("updates", 0))
+        self._pending = state.get("pending")
         self.policy.set_log_std_cap(self.env_steps)
 
 

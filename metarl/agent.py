@@ -95,3 +95,17 @@ class MetaLearner(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class OverlappingLearner(Protocol):
+    """An agent whose update may use a batch collected by the policy of the iteration before (``--overlap``):
+    off-policy-tolerant updates such as PPO's, which weigh by the behaviour log-probabilities.  MAML's outer
+    step differentiates through an inner step on its own on-policy samples, so the MAML family is not one."""
+
+    def meta_train_step_overlapped(
+        self, engine: Any, tasks: Sequence[Task], next_tasks: Sequence[Task] | None
+    ) -> dict[str, float]:
+        """One meta-iteration on ``tasks`` (as ``meta_train_step``), collecting ``next_tasks``' batch for the
+        next call while it learns; metrics include ``overlap/policy_lag`` and ``time/sampling_wait_s``."""
+        ...

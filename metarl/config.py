@@ -73,6 +73,10 @@ class TrainConfig:
     torch_threads: int | None = None
     """Threads for the learner's torch ops on CPU (default: the cores this process may use; sampling
     drops to one inference thread and gives them back).  Exact resume holds for the same count."""
+    overlap: bool = False
+    """Sample the next iteration's batch in a background thread while the learner updates (one iteration of
+    policy lag; PPO agents only).  Pays where the cores outnumber the rollout workers plus learner threads;
+    off by default until a learning run shows no loss."""
     checkpoint_every: int = 10
     """Write a checkpoint every this many iterations (and always at exit)."""
     eval_every: int = 10
@@ -96,6 +100,9 @@ class TrainConfig:
                 check_int_field(self, name)
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise UserError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
+        for name in ("repeat_tasks", "overlap"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
         check_choice("backend", self.backend, typing.get_args(Backend))
         check_choice("device", self.device, ("auto", "cpu", "cuda"), prefix_ok=("cuda:",))
 

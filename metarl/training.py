@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from metarl.agent import OverlappingLearner
 from metarl.config import (
     TrainConfig,
     available_cores,
@@ -147,6 +148,13 @@ class Trainer:
             else []
         )
         self.engine_state: dict[str, Any] | None = None
+        self.overlapping = self.agent if isinstance(self.agent, OverlappingLearner) else None
+        if train_cfg.overlap and self.overlapping is None:
+            raise UserError(
+                f"--overlap true: agent {train_cfg.agent!r} cannot learn from a batch its previous policy "
+                "collected (its update needs on-policy samples); run it without --overlap"
+            )
+        self.lookahead: list[Task] | None = None  # --overlap: the next iteration's tasks, already being sampled
 
     # -- persistence -------------------------------------------------------------------------
     def save_config(self) -> None:
@@ -168,6 +176,7 @@ class Trainer:
             "python_rng": random.getstate(),
             # what bitwise reproduction also depends on (a resume with others says it is not bitwise)
             "learner": {"torch_threads": torch.get_num_threads(), "device": str(self.device)},
+            "lookahead": None if self.lookahead is None else [t.id for t in self.lookahead],
         }
         return self.state.iteration, checkpoint_bytes(state)
 
@@ -182,6 +191,10 @@ class Trainer:
         self.engine_state = state["engine"]
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
+        ahead = state.get("lookahead")
+        if ahead is not None:
+            by_id = {t.id: t for t in self.dist.tasks("train")}
+            self.lookahead = [by_id[i] for i in ahead]
         saved = state.get("learner")
         now = {"torch_threads": torch.get_num_threads(), "device": str(self.device)}
         if isinstance(saved, Mapping) and dict(saved) != now:
@@ -202,9 +215,15 @@ class Trainer:
         return cfg.max_minutes is not None and (time.monotonic() - started) / 60 >= cfg.max_minutes
 
     def iteration(self, engine: Any) -> dict[str, float]:
-        tasks = self.dist.sample(self.cfg.meta_batch, "train", rng=self.task_rng)
         t0 = time.perf_counter()
-        metrics = self.agent.meta_train_step(engine, tasks)
+        if self.cfg.overlap and self.overlapping is not None:
+            # the same tasks in the same order as without --overlap, each meta-batch drawn one iteration early
+            tasks = self.lookahead or self.dist.sample(self.cfg.meta_batch, "train", rng=self.task_rng)
+            self.lookahead = self.dist.sample(self.cfg.meta_batch, "train", rng=self.task_rng)
+            metrics = self.overlapping.meta_train_step_overlapped(engine, tasks, self.lookahead)
+        else:
+            tasks = self.dist.sample(self.cfg.meta_batch, "train", rng=self.task_rng)
+            metrics = self.agent.meta_train_step(engine, tasks)
         dt = time.perf_counter() - t0
         steps = int(metrics.pop("env_steps"))
         self.state.iteration += 1

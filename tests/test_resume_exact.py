@@ -24,12 +24,16 @@ COMMON = [
     "--benchmark", "point-nav", "--seed", "5", "--meta-batch", "3", "--episodes-per-task", "2",
     "--workers", "1", "--eval-every", "0", "--checkpoint-every", "1000", "--torch-threads", "1", "--no-progress",
 ]  # fmt: skip
-AGENTS = {
-    "rl2": ["--episodes-per-trial", "2", "--mlp-hidden", "16", "--gru-hidden", "16", "--epochs", "2",
-            "--bptt-chunk", "50"],
-    "maml-trpo": ["--hidden", "16", "16"],
-}  # fmt: skip
-COLLECTS_PER_ITERATION = {"rl2": 1, "maml-trpo": 2}  # MAML samples before and after its inner step
+_RL2 = ["--episodes-per-trial", "2", "--mlp-hidden", "16", "--gru-hidden", "16", "--epochs", "2", "--bptt-chunk", "50"]
+AGENTS = {  # case -> (agent, flags)
+    "rl2": ("rl2", _RL2),
+    "maml-trpo": ("maml-trpo", ["--hidden", "16", "16"]),
+    # the next batch sampled in a background thread during the update: a stop there cancels it
+    "rl2-overlap": ("rl2", [*_RL2, "--overlap", "true"]),
+}
+# The collect during which the run is stopped: MAML samples before and after its inner step; with --overlap,
+# iteration 1 collects its own batch and (in the background) iteration 2's, and iteration i > 1 collects i+1's.
+SAMPLING_HIT = {"rl2": STOP_ITERATION, "maml-trpo": 2 * STOP_ITERATION, "rl2-overlap": STOP_ITERATION + 1}
 
 
 def _cli(*args: str, stop_at: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -47,23 +51,24 @@ def _cli(*args: str, stop_at: str | None = None) -> subprocess.CompletedProcess[
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     out = {}
-    for agent, flags in AGENTS.items():
-        run = tmp_path_factory.mktemp("straight") / agent
+    for case, (agent, flags) in AGENTS.items():
+        run = tmp_path_factory.mktemp("straight") / case
         proc = _cli("train", agent, "--iterations", str(ITERATIONS), "--out", str(run), *COMMON, *flags)
         assert proc.returncode == 0, proc.stderr
-        out[agent] = load_checkpoint(run / "checkpoints/latest.pt")
+        out[case] = load_checkpoint(run / "checkpoints/latest.pt")
     return out
 
 
-@pytest.mark.parametrize("agent", list(AGENTS))
+@pytest.mark.parametrize("case", list(AGENTS))
 @pytest.mark.parametrize("point", ["sampling", "update"])
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_stopped_run_resumes_bitwise_equal(
-    tmp_path: Path, straight: dict[str, dict], agent: str, point: str, sig: str
+    tmp_path: Path, straight: dict[str, dict], case: str, point: str, sig: str
 ) -> None:
     run = tmp_path / "run"
-    hits = STOP_ITERATION * COLLECTS_PER_ITERATION[agent] if point == "sampling" else STOP_ITERATION
-    flags = ["--out", str(run), *COMMON, *AGENTS[agent]]
+    agent, agent_flags = AGENTS[case]
+    hits = SAMPLING_HIT[case] if point == "sampling" else STOP_ITERATION
+    flags = ["--out", str(run), *COMMON, *agent_flags]
     proc = _cli("train", agent, "--iterations", str(ITERATIONS), *flags, stop_at=f"{point}:{hits}:{sig}")
     assert proc.returncode == (130 if sig == "SIGINT" else 143), proc.stderr
     assert "Traceback" not in proc.stderr and "leaked shared_memory" not in proc.stderr, proc.stderr
@@ -74,13 +79,14 @@ def test_a_stopped_run_resumes_bitwise_equal(
 
     proc = _cli("train", "--resume", str(run), "--iterations", str(ITERATIONS), "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    resumed, expected = load_checkpoint(run / "checkpoints/latest.pt"), straight[agent]
+    resumed, expected = load_checkpoint(run / "checkpoints/latest.pt"), straight[case]
     assert resumed["run"] == {**expected["run"], "wall_s": resumed["run"]["wall_s"]}
     assert resumed["engine"] == expected["engine"] and resumed["task_rng"] == expected["task_rng"]
     params, want = resumed["agent"]["policy"], expected["agent"]["policy"]
     assert params.keys() == want.keys()
     different = [name for name in want if not torch.equal(params[name], want[name])]
     assert not different, f"{len(different)} of {len(want)} tensors differ from the uninterrupted run: {different}"
+    assert resumed.get("lookahead") == expected.get("lookahead")
 
 
 @pytest.mark.parametrize(

@@ -155,6 +155,11 @@ def main() -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="with --eval-only: this checkpoint file")
     parser.add_argument("--no-untrained", action="store_true", help="skip the untrained agent's evaluation")
     parser.add_argument(
+        "--goals-per-family", type=int, default=None, metavar="N",
+        help="final held-out evaluations on N goals per held-out family, drawn with the eval seed "
+        "(metarl eval --tasks-per-family N; default: every goal)",
+    )  # fmt: skip
+    parser.add_argument(
         "--quick", action="store_true",
         help="smoke test: meta-batch 2, one iteration, periodic tests off, 2 held-out goals per family (not a result)",
     )  # fmt: skip
@@ -177,7 +182,9 @@ def main() -> int:
             agent_cfg = with_field(agent_cfg, item)
         except (ValueError, TypeError, SyntaxError) as exc:
             parser.error(f"--set {item}: {exc}")
-    goals = 2 if args.quick else None  # per family; None: every held-out goal
+    if args.goals_per_family is not None and args.goals_per_family < 1:
+        parser.error(f"--goals-per-family must be a positive integer, got {args.goals_per_family}")
+    goals = 2 if args.quick else args.goals_per_family  # per family; None: every held-out goal
 
     started = time.monotonic()
     if args.checkpoint is not None and not args.eval_only:
@@ -201,6 +208,7 @@ def main() -> int:
         "quick": args.quick,
         "checkpoint": _relative(str(args.checkpoint)) if args.checkpoint else "latest",
         "overrides": args.set,
+        "goals_per_family": goals,  # null: every held-out goal
     }
     curves = training_curves(run)
     figures["training"] = curves

@@ -10,14 +10,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from metarl.rollout.background import BackgroundCollect
     from metarl.rollout.engine import RolloutEngine
-    from metarl.rollout.errors import ActionError, EnvError, RolloutError, WorkerCrashedError
+    from metarl.rollout.errors import ActionError, CollectCancelled, EnvError, RolloutError, WorkerCrashedError
     from metarl.rollout.layout import Layout
     from metarl.rollout.pool import PoolError, WorkerPool
     from metarl.rollout.types import Policy, StepBatch, Trajectories
 
 _EXPORTS = {
     "RolloutEngine": "metarl.rollout.engine",
+    "BackgroundCollect": "metarl.rollout.background",
+    "CollectCancelled": "metarl.rollout.errors",
     "WorkerPool": "metarl.rollout.pool",
     "PoolError": "metarl.rollout.pool",
     "Layout": "metarl.rollout.layout",
@@ -32,6 +35,8 @@ _EXPORTS = {
 
 __all__ = [
     "ActionError",
+    "BackgroundCollect",
+    "CollectCancelled",
     "EnvError",
     "Layout",
     "Policy",

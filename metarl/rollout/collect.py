@@ -20,6 +20,7 @@ backends give bitwise identical results.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from metarl.rollout.errors import ActionError, EnvError, WorkerCrashedError
+from metarl.rollout.errors import ActionError, CollectCancelled, EnvError, WorkerCrashedError
 from metarl.rollout.pool import WaitResult
 from metarl.rollout.seeding import episode_noise, episode_seeds
 from metarl.rollout.shm import (
@@ -74,7 +75,9 @@ class Collection:
         deterministic: bool,
         transfer: HostTransfer | PackedTransfer,
         task_offset: int = 0,
+        stop: threading.Event | None = None,
     ) -> None:
+        self.stop = stop  # set from another thread: the collect raises CollectCancelled at its next step
         self.max_restarts = max_restarts
         self.task_offset = task_offset  # global position of tasks[0] (a share of a distributed collect)
         self.pool = pool
@@ -153,6 +156,8 @@ class Collection:
         g = 0
         stop_checked = False
         while self.running > 0 or self.queued > 0 or any(self.in_flight):
+            if self.stop is not None and self.stop.is_set():
+                raise CollectCancelled(f"collect {self.collect_index} was cancelled before it finished")
             if self.in_flight[g]:
                 self.in_flight[g] = False
                 result = self.pool.wait(g)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -261,6 +262,8 @@ class RolloutEngine:
         *,
         task_offset: int = 0,
         collect_index: int | None = None,
+        stop: threading.Event | None = None,
+        own_threads: bool = True,
     ) -> Trajectories:
         """Run ``episodes_per_task`` whole episodes of every task; result shaped ``[task, episode, time, ...]``.
 
@@ -273,6 +276,10 @@ class RolloutEngine:
         trials of ``k`` consecutive episodes in one slot; ``step.trial_start`` marks a trial's first
         step (reset recurrent state there) and the state is carried across its episodes.
         ``deterministic`` is passed to the policy in every :class:`StepBatch`.
+
+        For a collect in a thread beside the learner (:class:`~metarl.rollout.background.BackgroundCollect`):
+        ``stop``, once set, makes it raise :class:`~metarl.rollout.errors.CollectCancelled` at its next step,
+        and ``own_threads=False`` leaves torch's thread count, which is process-wide, to the learner.
         """
         if self.pool.closed:
             raise RuntimeError("this RolloutEngine is closed")
@@ -302,20 +309,20 @@ class RolloutEngine:
         self._collects += 1
         check_int("task_offset", task_offset, 0)
         threads = torch.get_num_threads()
-        if self.inference_threads is not None and device.type == "cpu":
+        if own_threads and self.inference_threads is not None and device.type == "cpu":
             torch.set_num_threads(self.inference_threads)
         try:
             with torch.no_grad():
                 run = Collection(
                     self.pool, self.layout, self.max_episode_steps, self.seed, self.max_restarts,
-                    policy, tasks, episodes_per_task, k, index, bool(deterministic), transfer, task_offset,
+                    policy, tasks, episodes_per_task, k, index, bool(deterministic), transfer, task_offset, stop,
                 )  # fmt: skip
                 return run.run()
         except BaseException:
             self._dirty = True
             raise
         finally:
-            if torch.get_num_threads() != threads:
+            if own_threads and torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
 
     # -- state -----------------------------------------------------------------------------------

@@ -17,3 +17,7 @@ class WorkerCrashedError(RolloutError):
 
 class ActionError(RolloutError, ValueError):
     """The policy returned actions that cannot be stepped (wrong shape, non-finite values)."""
+
+
+class CollectCancelled(RolloutError):
+    """A collect was stopped from another thread (its ``stop`` event was set) before it finished."""

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from metarl.errors import check_int
+from metarl.rollout.errors import CollectCancelled
 from metarl.rollout.types import Policy, Trajectories
 from metarl.tasks import DistributionSpec, Task, TaskDistribution
 
@@ -214,8 +216,16 @@ class RayRolloutEngine:
         episodes_per_task: int,
         episodes_per_trial: int | None = None,
         deterministic: bool = False,
+        *,
+        stop: threading.Event | None = None,
+        own_threads: bool = True,
     ) -> Trajectories:
-        """As :meth:`RolloutEngine.collect`; each actor collects a contiguous share of ``tasks``."""
+        """As :meth:`RolloutEngine.collect`; each actor collects a contiguous share of ``tasks``.
+
+        The actors sample in processes of their own, so ``own_threads`` changes nothing here, and ``stop`` is
+        checked only before the shares are submitted and after they return."""
+        if stop is not None and stop.is_set():
+            raise CollectCancelled("the collect was cancelled before it started")
         if self._closed:
             raise RuntimeError("this RayRolloutEngine is closed")
         if isinstance(tasks, Task) or not isinstance(tasks, Sequence) or not tasks:
@@ -256,6 +266,8 @@ class RayRolloutEngine:
                     self.actors[i] = self._start()
                     self.restarts += 1
                     pending[i] = submit(i)
+        if stop is not None and stop.is_set():
+            raise CollectCancelled(f"collect {index} was cancelled")
         return concat_trajectories([results[i] for i in range(len(ranges))])
 
     def state_dict(self) -> dict[str, int]:

@@ -7,7 +7,8 @@ policy call, ``S`` env slots, ``O`` observation dim and ``A`` action dim.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -124,3 +125,21 @@ class Trajectories:
     def num_steps(self) -> int:
         """Env steps taken (valid steps)."""
         return int(self.valid.sum())
+
+    def to_state(self) -> dict[str, Any]:
+        """Tensors, numbers and task ids only, as checkpoints hold them (``torch.load(weights_only=True)``)."""
+        state: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("tasks", "extras")
+        }
+        state["extras"] = dict(self.extras)
+        state["task_ids"] = [t.id for t in self.tasks]
+        return state
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], tasks: Sequence[Task]) -> Trajectories:
+        """The inverse of :meth:`to_state`, given the tasks its ids name (checked)."""
+        ids = [t.id for t in tasks]
+        if list(state["task_ids"]) != ids:
+            raise ValueError(f"trajectories are of tasks {list(state['task_ids'])}, not {ids}")
+        kwargs = {k: v for k, v in state.items() if k != "task_ids"}
+        return cls(tasks=list(tasks), **kwargs)
