@@ -6,6 +6,9 @@ fresh process per measurement (so that its peak memory is its own), in two ways:
 
 ``sync_1t``   the old path: learner on one torch thread, float32, sampling then learning.
 ``best``      the current defaults: learner on every core this process may use (or CUDA with ``--device``).
+``overlap``   (RL², with ``--overlap``) the defaults plus ``--overlap true``: two iterations, the second measured,
+              where the batch is sampled in a background thread during the first's update; its sampling
+              seconds are the wait for that collect after the update (what sampling adds to the iteration).
 
 and, in the same rounds, ``limit``: ``--workers`` bare processes stepping the ML10 train tasks' envs round-robin
 with random actions, no policy and no IPC (``benchmarks/sampler.py``'s limit), as steps/s.  Rounds alternate
@@ -60,9 +63,10 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     from metarl.agents.configs import get_config
 
     named = get_config(spec["config"])
-    changes: dict[str, Any] = {"iterations": 1, "total_env_steps": None, "max_minutes": None, "eval_every": 0,
-                               "checkpoint_every": 1, "workers": spec["workers"], "torch_threads": spec["threads"],
-                               "device": spec["device"]}  # fmt: skip
+    overlap = bool(spec.get("overlap"))
+    changes: dict[str, Any] = {"iterations": 2 if overlap else 1, "overlap": overlap, "total_env_steps": None,
+                               "max_minutes": None, "eval_every": 0, "checkpoint_every": 1, "workers": spec["workers"],
+                               "torch_threads": spec["threads"], "device": spec["device"]}  # fmt: skip
     if spec.get("meta_batch"):
         changes["meta_batch"] = spec["meta_batch"]
     if spec.get("episodes_per_task"):
@@ -77,7 +81,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             row = list(csv.DictReader(fh))[-1]
     out = {
         "env_steps": float(row["charts/env_steps"]),
-        "sampling_s": float(row["time/sampling_s"]),
+        # with --overlap the batch was collected during the previous update: what is left is the wait for it
+        "sampling_s": float(row["time/sampling_s"]) + float(row.get("time/sampling_wait_s") or 0.0),
         "learning_s": float(row["time/learning_s"]),
         "iteration_s": float(row["time/iteration_s"]),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -126,7 +131,7 @@ def summarise(samples: dict[str, list[dict[str, Any]]], limit: list[float]) -> d
 def table(figures: dict[str, Any], note: str) -> str:
     rows = []
     for agent in AGENTS:
-        for path in PATHS:
+        for path in (*PATHS, "overlap"):
             key = f"{agent}_{path}"
             if key not in figures:
                 continue
@@ -151,6 +156,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--agents", nargs="+", choices=list(AGENTS), default=list(AGENTS))
     parser.add_argument("--workers", type=int, default=None, help="rollout workers (default: the cores available)")
     parser.add_argument("--device", default="cpu", help="device of the best path: cpu, cuda (old path: cpu)")
+    parser.add_argument("--overlap", action="store_true", help="also measure RL² with --overlap true (rl2_overlap)")
     parser.add_argument("--quick", action="store_true", help="meta-batch 2, 2 episodes per task, 1 round")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -170,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = args.workers or available_cores()
     rounds = 1 if args.quick else args.rounds
     shrink = {"meta_batch": 2, "episodes_per_task": 2} if args.quick else {}
-    methods = ["limit", *[f"{a}_{p}" for a in args.agents for p in PATHS]]
+    paths = {a: [*PATHS, *(["overlap"] if args.overlap and a == "rl2" else [])] for a in args.agents}
+    methods = ["limit", *[f"{a}_{p}" for a in args.agents for p in paths[a]]]
     samples: dict[str, list[dict[str, Any]]] = {m: [] for m in methods if m != "limit"}
     limit: list[float] = []
     for order in alternating_orders(methods, rounds):
@@ -181,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             agent, path = method.split("_", 1)
             spec = {"config": AGENTS[agent], "workers": workers, **shrink,
                     "threads": 1 if path == "sync_1t" else None,
-                    "device": "cpu" if path == "sync_1t" else args.device}  # fmt: skip
+                    "device": "cpu" if path == "sync_1t" else args.device, "overlap": path == "overlap"}  # fmt: skip
             samples[method].append(run_child(spec))
             print(f"  {method}: {samples[method][-1]}", file=sys.stderr, flush=True)
     figures = summarise(samples, limit)

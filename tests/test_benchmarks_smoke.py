@@ -263,16 +263,17 @@ def test_paired_ratio_pairs_measurements_of_the_same_round() -> None:
 
 
 def test_training_benchmark_quick_writes_every_key(tmp_path: Path) -> None:
-    """`benchmarks/training.py --quick`: one round of the limit and of both paths of both agents (meta-batch 2,
-    2 episodes per task), each iteration in its own process; every figure the issue names is there and sane."""
+    """`benchmarks/training.py --quick --overlap`: one round of the limit, of both paths of both agents and of RL²
+    with --overlap (meta-batch 2, 2 episodes per task), each measurement in its own process; every figure the
+    issue names is there and sane."""
     from benchmarks import training
 
     out = tmp_path / "training.json"
-    assert training.main(["--quick", "--workers", "2", "--json", str(out)]) == 0
+    assert training.main(["--quick", "--overlap", "--workers", "2", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["meta"]["quick"] is True and data["meta"]["rounds"] == 1
     assert math.isfinite(data["limit"]) and data["limit"] > 0
-    for key in ("rl2_sync_1t", "rl2_best", "maml_sync_1t", "maml_best"):
+    for key in ("rl2_sync_1t", "rl2_best", "rl2_overlap", "maml_sync_1t", "maml_best"):
         for suffix in ("", "_sampling_s", "_learning_s", "_learning_s_per_100k", "_peak_rss_mib"):
             value = data[key + suffix]
             assert isinstance(value, float) and math.isfinite(value) and value > 0, (key + suffix, value)
@@ -281,6 +282,8 @@ def test_training_benchmark_quick_writes_every_key(tmp_path: Path) -> None:
         assert data[key] == pytest.approx(steps / (data[f"{key}_sampling_s"] + data[f"{key}_learning_s"]))
     # meta-batch 2: RL² 2 trials of 2 episodes; MAML 2 tasks x 2 episodes, before and after the inner step
     assert data["rl2_sync_1t_env_steps"] == 2 * 2 * 500 and data["maml_best_env_steps"] == 2 * 2 * 2 * 500
+    assert data["rl2_overlap_env_steps"] == 2 * 2 * 500  # the second iteration's batch, sampled during the first
+    assert "maml_overlap" not in data  # MAML's outer step needs on-policy samples
     assert data["rl2_sync_1t_threads"] == 1 and data["rl2_best_threads"] == training_cores()
 
 
