@@ -76,6 +76,10 @@ class MAMLConfig:
     """TRPO: line-search shrink factor."""
     ls_steps: int = 15
     """TRPO: line-search steps."""
+    hvp_subsample: float = 1.0
+    """TRPO: fraction of the meta-batch's tasks (at least one, drawn anew each iteration) whose KL gives the
+    curvature in the conjugate-gradient Hessian-vector products; the gradient, the step's KL scaling check in
+    the line search and the surrogate still use every task.  1.0: all of them (the reference)."""
     ppo_clip: float = 0.3
     """PPO outer loop (maml-ppo): ratio clip."""
     ppo_epochs: int = 5
@@ -103,6 +107,10 @@ class MAMLConfig:
                 raise UserError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if not 0.0 < self.ls_backtrack < 1.0:
             raise UserError(f"ls_backtrack must be in (0, 1), got {self.ls_backtrack!r}")
+        if isinstance(self.hvp_subsample, bool) or not (
+            isinstance(self.hvp_subsample, int | float) and 0.0 < self.hvp_subsample <= 1.0
+        ):
+            raise UserError(f"hvp_subsample must be a fraction in (0, 1], got {self.hvp_subsample!r}")
         if not self.baseline_reg > 0:
             raise UserError(f"baseline_reg must be positive, got {self.baseline_reg!r}")
         if not self.ppo_clip > 0:
@@ -317,6 +325,15 @@ class TaskBatch:
     def steps_per_task(self) -> torch.Tensor:  # [N]
         return self.mask.sum(1).clamp_min(1)
 
+    def select(self, tasks: torch.Tensor) -> TaskBatch:
+        """The batch of the tasks at positions ``tasks`` only."""
+        mask = self.mask[tasks]
+        return TaskBatch(
+            obs=self.obs[tasks], actions=self.actions[tasks], advantages=self.advantages[tasks], mask=mask,
+            returns=self.returns[tasks], success=self.success[tasks], num_steps=int(mask.sum()),
+            extras={k: v[tasks] for k, v in self.extras.items()}, raw_advantage_std=self.raw_advantage_std,
+        )  # fmt: skip
+
 
 def task_batch(traj: Trajectories, policy: GaussianMLPPolicy, config: MAMLConfig) -> TaskBatch:
     """Advantages from a per-task linear baseline, and the tensors the losses need, on the policy's device.
@@ -434,14 +451,25 @@ def surrogate_loss(
     return surr, kl
 
 
+def hvp_tasks(num_tasks: int, fraction: float, generator: torch.Generator) -> torch.Tensor | None:
+    """Positions of the tasks whose KL gives the TRPO curvature (None: all of them)."""
+    k = max(1, round(fraction * num_tasks))
+    return None if k >= num_tasks else torch.randperm(num_tasks, generator=generator)[:k].sort().values
+
+
 def _trpo_direction(
-    policy: GaussianMLPPolicy, pre: Sequence[TaskBatch], post: TaskBatch, config: MAMLConfig
+    policy: GaussianMLPPolicy,
+    pre: Sequence[TaskBatch],
+    post: TaskBatch,
+    config: MAMLConfig,
+    curvature_tasks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float, tuple[torch.Tensor, torch.Tensor]]:
     """(full step, gradient, loss, old post-adaptation distribution) at the current θ.
 
     The step is the natural-gradient direction scaled to the KL limit: ``x / sqrt(xᵀHx / 2δ)``
     with ``x ≈ H⁻¹ g`` by conjugate gradient, ``H`` the Hessian of the mean KL between the old
-    and new adapted policies (through the inner steps).  Its graphs are freed on return.
+    and new adapted policies (through the inner steps), over ``curvature_tasks`` only when given (the
+    Hessian-vector products then cost that fraction).  Its graphs are freed on return.
     """
     params = policy.params()
     names = list(params)
@@ -449,7 +477,12 @@ def _trpo_direction(
     with torch.no_grad():
         old = policy.call_stacked(detach_params(adapted), post.obs)
     loss, kl = surrogate_loss(policy, adapted, post, old)
-    g = flat(torch.autograd.grad(loss, [params[k] for k in names], retain_graph=True))
+    g = flat(torch.autograd.grad(loss, [params[k] for k in names], retain_graph=curvature_tasks is None))
+    if curvature_tasks is not None:  # the KL of those tasks, through their own inner steps
+        sub_pre = [b.select(curvature_tasks) for b in pre]
+        sub = adapt_params(policy, params, sub_pre, config.inner_lr, create_graph=not config.first_order)
+        old_sub = (old[0][curvature_tasks], old[1][curvature_tasks])
+        _, kl = surrogate_loss(policy, sub, post.select(curvature_tasks), old_sub)
     flat_kl_grad = flat(torch.autograd.grad(kl, [params[k] for k in names], create_graph=True))
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
@@ -463,14 +496,19 @@ def _trpo_direction(
 
 
 def trpo_step(
-    policy: GaussianMLPPolicy, pre: Sequence[TaskBatch], post: TaskBatch, config: MAMLConfig
+    policy: GaussianMLPPolicy,
+    pre: Sequence[TaskBatch],
+    post: TaskBatch,
+    config: MAMLConfig,
+    curvature_tasks: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One TRPO step on θ for the post-adaptation surrogate (through the inner steps).
 
     Backtracking line search (``ls_backtrack`` ** j, ``ls_steps`` tries) accepts the first step
     that lowers the loss and keeps the mean KL within ``max_kl``; otherwise θ is unchanged.
+    ``curvature_tasks``: the tasks whose KL gives the conjugate-gradient curvature (default: all).
     """
-    full_step, g, old_loss, old = _trpo_direction(policy, pre, post, config)
+    full_step, g, old_loss, old = _trpo_direction(policy, pre, post, config, curvature_tasks)
     params = policy.params()
     names = list(params)
     old_flat = flat([params[k].detach() for k in names]).clone()
@@ -581,6 +619,7 @@ class MAMLAgent:
         self.name = name
         self.episodes_per_task = int(episodes_per_task)
         self.device = torch.device(device)
+        self.seed = int(seed)
         torch.manual_seed(seed)
         self.policy = GaussianMLPPolicy(
             obs_dim, action_dim, self.config.hidden, self.config.init_std, action_low, action_high
@@ -653,7 +692,9 @@ class MAMLAgent:
         if post is None:  # Reptile: θ moves toward the weights after the inner steps
             losses = reptile_outer_step(self.policy, adapted_policy.params, cfg.outer_lr)
         elif cfg.outer == "trpo":
-            losses = trpo_step(self.policy, pre, post, cfg)
+            # the curvature's tasks: a function of the run's seed and step count, so a resume draws the same
+            draw = torch.Generator().manual_seed(self.seed * 1_000_003 + self.env_steps)
+            losses = trpo_step(self.policy, pre, post, cfg, hvp_tasks(len(tasks), cfg.hvp_subsample, draw))
         else:
             if self.optimizer is None:
                 raise RuntimeError(f"internal error: outer {cfg.outer!r} needs an optimizer, and none was built")

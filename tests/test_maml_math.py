@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,10 +25,12 @@ from metarl.agents.maml import (
     detach_params,
     discounted_returns,
     fit_linear_baseline,
+    flat,
     gae,
     gaussian_kl,
     gaussian_log_prob,
     group_rows,
+    hvp_tasks,
     inner_losses,
     reptile_outer_step,
     stack_params,
@@ -202,6 +206,49 @@ def test_trpo_step_respects_the_kl_limit_and_does_not_lower_the_surrogate() -> N
     assert any(not torch.equal(v.detach(), before[k]) for k, v in pol.named_parameters())
 
 
+def _trpo_from(pol: GaussianMLPPolicy, pre: TaskBatch, post: TaskBatch, cfg: MAMLConfig, tasks: Any) -> Any:
+    """(θ step, info) of one TRPO step from ``pol``'s weights, on a copy."""
+    pol = copy.deepcopy(pol)
+    theta0 = flat([p.detach() for p in pol.parameters()]).clone()
+    info = trpo_step(pol, [pre], post, cfg, tasks)
+    return flat([p.detach() for p in pol.parameters()]) - theta0, info, pol
+
+
+def test_trpo_curvature_from_a_subset_of_tasks() -> None:
+    """``hvp_subsample``: the conjugate-gradient curvature from some tasks' KL.  All tasks named explicitly give
+    the full step; a subset gives a different step that still keeps every task's KL within the limit (the line
+    search checks them all) and lowers the surrogate; the subset is drawn reproducibly."""
+    n = 6
+    pol = _policy(torch.float64, hidden=(16, 16))
+    pre, post = _batch(1, torch.float64, n=n, m=40), _batch(2, torch.float64, n=n, m=40)
+    cfg = MAMLConfig(hidden=(16, 16), inner_lr=0.1, max_kl=0.01)
+    full, info_full, _ = _trpo_from(pol, pre, post, cfg, None)
+    every, _, _ = _trpo_from(pol, pre, post, cfg, torch.arange(n))
+    assert torch.allclose(every, full, rtol=1e-8, atol=1e-10)
+    part = hvp_tasks(n, 0.5, torch.Generator().manual_seed(0))
+    assert part is not None and part.tolist() == sorted(set(part.tolist())) and len(part) == 3
+    assert torch.equal(part, hvp_tasks(n, 0.5, torch.Generator().manual_seed(0)))  # type: ignore[arg-type]
+    sub, info, moved = _trpo_from(pol, pre, post, cfg, part)
+    assert info["trpo/accepted"] == 1.0 and info_full["trpo/accepted"] == 1.0
+    assert not torch.allclose(sub, full)  # the curvature did change
+    assert float(sub @ full) > 0  # and the step still points the full step's way
+    adapted_old = detach_params(adapt_params(pol, pol.params(), [pre], cfg.inner_lr, create_graph=False))
+    with torch.no_grad():
+        old = pol.call_stacked(adapted_old, post.obs)
+        adapted_new = detach_params(adapt_params(moved, moved.params(), [pre], cfg.inner_lr, create_graph=False))
+        surr_after, kl = surrogate_loss(moved, adapted_new, post, old)
+        surr_before, _ = surrogate_loss(pol, adapted_old, post, old)
+    assert float(kl) <= cfg.max_kl * (1 + 1e-6)  # over all tasks, not only the curvature's
+    assert float(surr_after) < float(surr_before)
+
+
+def test_hvp_tasks_keeps_at_least_one_task_and_all_at_fraction_one() -> None:
+    g = torch.Generator().manual_seed(0)
+    assert hvp_tasks(20, 1.0, g) is None
+    assert hvp_tasks(20, 0.25, g).shape == (5,)  # type: ignore[union-attr]
+    assert hvp_tasks(3, 0.01, g).shape == (1,)  # type: ignore[union-attr]
+
+
 def test_trpo_rejects_every_step_when_no_direction_improves() -> None:
     pol = _policy(torch.float32, hidden=(8,))
     pre, post = _batch(1, torch.float32), _batch(2, torch.float32)
@@ -297,6 +344,9 @@ def test_reptile_outer_step_moves_theta_toward_the_mean_adapted_weights() -> Non
         ({"hidden": ()}, "hidden must be a non-empty tuple of positive widths"),
         ({"gamma": 1.5}, r"gamma must be in \[0, 1\], got 1.5"),
         ({"ls_backtrack": 1.0}, r"ls_backtrack must be in \(0, 1\)"),
+        ({"hvp_subsample": 0.0}, r"hvp_subsample must be a fraction in \(0, 1\], got 0.0"),
+        ({"hvp_subsample": 1.5}, r"hvp_subsample must be a fraction in \(0, 1\], got 1.5"),
+        ({"hvp_subsample": True}, r"hvp_subsample must be a fraction in \(0, 1\], got True"),
     ],
 )
 def test_bad_hyperparameters_are_refused_with_the_value(kwargs: dict[str, object], message: str) -> None:
