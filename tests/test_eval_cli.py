@@ -13,7 +13,7 @@ import metarl
 from metarl.agents.maml import MAMLConfig
 from metarl.config import TrainConfig
 from metarl.envs import make_distribution
-from metarl.evaluation.runner import select_tasks
+from metarl.evaluation.runner import eval_engine_layout, select_tasks
 from metarl.tasks import Task
 
 
@@ -72,6 +72,16 @@ def test_select_tasks_subsamples_per_family_with_the_seed() -> None:
     assert len(a) == 5 and a == select_tasks(dist, "test", 5, seed=1)
     assert [t.id for t in a] != [t.id for t in select_tasks(dist, "test", 5, seed=2)]
     assert len(select_tasks(dist, "test", None, seed=0)) == 100
+
+
+def test_the_eval_engine_serves_only_the_evaluated_families() -> None:
+    """An ML10 meta-test touches the 5 held-out classes only: an engine for all 15 would build the train
+    classes' envs too (at MAML's 10 side-by-side episodes per goal, 1,500 Meta-World envs: 24 GB)."""
+    tasks = [Task("ML10", "test", f, i, ()) for f in ("door-close-v3", "lever-pull-v3") for i in range(10)]
+    layout = eval_engine_layout(tasks, slots_per_task=10)
+    assert layout == {"families": ["door-close-v3", "lever-pull-v3"], "slots_per_family": 100}
+    assert eval_engine_layout(tasks, slots_per_task=1)["slots_per_family"] == 10  # RL²: a trial per slot
+    assert eval_engine_layout(tasks * 10, slots_per_task=13)["slots_per_family"] == 400  # capped
 
 
 def test_a_split_without_tasks_is_refused() -> None:

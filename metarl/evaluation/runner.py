@@ -10,6 +10,7 @@ adaptation step, 3 evaluation episodes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,15 @@ class EvalSettings:
 
 def is_metaworld(dist: TaskDistribution) -> bool:
     return type(dist).__module__.endswith("envs.metaworld")
+
+
+def eval_engine_layout(tasks: Sequence[Task], slots_per_task: int) -> dict[str, Any]:
+    """The evaluation engine's families and slots: only the evaluated tasks' families (an ML10 engine for
+    every family would build the 10 train classes' envs too), enough slots for every task's side-by-side
+    episodes, at most 400 per family (each Meta-World env holds its own MuJoCo model)."""
+    families = sorted({t.family for t in tasks})
+    per_family = -(-len(tasks) // len(families))
+    return {"families": families, "slots_per_family": max(1, min(per_family * slots_per_task, 400))}
 
 
 def select_tasks(dist: TaskDistribution, split: str, tasks_per_family: int | None, seed: int) -> list[Task]:
@@ -103,15 +113,12 @@ def evaluate_run(
     check_int("eval_episodes", n, 1)
     if k == 0 and agent.adaptation_unit == "gradient_steps":
         raise UserError(f"{agent.name} adapts by gradient steps on episodes; adaptation_episodes must be at least 1")
-    families = len({t.family for t in tasks})
-    per_family = -(-len(tasks) // families)
-    slots = per_family * agent.eval_slots(k, n)
     engine = RolloutEngine(
         dist,
         num_workers=settings.workers or rollout_workers(train_cfg),
-        slots_per_family=max(1, min(slots, 400)),
         seed=settings.seed,
         backend=train_cfg.backend if train_cfg.backend != "ray" else "process",
+        **eval_engine_layout(tasks, agent.eval_slots(k, n)),
     )
     with engine:
         result = evaluate(
