@@ -78,9 +78,11 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         run = metarl.train(train, agent, out=Path(tmp) / "run", progress=False)
         with (run / "progress.csv").open() as fh:
-            row = list(csv.DictReader(fh))[-1]
+            rows = list(csv.DictReader(fh))
+    row = rows[-1]  # the measured iteration; charts/env_steps counts from the run's start
+    before = float(rows[-2]["charts/env_steps"]) if len(rows) > 1 else 0.0
     out = {
-        "env_steps": float(row["charts/env_steps"]),
+        "env_steps": float(row["charts/env_steps"]) - before,
         # with --overlap the batch was collected during the previous update: what is left is the wait for it
         "sampling_s": float(row["time/sampling_s"]) + float(row.get("time/sampling_wait_s") or 0.0),
         "learning_s": float(row["time/learning_s"]),
