@@ -424,10 +424,15 @@ class RL2PPOConfig:
     target_kl: float | None = None
     """Stop the update early once an Adam step's approx. KL to the behaviour policy exceeds 1.5 x this
     (metaworld-algorithms' target_kl; off by default, as in its configs)."""
+    target_kl_log_std: float | None = None
+    """With ``target_kl``: the early stop measures KL as if σ were at least e^this.  The approx. KL is
+    multiplied by (σ / e^this)² when the batch's mean log σ lies below this: a shift Δμ of the
+    mean costs Δμ²/2σ² nats, so under a fixed ``target_kl`` the update shrinks with σ² and stops after a few
+    Adam steps once σ is small (README: Learning on Meta-World).  None: the plain approx. KL (the reference)."""
     autocast_bf16: bool = False
-    """Run the update's network passes under bfloat16 autocast (the losses stay float32).  Opt-in: gradients
-    agree with float32 to a cosine of 0.99 per parameter (tests/test_rl2_bf16.py), but no learning run has
-    yet shown it learns as float32 does at equal env steps."""
+    """Run the update's network passes under bfloat16 autocast (the losses stay float32).  Gradients agree with
+    float32 to a cosine of 0.99 per parameter (tests/test_rl2_bf16.py) and an ML1-reach run with it matched
+    float32's at 1M env steps (README); opt-in because its speed depends on the CPU's bfloat16 support."""
 
     def __post_init__(self) -> None:
         for name in ("gamma", "gae_lambda"):
@@ -454,6 +459,9 @@ class RL2PPOConfig:
             raise UserError(f"baseline must be one of {list(BASELINES)}, got {self.baseline!r}")
         if self.target_kl is not None and not (isinstance(self.target_kl, int | float) and self.target_kl > 0):
             raise UserError(f"target_kl must be a positive number or None, got {self.target_kl!r}")
+        ref = self.target_kl_log_std
+        if ref is not None and not (isinstance(ref, int | float) and math.isfinite(ref) and -10 <= ref <= 2):
+            raise UserError(f"target_kl_log_std must be None or a log σ in [-10, 2], got {ref!r}")
         for name in ("normalize_advantages", "autocast_bf16"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -539,13 +547,17 @@ def _ppo_losses(
         stats["value_loss"] = float(value_loss.detach())
     with torch.no_grad():
         stats["approx_kl"] = float((((ratio - 1) - log_ratio) * m).sum() / denom)
+        if config.target_kl_log_std is not None:  # the KL of the same mean shift at σ = e^ref, where σ is smaller
+            mean_log_std = float((log_std.mean(-1) * m).sum() / denom)
+            stats["stop_kl"] = stats["approx_kl"] * math.exp(-2 * max(0.0, config.target_kl_log_std - mean_log_std))
         stats["clip_frac"] = float((((ratio - 1).abs() > config.clip_eps).float() * m).sum() / denom)
     return loss, stats
 
 
 def _kl_stop(stats: Mapping[str, list[float]], config: RL2PPOConfig) -> bool:
-    """True once the last Adam step's approx. KL passed 1.5 x target_kl (metaworld-algorithms' rule)."""
-    kls = stats.get("approx_kl")
+    """True once the last Adam step's approx. KL passed 1.5 x target_kl (metaworld-algorithms' rule); with
+    ``target_kl_log_std``, that KL rescaled to σ ≥ e^target_kl_log_std (``stop_kl``)."""
+    kls = stats.get("stop_kl" if config.target_kl_log_std is not None else "approx_kl")
     return config.target_kl is not None and bool(kls) and kls[-1] > 1.5 * config.target_kl  # type: ignore[index]
 
 

@@ -5,6 +5,7 @@ no-feedback control)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -19,6 +20,9 @@ from metarl.agents.rl2 import (
     RL2Policy,
     RL2PolicyConfig,
     RL2PPOConfig,
+    _kl_stop,
+    _ppo_losses,
+    _PPOBatch,
     chunk_starts,
     discounted_trial_returns,
     linear_trial_baseline,
@@ -366,3 +370,29 @@ def test_target_kl_stops_the_update_once_a_step_moves_too_far(mw_batch) -> None:
     assert stats["optimizer_steps"] == 15  # never reached: 3 epochs x 5 chunks
     with pytest.raises(ValueError, match=r"target_kl must be a positive number or None, got -0\.1"):
         RL2PPOConfig(target_kl=-0.1)
+
+
+def test_target_kl_log_std_rescales_the_stop_kl_to_the_reference_sigma() -> None:
+    # a hand-made part: behaviour log-probs of the actions under N(0, σ²); the current mean moved by 0.1σ
+    torch.manual_seed(1)
+    log_std = torch.full((50, 3, 4), -2.0)
+    actions = torch.randn(50, 3, 4) * log_std.exp()
+    old = gaussian_log_prob(actions, torch.zeros_like(actions), log_std)
+    part = _PPOBatch(inputs=torch.zeros(50, 3, 1), actions=actions, old_log_prob=old, adv=torch.zeros(50, 3),
+                     ret=torch.zeros(50, 3), mask=torch.ones(50, 3, dtype=torch.bool))  # fmt: skip
+    mean = torch.full_like(actions, 0.1) * log_std.exp()
+    _, plain = _ppo_losses(RL2PPOConfig(target_kl=0.01), mean, log_std, torch.zeros(50, 3), part)
+    assert "stop_kl" not in plain and plain["approx_kl"] > 0
+    # σ = e^-2 under a reference of e^-1: at the reference σ the same shift costs (e^-2 / e^-1)² = e^-2 times the KL
+    value = torch.zeros(50, 3)
+    _, scaled = _ppo_losses(RL2PPOConfig(target_kl=0.01, target_kl_log_std=-1.0), mean, log_std, value, part)
+    assert scaled["stop_kl"] == pytest.approx(plain["approx_kl"] * math.exp(-2.0), rel=1e-5)
+    # σ above the reference: no rescaling
+    _, above = _ppo_losses(RL2PPOConfig(target_kl=0.01, target_kl_log_std=-3.0), mean, log_std, value, part)
+    assert above["stop_kl"] == pytest.approx(plain["approx_kl"], rel=1e-6)
+    stats = {"approx_kl": [0.02], "stop_kl": [0.02 * math.exp(-2.0)]}
+    assert _kl_stop(stats, RL2PPOConfig(target_kl=0.01))  # 0.02 > 1.5 x 0.01
+    assert not _kl_stop(stats, RL2PPOConfig(target_kl=0.01, target_kl_log_std=-1.0))  # 0.0027 < 0.015
+    for bad in (3.0, "low", float("nan")):
+        with pytest.raises(ValueError, match=r"target_kl_log_std must be None or a log σ in \[-10, 2\], got"):
+            RL2PPOConfig(target_kl_log_std=bad)  # type: ignore[arg-type]
