@@ -83,29 +83,38 @@ def top_ops(prof: Any, wall: float, top: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def profile_rl2(meta_batch: int, threads: int, top: int, seed: int) -> dict[str, Any]:
+def profile_rl2(meta_batch: int, threads: int, top: int, seed: int, bf16: bool = False) -> dict[str, Any]:
     from metarl.agents.configs import get_config
     from metarl.agents.rl2 import RL2Agent, ppo_update
 
     named = get_config("rl2-ml10")
-    cfg = dataclasses.replace(named.agent, ppo=dataclasses.replace(named.agent.ppo, target_kl=None))
+    cfg = dataclasses.replace(named.agent, ppo=dataclasses.replace(named.agent.ppo, target_kl=None, autocast_bf16=bf16))
     episodes = named.train.episodes_per_task
     agent = RL2Agent(OBS_DIM, ACT_DIM, cfg, episodes_per_task=episodes, seed=seed)
     traj = synthetic_trajectories(meta_batch, episodes, 500, cfg.episodes_per_trial, seed, rl2=True)
     torch.set_num_threads(threads)
-    wall, prof, out = profiled(lambda: ppo_update(agent.policy, agent.optimizer, traj, cfg.ppo))
+    t0 = time.perf_counter()
+    out = ppo_update(agent.policy, agent.optimizer, traj, cfg.ppo)
+    wall = time.perf_counter() - t0
+    # the operators of one epoch only: torch.profiler keeps every event of the run (each GRU time step's
+    # kernels, 250 Adam steps x 250 steps), and post-processing a whole update's took over 24 GB
+    prof_wall, prof, _ = profiled(
+        lambda: ppo_update(agent.policy, agent.optimizer, traj, dataclasses.replace(cfg.ppo, epochs=1))
+    )
     return {
         "env_steps": int(traj.num_steps),
         "phases_s": {"ppo_update": wall},
+        "profiled": f"one epoch of the update ({prof_wall:.2f} s); shares are of that epoch",
         "adam_steps": out["optimizer_steps"],
+        "autocast_bf16": bf16,
         "s_per_adam_step": wall / out["optimizer_steps"],
-        "top": top_ops(prof, wall, top),
+        "top": top_ops(prof, prof_wall, top),
     }
 
 
 def profile_maml(meta_batch: int, threads: int, top: int, seed: int, fractions: Sequence[float]) -> dict[str, Any]:
-    """The full TRPO step profiled, then the same step with the curvature from a fraction of the tasks
-    (``hvp_subsample``): its time, and how its step compares with the full one from the same θ."""
+    """The TRPO step timed with the curvature from all tasks and from fractions of them (``hvp_subsample``),
+    each from the same θ, and how each step compares with the full one; then the full step profiled."""
     import copy
 
     from metarl.agents.configs import get_config
@@ -129,16 +138,12 @@ def profile_maml(meta_batch: int, threads: int, top: int, seed: int, fractions: 
     start = copy.deepcopy(agent.policy.state_dict())
     theta0 = flat([p.detach() for p in agent.policy.parameters()]).clone()
     steps: dict[float, dict[str, Any]] = {}
-    prof = None
-    for fraction in [1.0, *[f for f in fractions if f != 1.0]]:
+    for fraction in [1.0, *[f for f in fractions if f != 1.0]]:  # every one timed without the profiler
         agent.policy.load_state_dict(start)
         tasks = hvp_tasks(meta_batch, fraction, torch.Generator().manual_seed(seed))
-        if fraction == 1.0:
-            wall, prof, losses = profiled(lambda: trpo_step(agent.policy, [pre], post, cfg))
-        else:
-            t0 = time.perf_counter()
-            losses = trpo_step(agent.policy, [pre], post, cfg, tasks)
-            wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        losses = trpo_step(agent.policy, [pre], post, cfg, tasks)
+        wall = time.perf_counter() - t0
         step = flat([p.detach() for p in agent.policy.parameters()]) - theta0
         steps[fraction] = {
             "trpo_step_s": wall, "step": step, "kl": losses["losses/kl"],
@@ -147,6 +152,8 @@ def profile_maml(meta_batch: int, threads: int, top: int, seed: int, fractions: 
         }  # fmt: skip
     full = steps[1.0]
     phases["trpo_step"] = full["trpo_step_s"]
+    agent.policy.load_state_dict(start)  # the full step once more, under the profiler (which slows it)
+    prof_wall, prof, _ = profiled(lambda: trpo_step(agent.policy, [pre], post, cfg))
     full_norm = float(full["step"].norm())
     subsample = []
     for fraction, r in steps.items():
@@ -163,7 +170,8 @@ def profile_maml(meta_batch: int, threads: int, top: int, seed: int, fractions: 
     return {
         "env_steps": int(pre_traj.num_steps + post_traj.num_steps),
         "phases_s": phases,
-        "top": top_ops(prof, full["trpo_step_s"], top),
+        "profiled": f"the full TRPO step once more ({prof_wall:.1f} s under the profiler); shares are of that run",
+        "top": top_ops(prof, prof_wall, top),
         "hvp_subsample": subsample,
     }
 
@@ -181,6 +189,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--hvp-subsample", type=float, nargs="+", default=[0.5, 0.25],
         help="MAML: also time the TRPO step with the curvature from these fractions of the tasks",
     )  # fmt: skip
+    parser.add_argument("--bf16", action="store_true", help="RL²: the update under bfloat16 autocast")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
     if any(not 0 < f <= 1 for f in args.hvp_subsample):
@@ -196,16 +205,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures: dict[str, Any] = {}
     for agent in args.agents:
         if agent == "rl2":
-            res = profile_rl2(meta_batch, args.threads, args.top, args.seed)
+            res = profile_rl2(meta_batch, args.threads, args.top, args.seed, args.bf16)
         else:
             res = profile_maml(meta_batch, args.threads, args.top, args.seed, args.hvp_subsample)
         figures[agent] = res
         total = sum(res["phases_s"].values())
-        print(f"\n{agent}: {res['env_steps']:,} samples, {args.threads} thread(s); "
+        precision = " (bfloat16 autocast)" if res.get("autocast_bf16") else ""
+        print(f"\n{agent}{precision}: {res['env_steps']:,} samples, {args.threads} thread(s); "
               + ", ".join(f"{k} {v:.2f} s" for k, v in res["phases_s"].items())
               + f"; learning {total * 100_000 / res['env_steps']:.1f} s per 100k samples")  # fmt: skip
         if agent == "rl2":
-            print(f"  {res['adam_steps']:.0f} Adam steps, {res['s_per_adam_step'] * 1000:.0f} ms each")
+            ms = res["s_per_adam_step"] * 1000
+            print(f"  {res['adam_steps']:.0f} Adam steps, {ms:.0f} ms each; profiled: {res['profiled']}")
         phase = "ppo_update" if agent == "rl2" else "trpo_step"
         rows = [[r["op"], str(r["calls"]), f"{r['self_s']:.2f}", f"{100 * r['share']:.1f}%"] for r in res["top"]]
         print(f"  operators by own CPU time in {phase}:")
@@ -221,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_table(["hvp_subsample", "trpo_step s", "speed-up", "cos to full step", "norm ratio",
                                 "KL after", "surrogate gain", "line-search frac"], rows))  # fmt: skip
     if args.json:
-        meta = {"quick": bool(args.quick), "threads": args.threads, "meta_batch": meta_batch,
+        meta = {"quick": bool(args.quick), "threads": args.threads, "meta_batch": meta_batch, "bf16": args.bf16,
                 "machine": machine_info(), "versions": package_versions(),
                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}  # fmt: skip
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -285,6 +285,21 @@ def test_training_benchmark_quick_writes_every_key(tmp_path: Path) -> None:
     assert data["rl2_overlap_env_steps"] == 2 * 2 * 500  # the second iteration's batch, sampled during the first
     assert "maml_overlap" not in data  # MAML's outer step needs on-policy samples
     assert data["rl2_sync_1t_threads"] == 1 and data["rl2_best_threads"] == training_cores()
+    # the old path is float32; the best path and --overlap train RL² under the bf16 autocast its learning check passed
+    assert data["rl2_sync_1t_autocast_bf16"] is False and data["maml_best_autocast_bf16"] is False
+    assert data["rl2_best_autocast_bf16"] is True and data["rl2_overlap_autocast_bf16"] is True
+
+
+def test_training_benchmark_flags_replace_nested_config_fields() -> None:
+    from benchmarks import training
+    from metarl.agents.rl2 import RL2Config
+
+    base = RL2Config()
+    changed = training.with_flags(base, {"ppo.autocast_bf16": True, "episodes_per_trial": 3})
+    assert changed.ppo.autocast_bf16 is True and changed.episodes_per_trial == 3
+    assert changed.ppo.lr == base.ppo.lr and changed.policy == base.policy and base.ppo.autocast_bf16 is False
+    with pytest.raises(TypeError):
+        training.with_flags(base, {"ppo.no_such_field": 1})
 
 
 def training_cores() -> int:
@@ -299,3 +314,24 @@ def test_training_benchmark_refuses_bad_arguments(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as exc:
         training.parse_args(["--rounds", "0"])
     assert exc.value.code == 2 and "--rounds and --workers must be positive, got 0" in capsys.readouterr().err
+
+
+def test_profile_learner_quick_times_and_profiles_both_learners(tmp_path: Path) -> None:
+    """`benchmarks/profile_learner.py --quick` (meta-batch 2): the RL² update takes its full schedule (no
+    target_kl), each profile lists operators whose own time fits in the profiled phase, and the MAML step with
+    the curvature from all tasks compares with itself as the identity."""
+    from benchmarks import profile_learner
+
+    out = tmp_path / "profile.json"
+    assert profile_learner.main(["--quick", "--threads", "1", "--top", "5", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    rl2, maml = data["rl2"], data["maml"]
+    assert rl2["env_steps"] == 2 * 10 * 500 and rl2["adam_steps"] == 10 * 25  # 10 epochs x 25 chunks of a trial
+    for res in (rl2, maml):
+        assert 1 <= len(res["top"]) <= 5 and all(r["self_s"] > 0 and 0 < r["share"] <= 1.0 for r in res["top"])
+        assert sum(r["share"] for r in res["top"]) <= 1.0 + 1e-6
+        assert all(math.isfinite(v) and v > 0 for v in res["phases_s"].values())
+    full = next(r for r in maml["hvp_subsample"] if r["hvp_subsample"] == 1.0)
+    assert full["speedup"] == 1.0 and full["cosine_to_full_step"] == pytest.approx(1.0) and full["norm_ratio"] == 1.0
+    assert {r["hvp_subsample"] for r in maml["hvp_subsample"]} == {1.0, 0.5, 0.25}
+    assert data["meta"]["quick"] is True and data["meta"]["meta_batch"] == 2
