@@ -62,19 +62,15 @@ PATHS = ("sync_1t", "best")
 # with it matched the full curvature's (benchmarks/results/maml-trpo-ml1-reach-s0-hvp025-1M.json: 0.18 -> 0.92
 # over the inner step at 1M steps; full: 0.10 -> 0.94).  --overlap has no learning run yet, so it stays out
 # (measured apart as rl2_overlap).
-BEST_FLAGS: dict[str, dict[str, Any]] = {"rl2": {"ppo.autocast_bf16": True}, "maml": {"hvp_subsample": 0.25}}
+BEST_FLAGS: dict[str, list[str]] = {"rl2": ["ppo.autocast_bf16=True"], "maml": ["hvp_subsample=0.25"]}
 
 
-def with_flags(agent: Any, flags: dict[str, Any]) -> Any:
-    """``agent`` (a frozen config dataclass) with dotted fields replaced: ``{"ppo.autocast_bf16": True}``."""
-    for dotted, value in flags.items():
-        section, _, name = dotted.rpartition(".")
-        if section:
-            agent = dataclasses.replace(
-                agent, **{section: dataclasses.replace(getattr(agent, section), **{name: value})}
-            )
-        else:
-            agent = dataclasses.replace(agent, **{name: value})
+def with_flags(agent: Any, flags: Sequence[str]) -> Any:
+    """``agent`` with each ``FIELD=VALUE`` applied as the learning benchmark's ``--set`` applies it."""
+    from benchmarks.learning.metaworld import with_field
+
+    for flag in flags:
+        agent = with_field(agent, flag)
     return agent
 
 
@@ -97,7 +93,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("episodes_per_task"):
         changes["episodes_per_task"] = spec["episodes_per_task"]
     train = dataclasses.replace(named.train, **changes)
-    agent = with_flags(named.agent, spec.get("flags", {}))
+    agent = with_flags(named.agent, spec.get("flags", []))
     if spec.get("episodes_per_task") and hasattr(agent, "episodes_per_trial"):  # RL²: one trial per task
         agent = dataclasses.replace(agent, episodes_per_trial=spec["episodes_per_task"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +110,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "iteration_s": float(row["time/iteration_s"]),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
-        "flags": spec.get("flags", {}),
+        "flags": spec.get("flags", []),
         "autocast_bf16": bool(getattr(getattr(agent, "ppo", None), "autocast_bf16", False)),  # as trained
     }
     if torch.cuda.is_available() and spec["device"].startswith("cuda"):
@@ -155,7 +151,7 @@ def summarise(samples: dict[str, list[dict[str, Any]]], limit: list[float]) -> d
         out[f"{key}_threads"] = runs[0]["threads"]
         out[f"{key}_env_steps"] = steps
         out[f"{key}_autocast_bf16"] = all(r.get("autocast_bf16", False) for r in runs)
-        out[f"{key}_flags"] = runs[0].get("flags", {})
+        out[f"{key}_flags"] = runs[0].get("flags", [])
     return out
 
 
@@ -220,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec = {"config": AGENTS[agent], "workers": workers, **shrink,
                     "threads": 1 if path == "sync_1t" else None,
                     "device": "cpu" if path == "sync_1t" else args.device, "overlap": path == "overlap",
-                    "flags": {} if path == "sync_1t" else BEST_FLAGS[agent]}  # fmt: skip
+                    "flags": [] if path == "sync_1t" else BEST_FLAGS[agent]}  # fmt: skip
             samples[method].append(run_child(spec))
             print(f"  {method}: {samples[method][-1]}", file=sys.stderr, flush=True)
     figures = summarise(samples, limit)

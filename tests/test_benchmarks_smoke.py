@@ -295,11 +295,11 @@ def test_training_benchmark_flags_replace_nested_config_fields() -> None:
     from metarl.agents.rl2 import RL2Config
 
     base = RL2Config()
-    changed = training.with_flags(base, {"ppo.autocast_bf16": True, "episodes_per_trial": 3})
+    changed = training.with_flags(base, ["ppo.autocast_bf16=True", "episodes_per_trial=3"])
     assert changed.ppo.autocast_bf16 is True and changed.episodes_per_trial == 3
     assert changed.ppo.lr == base.ppo.lr and changed.policy == base.policy and base.ppo.autocast_bf16 is False
-    with pytest.raises(TypeError):
-        training.with_flags(base, {"ppo.no_such_field": 1})
+    with pytest.raises(ValueError, match="RL2PPOConfig has no field 'no_such_field'"):
+        training.with_flags(base, ["ppo.no_such_field=1"])
 
 
 def training_cores() -> int:
