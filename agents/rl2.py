@@ -384,6 +384,14 @@ def as_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
 # -- PPO over trials ----------------------------------------------------------------------------
 
 
+def _optional_number_in(value: object, low: float, high: float) -> bool:
+    """None, or a finite number (not a bool) in [low, high]."""
+    if value is None:
+        return True
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and math.isfinite(value) and low <= value <= high  # type: ignore[arg-type,operator]
+
+
 @dataclass(frozen=True)
 class RL2PPOConfig:
     """PPO hyperparameters.  Defaults follow metaworld-algorithms' RL²-PPO on Meta-World (its ML1/ML10/ML45
@@ -401,6 +409,12 @@ class RL2PPOConfig:
     """With chunk_order shuffled: minibatches of whole BPTT sequences per epoch."""
     lr: float = 5e-4
     """Adam learning rate."""
+    lr_end: float | None = None
+    """Anneal the learning rate linearly from ``lr`` to this over ``lr_anneal_steps`` training env steps, then
+    hold it (None: constant ``lr``, the reference).  Late updates then move the policy less, where a constant
+    rate makes train success swing between iterations (README: Learning on Meta-World)."""
+    lr_anneal_steps: int = 5_000_000
+    """Training env steps over which the learning rate falls to ``lr_end``."""
     max_grad_norm: float = 1.0
     """Gradient-norm clip."""
     ent_coef: float = 5e-3
@@ -457,14 +471,19 @@ class RL2PPOConfig:
             raise UserError(f"chunk_order must be one of {list(CHUNK_ORDERS)}, got {self.chunk_order!r}")
         if self.baseline not in BASELINES:
             raise UserError(f"baseline must be one of {list(BASELINES)}, got {self.baseline!r}")
-        if self.target_kl is not None and not (isinstance(self.target_kl, int | float) and self.target_kl > 0):
-            raise UserError(f"target_kl must be a positive number or None, got {self.target_kl!r}")
-        ref = self.target_kl_log_std
-        if ref is not None and not (isinstance(ref, int | float) and math.isfinite(ref) and -10 <= ref <= 2):
-            raise UserError(f"target_kl_log_std must be None or a log σ in [-10, 2], got {ref!r}")
         for name in ("normalize_advantages", "autocast_bf16"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        self._check_optional_fields()
+
+    def _check_optional_fields(self) -> None:
+        if self.target_kl is not None and not (isinstance(self.target_kl, int | float) and self.target_kl > 0):
+            raise UserError(f"target_kl must be a positive number or None, got {self.target_kl!r}")
+        if not _optional_number_in(self.target_kl_log_std, -10.0, 2.0):
+            raise UserError(f"target_kl_log_std must be None or a log σ in [-10, 2], got {self.target_kl_log_std!r}")
+        check_int_field(self, "lr_anneal_steps")
+        if not _optional_number_in(self.lr_end, 0.0, self.lr):
+            raise UserError(f"lr_end must be None or a number in [0, lr={self.lr:g}], got {self.lr_end!r}")
 
 
 def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
@@ -743,6 +762,20 @@ class RL2Agent:
         self.updates = 0  # PPO updates so far: the policy version a batch is tagged with
         self._pending: dict[str, Any] | None = None  # --overlap: the next batch, collected during the last update
 
+    def learning_rate(self, env_steps: int) -> float:
+        """The Adam learning rate the schedule gives after ``env_steps`` training steps."""
+        ppo = self.config.ppo
+        if ppo.lr_end is None:
+            return float(ppo.lr)
+        return float(ppo.lr + (ppo.lr_end - ppo.lr) * min(1.0, env_steps / ppo.lr_anneal_steps))
+
+    def _set_schedules(self) -> float:
+        """Move the log σ cap and the learning rate to where their schedules put them; returns the cap."""
+        lr = self.learning_rate(self.env_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return self.policy.set_log_std_cap(self.env_steps)
+
     def _collect(self, engine: Any, tasks: Sequence[Task]) -> Trajectories:
         return engine.collect(
             self.policy, list(tasks), episodes_per_task=self.episodes_per_task,
@@ -750,7 +783,7 @@ class RL2Agent:
         )  # fmt: skip
 
     def meta_train_step(self, engine: Any, tasks: Sequence[Task]) -> dict[str, float]:
-        cap = self.policy.set_log_std_cap(self.env_steps)
+        cap = self._set_schedules()
         t0 = time.perf_counter()
         traj = self._collect(engine, tasks)
         t1 = time.perf_counter()
@@ -769,7 +802,7 @@ class RL2Agent:
         behaviour log-probabilities stored with the batch.  Meanwhile a frozen copy of the policy collects the
         batch for ``next_tasks`` in a background thread; it is kept (and checkpointed) for the next call.
         Without such a batch (the first iteration) ``tasks`` are collected first, on-policy."""
-        cap = self.policy.set_log_std_cap(self.env_steps)
+        cap = self._set_schedules()
         t0 = time.perf_counter()
         pending, self._pending = self._pending, None
         if pending is not None and pending["traj"]["task_ids"] == [t.id for t in tasks]:
@@ -817,6 +850,7 @@ class RL2Agent:
             "charts/last_episode_return": float(by_position[..., -1].mean()),
             **{f"losses/{name}": value for name, value in losses.items()},
             **({"charts/log_std_cap": cap} if self.config.policy.log_std_cap_end is not None else {}),
+            **({"charts/lr": self.optimizer.param_groups[0]["lr"]} if self.config.ppo.lr_end is not None else {}),
             "time/sampling_s": sampling_s,
             "time/learning_s": learning_s,
         }
@@ -913,7 +947,7 @@ class RL2Agent:
         self.env_steps = int(state.get("env_steps", 0))  # checkpoints from before the schedule lack it
         self.updates = int(state.get("updates", 0))
         self._pending = state.get("pending")
-        self.policy.set_log_std_cap(self.env_steps)
+        self._set_schedules()
 
 
 def build(observation_space: Any, action_space: Any, config: RL2Config, train: Any, device: torch.device) -> RL2Agent:

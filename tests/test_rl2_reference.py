@@ -265,6 +265,26 @@ def test_the_log_std_cap_falls_on_schedule_and_survives_a_checkpoint() -> None:
     assert "log_std_cap" not in state["policy"]  # recomputed, so checkpoints from before the schedule still load
 
 
+def test_the_learning_rate_anneals_on_schedule_and_survives_a_checkpoint() -> None:
+    ppo = RL2PPOConfig(lr=1e-3, lr_end=1e-4, lr_anneal_steps=100)
+    cfg = RL2Config(episodes_per_trial=1, policy=RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=6), ppo=ppo)
+    agent = RL2Agent(3, 2, cfg, episodes_per_task=1)
+    # linear from 1e-3 at step 0 to 1e-4 at step 100, then held
+    for steps, lr in [(0, 1e-3), (50, 5.5e-4), (100, 1e-4), (400, 1e-4)]:
+        agent.env_steps = steps
+        agent._set_schedules()
+        assert agent.optimizer.param_groups[0]["lr"] == pytest.approx(lr)
+    agent.env_steps = 25
+    state = agent.state_dict()  # the optimizer's saved lr (1e-4, from the last loop step) must not win
+    fresh = RL2Agent(3, 2, cfg, episodes_per_task=1)
+    fresh.load_state_dict(state)
+    assert fresh.optimizer.param_groups[0]["lr"] == pytest.approx(7.75e-4)
+    constant = RL2Agent(3, 2, RL2Config(episodes_per_trial=1, policy=cfg.policy), episodes_per_task=1)
+    constant.env_steps = 10**9
+    constant._set_schedules()
+    assert constant.optimizer.param_groups[0]["lr"] == RL2PPOConfig().lr  # no lr_end: the reference's constant
+
+
 def _walk(
     policy: AdaptedStatePolicy, episodes: int, reward: float = 2.0
 ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -336,6 +356,10 @@ def test_meta_test_samples_adaptation_under_deterministic() -> None:
         (RL2PPOConfig, {"bptt_overlap": 250}, r"bptt_overlap \(250\) must be smaller than bptt_chunk \(250\)"),
         (RL2PPOConfig, {"bptt_overlap": -1}, "bptt_overlap must be a non-negative integer, got -1"),
         (RL2PPOConfig, {"normalize_advantages": "yes"}, "normalize_advantages must be true or false"),
+        (RL2PPOConfig, {"lr_end": 1e-3}, r"lr_end must be None or a number in \[0, lr=0\.0005\], got 0\.001"),
+        (RL2PPOConfig, {"lr_end": -1e-5}, r"lr_end must be None or a number in \[0, lr=0\.0005\], got -1e-05"),
+        (RL2PPOConfig, {"lr_end": "low"}, r"lr_end must be None or a number .*got 'low'"),
+        (RL2PPOConfig, {"lr_anneal_steps": 0}, "lr_anneal_steps must be a positive integer, got 0"),
         (RL2PolicyConfig, {"squash_heads": 1}, "squash_heads must be true or false, got 1"),
         (RL2PolicyConfig, {"init_log_std": -1.0}, r"open interval \(-1, 1\)\), got -1\.0"),
         (RL2PolicyConfig, {"init_log_std": -6.0, "squash_heads": False}, r"linear heads: \[-5, 2\]\), got -6\.0"),
