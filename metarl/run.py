@@ -292,9 +292,9 @@ def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> MetaLearn
 
 
 def agent_state(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    """The agent's part of a run checkpoint.  Checkpoints written before every agent kept its own count of
-    training env steps lack it (or, for RL² from before its log σ schedule, hold 0): the run's count is it."""
+    """The agent's part of a run checkpoint, its count of training env steps set to the run's.  The two agree in
+    checkpoints written by this code; older ones lack the agent's count, hold 0 (RL² from before its log σ
+    schedule), or hold less than the run's (resumed before the count was carried over): the run's count wins."""
     state = dict(checkpoint["agent"])
-    if not state.get("env_steps"):
-        state["env_steps"] = int(checkpoint["run"]["env_steps"])
+    state["env_steps"] = int(checkpoint["run"]["env_steps"])
     return state

@@ -127,15 +127,17 @@ def test_seeds_then_eval_then_compare_on_two_small_real_runs(tmp_path: Path) -> 
     configs = [json.loads((root / s / "config.json").read_text())["train"]["seed"] for s in seeds]
     assert configs == [0, 1]
     for s in seeds:  # one evaluated with `metarl eval` (final.json), the other left with its latest.json
-        if s == "seed-0":
+        if s == "seed-1":
             ev = metarl_cli("eval", str(root / s), "--tasks-per-family", "2", "--adaptation-episodes", "1",
                             "--eval-episodes", "1")  # fmt: skip
             assert ev.returncode == 0, ev.stderr
+            assert json.loads((root / s / "eval" / "final.json").read_text())["train_seed"] == 1
     out = tmp_path / "cmp"
     proc = metarl_cli("compare", str(root), "--out", str(out), "--reps", "200")
     assert proc.returncode == 0, proc.stderr
     md = (out / "compare.md").read_text()
     assert "maml-trpo" in md and "point-nav" in md
+    assert "(training seed 1, evaluation seed 0," in md  # the runs told apart by their training seeds
     assert any(p.suffix == ".png" for p in out.iterdir())
     bad = metarl_cli("compare", str(tmp_path / "missing"), "--out", str(out))
     assert bad.returncode == 2 and "no such run directory or result file" in bad.stderr

@@ -212,6 +212,7 @@ def test_compare_two_agents_from_run_dirs_and_a_json_file(tmp_path: Path) -> Non
     tasks = [f"ML10/test/reach-v3/{i}" for i in range(5)]
     rl2 = [make_result("rl2", seed=s, success={t: (i + s) / 6 for i, t in enumerate(tasks)}) for s in range(2)]
     for s, result in enumerate(rl2):
+        result.extra["train_seed"] = 10 + s  # as `metarl eval` records it
         make_run_dir(tmp_path / "rl2-runs" / f"seed-{s}", result)
     baseline = make_result("sb3-ppo-scratch", env_steps=0, success={t: 0.2 for t in tasks})
     baseline.save(tmp_path / "baseline.json")
@@ -245,6 +246,10 @@ def test_compare_two_agents_from_run_dirs_and_a_json_file(tmp_path: Path) -> Non
     for p in paths[1:]:
         assert f"]({p.name})" in md  # figures embedded by relative path
     assert "'eval/return'" in md  # the missing training scalar is noted
+    inputs = md[md.index("## Inputs") :]
+    assert "(training seed 10, evaluation seed 0, 1,000,000 env steps)" in inputs
+    assert "(training seed 11, evaluation seed 1, 1,000,000 env steps)" in inputs
+    assert "`sb3-ppo-scratch` (evaluation seed 0, 0 env steps)" in inputs  # a result that does not record it
 
 
 def test_compare_scores_per_family_and_says_when_families_or_tasks_differ(tmp_path: Path) -> None:

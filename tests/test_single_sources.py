@@ -75,3 +75,6 @@ def test_old_checkpoints_take_the_runs_step_count() -> None:
     new = {"agent": {"policy": {}, "env_steps": 900}, "run": {"env_steps": 900}}
     assert agent_state(old)["env_steps"] == 500 and agent_state(rl2_before_schedule)["env_steps"] == 700
     assert agent_state(new)["env_steps"] == 900 and "env_steps" not in old["agent"]  # the checkpoint is untouched
+    # resumed by older code, which restarted the agent's count at 0: 1.5M counted, 2.5M trained
+    stale = {"agent": {"policy": {}, "env_steps": 1_500_000}, "run": {"env_steps": 2_500_000}}
+    assert agent_state(stale)["env_steps"] == 2_500_000 and stale["agent"]["env_steps"] == 1_500_000

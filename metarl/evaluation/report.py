@@ -718,6 +718,13 @@ def _benchmark_section(
     return lines, written
 
 
+def _seeds(result: EvalResult) -> str:
+    """The seeds that tell runs apart: training (from `metarl eval` results that record it) and evaluation."""
+    train = result.extra.get("train_seed")
+    evaluation = f"evaluation seed {result.seed}"
+    return evaluation if train is None else f"training seed {train}, {evaluation}"
+
+
 def compare(paths: Sequence[Path], out_dir: Path, reps: int = 2000, seed: int = 0) -> list[Path]:
     """Compare evaluated runs: ``compare.md`` plus figures per benchmark in ``out_dir``; returns written paths.
 
@@ -749,7 +756,5 @@ def compare(paths: Sequence[Path], out_dir: Path, reps: int = 2000, seed: int = 
         lines += [*section, ""]
         written += figures
     lines += ["## Inputs", ""]
-    lines += [
-        f"- `{r.result.agent}` (seed {r.result.seed}, {r.result.env_steps:,} env steps): {r.source}" for r in runs
-    ]
+    lines += [f"- `{r.result.agent}` ({_seeds(r.result)}, {r.result.env_steps:,} env steps): {r.source}" for r in runs]
     return [_write_text(out_dir / "compare.md", "\n".join(lines) + "\n"), *written]

@@ -140,6 +140,7 @@ def evaluate_run(
             "agent_type": trained_agent,
             "run_dir": str(run_dir),
             "config_name": config_name,
+            "train_seed": train_cfg.seed,
             "checkpoint": "none (untrained)" if settings.untrained else str(checkpoint) if checkpoint else "latest",
             "deterministic": settings.deterministic,
             "tasks_per_family": settings.tasks_per_family,
