@@ -87,6 +87,14 @@ class RL2PolicyConfig:
     """The lowest log σ (None: the heads' own, -1 with tanh heads as metaworld-algorithms, -5 linear).  With
     tanh heads log σ = lo + (1 - lo)(tanh(x) + 1) / 2, which is tanh(x) at the default.  A floor below -1
     lets the sampled policy approach the mean action a deterministic evaluation scores."""
+    exploit_episodes: int = 0
+    """Training only: the last this many episodes of every training trial act with log σ capped at
+    ``exploit_log_std``, in collection and in the PPO update alike, so that the policy is trained to
+    succeed with little noise after the episodes before it explored, as the Meta-World protocol scores it
+    (sampled adaptation episodes, then mean-action evaluation episodes).  0: off (metaworld-algorithms).
+    Must be below ``episodes_per_trial``; evaluation is unchanged."""
+    exploit_log_std: float = -2.0
+    """The log σ cap of the exploit episodes (may lie below the heads' floor: σ is then this constant)."""
 
     def __post_init__(self) -> None:
         for name in ("squash_heads", "action_input", "normalize_value"):
@@ -109,6 +117,7 @@ class RL2PolicyConfig:
             raise UserError(f"log_std_cap_end must be None or lie in the heads' log σ bounds [{low:g}, {high:g}], "
                              f"got {end!r}")  # fmt: skip
         check_int_field(self, "log_std_cap_steps")
+        self._check_exploit()
         x = _number(self.init_log_std)
         if not (low < x < high if self.squash_heads else low <= x <= high):
             heads = (
@@ -117,6 +126,13 @@ class RL2PolicyConfig:
                 else f"linear heads: [{low:g}, {high:g}]"
             )
             raise UserError(f"init_log_std must lie inside the log σ bounds ({heads}), got {self.init_log_std!r}")
+
+    def _check_exploit(self) -> None:
+        check_int_field(self, "exploit_episodes", minimum=0)
+        high = log_std_bounds(self.squash_heads, None)[1]
+        if not -10.0 <= _number(self.exploit_log_std) <= high:
+            raise UserError(f"exploit_log_std must be a number in [-10, {high:g}] (the heads' upper log σ), "
+                             f"got {self.exploit_log_std!r}")  # fmt: skip
 
 
 class RL2Policy(nn.Module):
@@ -223,8 +239,11 @@ class RL2Policy(nn.Module):
     def log_std_bounds(self) -> tuple[float, float]:
         return log_std_bounds(self.config.squash_heads, self.config.log_std_min)
 
-    def heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """mean [..., A], log_std [..., A], value [...] from GRU outputs [..., G]."""
+    def heads(
+        self, hidden: torch.Tensor, exploit: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """mean [..., A], log_std [..., A], value [...] from GRU outputs [..., G]; where ``exploit`` [...] is
+        set, log σ is capped at ``exploit_log_std`` (the exploit episodes of a training trial)."""
         mean, log_std = self.mean_head(hidden), self.log_std_head(hidden)
         low, high = self.log_std_bounds
         if self.config.squash_heads:
@@ -235,6 +254,9 @@ class RL2Policy(nn.Module):
             log_std = log_std.clamp(low, high)
         if self.config.log_std_cap_end is not None:
             log_std = torch.minimum(log_std, self.log_std_cap)
+        if exploit is not None:
+            capped = log_std.clamp_max(self.config.exploit_log_std)
+            log_std = torch.where(exploit.unsqueeze(-1), capped, log_std)
         return mean, log_std, self.value_head(hidden).squeeze(-1)
 
     def set_log_std_cap(self, env_steps: int) -> float:
@@ -249,12 +271,14 @@ class RL2Policy(nn.Module):
         return torch.zeros(num_slots, self.config.gru_hidden, device=self.device)
 
     @torch.no_grad()
-    def act(self, step: StepBatch, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def act(
+        self, step: StepBatch, state: torch.Tensor, exploit: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         h = state[step.slot]  # [R, G]
         h = torch.where(step.trial_start.unsqueeze(-1), torch.zeros_like(h), h)
         x = self.encoder(self.inputs(step.obs, step.prev_action, step.prev_reward, step.prev_done))
         out, h_new = self.gru(x.unsqueeze(0), h.unsqueeze(0))
-        mean, log_std, value = self.heads(out[0])
+        mean, log_std, value = self.heads(out[0], exploit)
         a = mean if step.deterministic else mean + log_std.exp() * step.noise  # [R, A] normalised units
         log_prob = gaussian_log_prob(a, mean, log_std)
         state = state.index_copy(0, step.slot, h_new[0])
@@ -263,18 +287,19 @@ class RL2Policy(nn.Module):
 
     # -- training ---------------------------------------------------------------------------
     def forward_sequence(
-        self, inputs: torch.Tensor, h0: torch.Tensor
+        self, inputs: torch.Tensor, h0: torch.Tensor, exploit: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run sequences: inputs [C, B, O+A+2], h0 [B, G] → mean [C, B, A], log_std, value [C, B], h_last [B, G]."""
-        mean, log_std, value, hidden = self.forward_hidden(inputs, h0)
+        """Run sequences: inputs [C, B, O+A+2], h0 [B, G] → mean [C, B, A], log_std, value [C, B], h_last [B, G]
+        (``exploit`` [C, B]: see :meth:`heads`)."""
+        mean, log_std, value, hidden = self.forward_hidden(inputs, h0, exploit)
         return mean, log_std, value, hidden[-1]
 
     def forward_hidden(
-        self, inputs: torch.Tensor, h0: torch.Tensor
+        self, inputs: torch.Tensor, h0: torch.Tensor, exploit: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """As :meth:`forward_sequence`, with the hidden state after every step: hidden [C, B, G]."""
         out, _ = self.gru(self.encoder(inputs), h0.unsqueeze(0))
-        mean, log_std, value = self.heads(out)
+        mean, log_std, value = self.heads(out, exploit)
         return mean, log_std, value, out
 
 
@@ -299,6 +324,10 @@ class TrialBatch:
     value: torch.Tensor  # [L, T]
     mask: torch.Tensor  # [L, T] bool
     lengths: torch.Tensor  # [T]
+
+    @property
+    def episode_index(self) -> torch.Tensor:  # [L, T] int64: 0 for the trial's first episode, 1 for the next...
+        return torch.cumsum(self.prev_done.to(torch.int64), 0)
 
 
 def trials_from_trajectories(traj: Trajectories) -> TrialBatch:
@@ -540,10 +569,11 @@ class _PPOBatch:
     adv: torch.Tensor
     ret: torch.Tensor  # value targets (value baseline only)
     mask: torch.Tensor
+    exploit: torch.Tensor | None = None  # [L, T] bool: an exploit episode's step; None: exploit episodes off
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> _PPOBatch:
         """The same batch with ``fn`` applied to every field."""
-        return _PPOBatch(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+        return _PPOBatch(**{f.name: None if (x := getattr(self, f.name)) is None else fn(x) for f in fields(self)})  # type: ignore[arg-type]
 
     def __getitem__(self, index: Any) -> _PPOBatch:
         """Every field indexed alike (a time slice, a minibatch of sequences)."""
@@ -570,18 +600,30 @@ def _ppo_losses(
         loss = loss + config.vf_coef * value_loss
         stats["value_loss"] = float(value_loss.detach())
     with torch.no_grad():
-        stats["approx_kl"] = float((((ratio - 1) - log_ratio) * m).sum() / denom)
-        if config.target_kl_log_std is not None:  # the KL of the same mean shift at σ = e^ref, where σ is smaller
-            mean_log_std = float((log_std.mean(-1) * m).sum() / denom)
-            stats["stop_kl"] = stats["approx_kl"] * math.exp(-2 * max(0.0, config.target_kl_log_std - mean_log_std))
+        kl = ((ratio - 1) - log_ratio) * m
+        stats["approx_kl"] = float(kl.sum() / denom)
+        if config.target_kl_log_std is not None or part.exploit is not None:
+            stats["stop_kl"] = _stop_kl(config, kl, log_std, m if part.exploit is None else m * ~part.exploit)
         stats["clip_frac"] = float((((ratio - 1).abs() > config.clip_eps).float() * m).sum() / denom)
     return loss, stats
 
 
+def _stop_kl(config: RL2PPOConfig, kl: torch.Tensor, log_std: torch.Tensor, m: torch.Tensor) -> float:
+    """The KL the early stop reads: the mean of ``kl`` over the steps ``m`` marks (the explore steps: an exploit
+    episode's σ is set by the cap, and the same shift of the mean would cost it many times the KL), times
+    (σ / e^target_kl_log_std)² where that σ is smaller: the KL of the same mean shift at σ = e^ref."""
+    d = m.sum().clamp_min(1.0)
+    out = float((kl * m).sum() / d)
+    if config.target_kl_log_std is not None:
+        mean_log_std = float((log_std.mean(-1) * m).sum() / d)
+        out *= math.exp(-2 * max(0.0, config.target_kl_log_std - mean_log_std))
+    return out
+
+
 def _kl_stop(stats: Mapping[str, list[float]], config: RL2PPOConfig) -> bool:
     """True once the last Adam step's approx. KL passed 1.5 x target_kl (metaworld-algorithms' rule); with
-    ``target_kl_log_std``, that KL rescaled to σ ≥ e^target_kl_log_std (``stop_kl``)."""
-    kls = stats.get("stop_kl" if config.target_kl_log_std is not None else "approx_kl")
+    ``target_kl_log_std`` or exploit episodes, the KL :func:`_stop_kl` gives (``stop_kl``)."""
+    kls = stats.get("stop_kl", stats.get("approx_kl"))
     return config.target_kl is not None and bool(kls) and kls[-1] > 1.5 * config.target_kl  # type: ignore[index]
 
 
@@ -628,12 +670,13 @@ def _update_sequential(
         for j, s in enumerate(starts):
             if _kl_stop(stats, config):
                 return stats
+            part = b[s : s + chunk]
             with _network_precision(policy, config):
-                mean, log_std, value, hidden = policy.forward_hidden(b.inputs[s : s + chunk], h)
+                mean, log_std, value, hidden = policy.forward_hidden(part.inputs, h, part.exploit)
             mean, log_std, value = _float32(mean, log_std, value)
             if j + 1 < len(starts):  # the state after step starts[j + 1] - 1, carried without gradient
                 h = hidden[starts[j + 1] - s - 1].detach().float()
-            _train_step(policy, optimizer, config, (mean, log_std, value), b[s : s + chunk], stats)
+            _train_step(policy, optimizer, config, (mean, log_std, value), part, stats)
     return stats
 
 
@@ -659,10 +702,17 @@ def _update_shuffled(
             if _kl_stop(stats, config):
                 return stats
             with _network_precision(policy, config):
-                mean, log_std, value, _ = policy.forward_sequence(seq.inputs[:, idx], h0[idx])
+                part = seq[:, idx]
+                mean, log_std, value, _ = policy.forward_sequence(part.inputs, h0[idx], part.exploit)
             mean, log_std, value = _float32(mean, log_std, value)
-            _train_step(policy, optimizer, config, (mean, log_std, value), seq[:, idx], stats)
+            _train_step(policy, optimizer, config, (mean, log_std, value), part, stats)
     return stats
+
+
+def exploit_steps(episode_index: torch.Tensor, episodes_per_trial: int, exploit_episodes: int) -> torch.Tensor:
+    """Where the step of episode ``episode_index`` (0-based within its trial) is in an exploit episode: one
+    of the trial's last ``exploit_episodes``."""
+    return episode_index >= episodes_per_trial - exploit_episodes if exploit_episodes else episode_index < 0
 
 
 def ppo_update(
@@ -699,6 +749,11 @@ def ppo_update(
         adv=adv.to(device),
         ret=ret.to(device),
         mask=mask.to(device),
+        exploit=(
+            exploit_steps(batch.episode_index, traj.episodes_per_trial, policy.config.exploit_episodes).to(device)
+            if policy.config.exploit_episodes
+            else None
+        ),
     )
     if config.chunk_order == "sequential":
         stats = _update_sequential(policy, optimizer, b, config)
@@ -728,6 +783,11 @@ class RL2Config:
 
     def __post_init__(self) -> None:
         check_int_field(self, "episodes_per_trial")
+        if self.policy.exploit_episodes >= self.episodes_per_trial:
+            raise UserError(
+                f"policy.exploit_episodes ({self.policy.exploit_episodes}) must be below episodes_per_trial "
+                f"({self.episodes_per_trial}): the episodes before them explore"
+            )
 
 
 class RL2Agent:
@@ -781,9 +841,15 @@ class RL2Agent:
             group["lr"] = lr
         return self.policy.set_log_std_cap(self.env_steps)
 
+    def _behaviour(self, policy: RL2Policy) -> Any:
+        """What collects training batches: ``policy``, wrapped to cap σ in exploit episodes when they are on."""
+        if policy.config.exploit_episodes:
+            return _ExploitingPolicy(policy, self.config.episodes_per_trial)
+        return policy
+
     def _collect(self, engine: Any, tasks: Sequence[Task]) -> Trajectories:
         return engine.collect(
-            self.policy, list(tasks), episodes_per_task=self.episodes_per_task,
+            self._behaviour(self.policy), list(tasks), episodes_per_task=self.episodes_per_task,
             episodes_per_trial=self.config.episodes_per_trial,
         )  # fmt: skip
 
@@ -817,7 +883,7 @@ class RL2Agent:
         t1 = time.perf_counter()
         job = None
         if next_tasks:
-            behaviour = copy.deepcopy(self.policy)  # the learner changes self.policy while this one samples
+            behaviour = self._behaviour(copy.deepcopy(self.policy))  # the learner changes self.policy meanwhile
             job = BackgroundCollect(
                 engine, behaviour, next_tasks, self.episodes_per_task, self.config.episodes_per_trial
             )
@@ -855,9 +921,21 @@ class RL2Agent:
             "charts/last_episode_return": float(by_position[..., -1].mean()),
             **{f"losses/{name}": value for name, value in losses.items()},
             **({"charts/log_std_cap": cap} if self.config.policy.log_std_cap_end is not None else {}),
+            **self._exploit_metrics(success),
             **({"charts/lr": self.optimizer.param_groups[0]["lr"]} if self.config.ppo.lr_end is not None else {}),
             "time/sampling_s": sampling_s,
             "time/learning_s": learning_s,
+        }
+
+    def _exploit_metrics(self, success: torch.Tensor) -> dict[str, float]:
+        """With exploit episodes: success in them and in the episodes before (success [N, E])."""
+        n, k = self.config.policy.exploit_episodes, self.config.episodes_per_trial
+        if not n:
+            return {}
+        by_position = success.reshape(success.shape[0], -1, k)  # [N, trials, k]
+        return {
+            "charts/exploit_success_rate": float(by_position[..., k - n :].mean()),
+            "charts/explore_success_rate": float(by_position[..., : k - n].mean()),
         }
 
     def meta_test(
@@ -1013,6 +1091,33 @@ class AdaptedStatePolicy:
             step.noise = torch.where((c > self.k).unsqueeze(-1), torch.zeros_like(step.noise), step.noise)
         action, hidden, extras = self.policy.act(step, hidden)
         return action, (hidden, snapshot, count), extras
+
+
+class _ExploitingPolicy:
+    """The RL² policy collecting training trials with exploit episodes: it counts each slot's episode within
+    its trial and caps log σ in the trial's last ``exploit_episodes`` (:meth:`RL2Policy.heads`), as the
+    update does from the episode index of each step.  State per slot: (hidden, episode index from 0)."""
+
+    def __init__(self, policy: RL2Policy, episodes_per_trial: int) -> None:
+        self.policy = policy
+        self.device = policy.device
+        self.episodes_per_trial = int(episodes_per_trial)
+
+    def initial_state(self, num_slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.policy.initial_state(num_slots)
+        return h, torch.zeros(num_slots, dtype=torch.long, device=h.device)
+
+    @torch.no_grad()
+    def act(
+        self, step: StepBatch, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
+        hidden, count = state
+        c = count[step.slot]
+        c = torch.where(step.trial_start, torch.zeros_like(c), torch.where(step.episode_start, c + 1, c))
+        count = count.index_copy(0, step.slot, c)
+        exploit = exploit_steps(c, self.episodes_per_trial, self.policy.config.exploit_episodes)
+        action, hidden, extras = self.policy.act(step, hidden, exploit)
+        return action, (hidden, count), extras
 
 
 class _FinalHidden:

@@ -1,5 +1,6 @@
-"""Smoke test of benchmarks/learning/metaworld.py: a one-iteration Meta-World run evaluated on 2 held-out
-goals, with the control and the untrained agent; the JSON's figures are checked, not its speed."""
+"""Smoke test of benchmarks/learning/metaworld.py: a one-iteration Meta-World run, sampling overlapped with
+learning (``--overlap``), evaluated on 2 held-out goals with the control and the untrained agent; the JSON's
+figures are checked, not its speed."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_metaworld_learning_benchmark_quick_writes_its_figures(tmp_path: Path) -> None:
     out, js = tmp_path / "run", tmp_path / "figures.json"
     cmd = [sys.executable, str(ROOT / "benchmarks/learning/metaworld.py"), "--agent", "rl2",
-           "--benchmark", "ML1-reach-v3", "--out", str(out), "--json", str(js), "--quick"]  # fmt: skip
+           "--benchmark", "ML1-reach-v3", "--out", str(out), "--json", str(js), "--quick", "--overlap"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fig = json.loads(js.read_text())
@@ -31,3 +32,5 @@ def test_metaworld_learning_benchmark_quick_writes_its_figures(tmp_path: Path) -
     assert fig["untrained"]["env_steps"] == 0 and fig["heldout"]["env_steps"] == 10_000
     assert json.loads((out / "eval/no_feedback.json").read_text())["feedback"] is False
     assert "held-out success (2 goals)" in proc.stdout
+    assert json.loads((out / "config.json").read_text())["train"]["overlap"] is True  # --overlap reaches the run
+    assert fig["overlap"] is True

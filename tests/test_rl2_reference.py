@@ -414,8 +414,8 @@ def test_target_kl_log_std_rescales_the_stop_kl_to_the_reference_sigma() -> None
     # σ above the reference: no rescaling
     _, above = _ppo_losses(RL2PPOConfig(target_kl=0.01, target_kl_log_std=-3.0), mean, log_std, value, part)
     assert above["stop_kl"] == pytest.approx(plain["approx_kl"], rel=1e-6)
-    stats = {"approx_kl": [0.02], "stop_kl": [0.02 * math.exp(-2.0)]}
-    assert _kl_stop(stats, RL2PPOConfig(target_kl=0.01))  # 0.02 > 1.5 x 0.01
+    assert _kl_stop({"approx_kl": [0.02]}, RL2PPOConfig(target_kl=0.01))  # 0.02 > 1.5 x 0.01
+    stats = {"approx_kl": [0.02], "stop_kl": [0.02 * math.exp(-2.0)]}  # the stop reads stop_kl where there is one
     assert not _kl_stop(stats, RL2PPOConfig(target_kl=0.01, target_kl_log_std=-1.0))  # 0.0027 < 0.015
     for bad in (3.0, "low", float("nan")):
         with pytest.raises(ValueError, match=r"target_kl_log_std must be None or a log σ in \[-10, 2\], got"):

@@ -148,6 +148,10 @@ def main() -> int:
     parser.add_argument("--torch-threads", type=int, default=None, help="learner threads (default: the config's)")
     parser.add_argument("--workers", type=int, default=None, help="rollout workers (default: the config's)")
     parser.add_argument(
+        "--overlap", action="store_true",
+        help="RL² only: sample the next batch while the learner updates (metarl train --overlap true)",
+    )  # fmt: skip
+    parser.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE",
         help="override an agent-config field, e.g. ppo.target_kl=0.02 or inner_lr=0.005 (repeatable)",
     )  # fmt: skip
@@ -173,6 +177,8 @@ def main() -> int:
     for flag in ("eval_every", "torch_threads", "workers"):
         if getattr(args, flag) is not None:
             changes[flag] = getattr(args, flag)
+    if args.overlap:
+        changes["overlap"] = True
     if args.quick:
         changes.update(meta_batch=2, iterations=1, total_env_steps=None, max_minutes=None, eval_every=0)
     train_cfg = dataclasses.replace(named.train, **changes)
@@ -208,6 +214,7 @@ def main() -> int:
         "quick": args.quick,
         "checkpoint": _relative(str(args.checkpoint)) if args.checkpoint else "latest",
         "overrides": args.set,
+        "overlap": json.loads((run / "config.json").read_text())["train"]["overlap"],  # as trained, resumes too
         "goals_per_family": goals,  # null: every held-out goal
     }
     curves = training_curves(run)
