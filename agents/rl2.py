@@ -1077,9 +1077,7 @@ class AdaptedStatePolicy:
         self, step: StepBatch, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
         hidden, snapshot, count = state
-        c = count[step.slot]
-        c = torch.where(step.trial_start, torch.ones_like(c), torch.where(step.episode_start, c + 1, c))
-        count = count.index_copy(0, step.slot, c)
+        c, count = _count_episodes(count, step, first=1)
         first_eval = step.episode_start & (c == self.k + 1)  # the adapted state: snapshot it
         adapted = torch.where(step.trial_start.unsqueeze(-1), torch.zeros_like(hidden[step.slot]), hidden[step.slot])
         snapshot = snapshot.index_copy(0, step.slot[first_eval], adapted[first_eval])
@@ -1091,6 +1089,14 @@ class AdaptedStatePolicy:
             step.noise = torch.where((c > self.k).unsqueeze(-1), torch.zeros_like(step.noise), step.noise)
         action, hidden, extras = self.policy.act(step, hidden)
         return action, (hidden, snapshot, count), extras
+
+
+def _count_episodes(count: torch.Tensor, step: StepBatch, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's episode number within its trial (``first`` at a trial's start, one more at each episode
+    start) and the per-slot ``count`` updated with it."""
+    c = count[step.slot]
+    c = torch.where(step.trial_start, torch.full_like(c, first), torch.where(step.episode_start, c + 1, c))
+    return c, count.index_copy(0, step.slot, c)
 
 
 class _ExploitingPolicy:
@@ -1112,9 +1118,7 @@ class _ExploitingPolicy:
         self, step: StepBatch, state: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
         hidden, count = state
-        c = count[step.slot]
-        c = torch.where(step.trial_start, torch.zeros_like(c), torch.where(step.episode_start, c + 1, c))
-        count = count.index_copy(0, step.slot, c)
+        c, count = _count_episodes(count, step, first=0)
         exploit = exploit_steps(c, self.episodes_per_trial, self.policy.config.exploit_episodes)
         action, hidden, extras = self.policy.act(step, hidden, exploit)
         return action, (hidden, count), extras
