@@ -1,0 +1,127 @@
+"""benchmarks/learning/seeds.py: seeds of one learning-benchmark setting aggregated as ``metarl compare`` does."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from metarl.errors import UserError
+from metarl.evaluation.stats import aggregate
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SCRIPT = ROOT / "benchmarks" / "learning" / "seeds.py"
+
+
+def _module() -> Any:
+    spec = importlib.util.spec_from_file_location("learning_seeds", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+seeds = _module()
+
+
+def _figures(seed: int, heldout: float, control: float, sampled: float) -> dict[str, Any]:
+    def evaluation(success: float) -> dict[str, Any]:
+        return {"success": {"mean": success}, "per_family": {"reach-v3": {"success": success}}, "env_steps": 5_000_000}
+
+    return {
+        "agent": "rl2", "benchmark": "ML1-reach-v3", "config": "rl2-ml1", "overrides": ["ppo.target_kl=0.02"],
+        "overlap": False, "goals_per_family": None, "seed": seed, "train_wall_minutes": 50.0,
+        "heldout": evaluation(heldout), "heldout_sampled": evaluation(sampled), "control": evaluation(control),
+    }  # fmt: skip
+
+
+THREE = [_figures(0, 0.78, 0.26, 0.93), _figures(1, 0.90, 0.20, 0.96), _figures(2, 0.70, 0.30, 0.88)]
+
+
+def _write(tmp_path: Path, figures: list[dict[str, Any]]) -> list[Path]:
+    paths = []
+    for f in figures:
+        path = tmp_path / f"s{f['seed']}.json"
+        path.write_text(json.dumps(f))
+        paths.append(path)
+    return paths
+
+
+def test_three_seeds_give_the_mean_and_the_gap_worked_out_by_hand(tmp_path: Path) -> None:
+    paths = _write(tmp_path, THREE)
+    text = seeds.report(paths, reps=500)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    # 3 seeds: the IQM trims nothing, so both columns' points are the mean (0.78 + 0.90 + 0.70) / 3 = 0.7933
+    assert rows["held-out, mean action (`metarl eval --deterministic`)"].split(" | ")[1].startswith("0.793 [")
+    assert rows["held-out, mean action (`metarl eval --deterministic`)"].split(" | ")[2].startswith("0.793 [")
+    assert rows["adaptation control"].split(" | ")[1].startswith("0.253 [")  # (0.26 + 0.20 + 0.30) / 3
+    # gaps 0.52, 0.70, 0.40: mean 0.54; the bootstrap's interval lies within the smallest and largest gap
+    gap = rows["gap: mean action − control"].split(" | ")[1]
+    point, low, high = (float(v) for v in gap.replace("[", "").replace("]", "").replace(",", "").split())
+    assert point == pytest.approx(0.54, abs=5e-4) and 0.40 - 1e-9 <= low <= point <= high <= 0.70 + 1e-9
+    assert "+0.52, +0.70, +0.40" in text and "training seeds [0, 1, 2]" in text
+
+
+def test_intervals_are_metarl_compares(tmp_path: Path) -> None:
+    paths = _write(tmp_path, THREE)
+    expected = aggregate(np.array([[0.78], [0.90], [0.70]]), reps=300, seed=0)["iqm"].format()
+    assert expected in seeds.report(paths, reps=300)
+
+
+def test_committed_2_5M_seeds_reproduce_the_committed_metarl_compare_report() -> None:
+    """The three 2.5M seeds of the best setting: the figures `metarl compare` wrote from their EvalResults."""
+    names = [
+        "rl2-ml1-reach-s0-targetkl002-noactioninput-2.5M.json",
+        "rl2-ml1-reach-s1-targetkl002-noactioninput-2.5M.json",
+        "rl2-ml1-reach-s2-targetkl002-noactioninput-2.5M.json",
+    ]
+    text = seeds.report([RESULTS / n for n in names])
+    compare = (RESULTS / "rl2-ml1-reach-3seeds-2.5M-compare.md").read_text()
+    assert "0.673 [0.560, 0.740]" in compare  # the committed report's IQM
+    row = "| held-out, mean action (`metarl eval --deterministic`) | 0.673 [0.560, 0.740] | 0.673 [0.560, 0.740] |"
+    assert row in text
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"config": "rl2-ml10"}, r"differs from .* in config: 'rl2-ml10' against 'rl2-ml1'"),
+        ({"overrides": []}, r"in overrides"),
+        ({"seed": 0}, r"training seeds repeat \(\[0, 0\]\)"),
+    ],
+)
+def test_results_of_different_settings_are_refused(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    other = {**_figures(1, 0.9, 0.2, 0.9), **change}
+    (tmp_path / "b").mkdir()
+    paths = [*_write(tmp_path, [_figures(0, 0.8, 0.2, 0.9)]), *_write(tmp_path / "b", [other])]
+    with pytest.raises(UserError, match=message):
+        seeds.report(paths)
+
+
+def test_results_at_different_env_steps_are_refused(tmp_path: Path) -> None:
+    late = _figures(1, 0.9, 0.2, 0.9)
+    late["heldout"] = copy.deepcopy(late["heldout"]) | {"env_steps": 2_500_000}
+    with pytest.raises(UserError, match=r"evaluated at 2,500,000 env steps, .* at 5,000,000"):
+        seeds.report(_write(tmp_path, [_figures(0, 0.8, 0.2, 0.9), late]))
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"agent": "rl2"}))
+    for args, message in [
+        ([str(tmp_path / "missing.json"), str(bad)], "does not exist"),
+        ([str(bad), str(bad)], "is not a learning-benchmark result (no benchmark, config"),
+        ([str(bad)], "give at least two results"),
+    ]:
+        proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
