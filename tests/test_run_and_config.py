@@ -41,7 +41,7 @@ def test_named_configs_round_trip_through_json(name: str) -> None:
 
 
 def test_unknown_config_names_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown config 'rl2-ml11'; choose one of \[.*'rl2-ml1', 'rl2-ml10'"):
+    with pytest.raises(ValueError, match=r"unknown config 'rl2-ml11'; choose one of \[.*'rl2-ml1', .*'rl2-ml10'"):
         get_config("rl2-ml11")
 
 
@@ -161,3 +161,17 @@ def test_progress_log_truncates_rows_after_the_checkpoint_on_resume(tmp_path: Pa
     assert lines[0] == "iteration,charts/x"
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2", "3", "4"]
     assert lines[-1] == "4,40.0"
+
+
+def test_rl2_ml1_exploit_is_rl2_ml1_with_the_measured_overrides() -> None:
+    """The named config is exactly the setting the README's exploit-episode runs measured: ``rl2-ml1`` with
+    ``--set ppo.target_kl=0.02 --set policy.action_input=False --set policy.exploit_episodes=3
+    --set policy.exploit_log_std=-2.0`` and the 5M-step budget."""
+    base, named = get_config("rl2-ml1"), get_config("rl2-ml1-exploit")
+    measured = dataclasses.replace(
+        base.agent,
+        ppo=dataclasses.replace(base.agent.ppo, target_kl=0.02),
+        policy=dataclasses.replace(base.agent.policy, action_input=False, exploit_episodes=3, exploit_log_std=-2.0),
+    )
+    assert named.agent == measured
+    assert named.train == dataclasses.replace(base.train, total_env_steps=5_000_000)

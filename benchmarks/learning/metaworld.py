@@ -8,7 +8,8 @@ held-out goal with the Meta-World protocol, beside the adaptation control and an
     python benchmarks/learning/metaworld.py ... --eval-only      # only evaluate the run in --out
 
 Training uses ``AGENT-ml1`` / ``AGENT-ml10`` / ``AGENT-ml45`` (the ML1 config with the benchmark named here for
-other ML1 tasks).  A run directory that already holds a run is resumed to the budget instead of restarted.
+other ML1 tasks), or the named config ``--config`` gives (e.g. ``rl2-ml1-exploit``).  A run directory that
+already holds a run is resumed to the budget instead of restarted.
 Evaluation is ``metarl eval --deterministic`` (10 adaptation episodes, sampled; 3 evaluation episodes on the
 mean action; every held-out goal, each counted exactly), the same with sampled evaluation episodes
 (``heldout_sampled``), then the adaptation control: RL² with the reward input zeroed (``--no-feedback``);
@@ -134,10 +135,27 @@ def training_curves(run: Path) -> dict[str, Any]:
     }
 
 
+def named_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, Any]:
+    """The named config to train with: ``--config``, else the agent's config for the benchmark."""
+    name = args.config or config_name(args.agent, args.benchmark)
+    try:
+        named = get_config(name)
+    except ValueError as exc:
+        parser.error(f"--config: {exc}")
+    if named.train.agent != args.agent:
+        parser.error(f"--config {name} trains {named.train.agent!r}, not --agent {args.agent!r}")
+    return name, named
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", required=True, choices=AGENTS)
     parser.add_argument("--benchmark", required=True, help="ML1-<task>-v3, ML10 or ML45")
+    parser.add_argument(
+        "--config", default=None,
+        help="the named config to train with (default: AGENT-ml1, AGENT-ml10 or AGENT-ml45 by the benchmark), "
+        "e.g. rl2-ml1-exploit",
+    )  # fmt: skip
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--total-env-steps", type=int, default=None, help="training budget in env steps")
     budget.add_argument("--max-minutes", type=float, default=None, help="training budget in wall-clock minutes")
@@ -169,8 +187,7 @@ def main() -> int:
     )  # fmt: skip
     args = parser.parse_args()
 
-    name = config_name(args.agent, args.benchmark)
-    named = get_config(name)
+    name, named = named_config(parser, args)
     changes: dict[str, Any] = {"benchmark": args.benchmark, "seed": args.seed}
     if args.total_env_steps is not None or args.max_minutes is not None:
         changes.update(total_env_steps=args.total_env_steps, max_minutes=args.max_minutes)
