@@ -54,6 +54,9 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
+POLICY_INITS = ("torch", "reference")
+
+
 @dataclass(frozen=True)
 class RL2PolicyConfig:
     """Network shape of the RL² policy."""
@@ -95,6 +98,12 @@ class RL2PolicyConfig:
     Must be below ``episodes_per_trial``; evaluation is unchanged."""
     exploit_log_std: float = -2.0
     """The log σ cap of the exploit episodes (may lie below the heads' floor: σ is then this constant)."""
+    weight_init: str = "torch"
+    """Initial weights.  ``torch``: PyTorch's defaults for the MLP and the GRU (uniform ±1/√fan-in, biases
+    too) and orthogonal mean/log-std heads of gain 0.01 (the mean starts at 0).  ``reference``: as
+    metaworld-algorithms' RL² configs: Xavier-uniform MLP, GRU input kernels (per gate) and heads (bound of
+    one head of 2A outputs), orthogonal GRU recurrent kernels (per gate), zero biases.  Either way the
+    log-std head's bias sets ``init_log_std``."""
 
     def __post_init__(self) -> None:
         for name in ("squash_heads", "action_input", "normalize_value"):
@@ -128,6 +137,8 @@ class RL2PolicyConfig:
             raise UserError(f"init_log_std must lie inside the log σ bounds ({heads}), got {self.init_log_std!r}")
 
     def _check_exploit(self) -> None:
+        if self.weight_init not in POLICY_INITS:
+            raise UserError(f"weight_init must be one of {list(POLICY_INITS)}, got {self.weight_init!r}")
         check_int_field(self, "exploit_episodes", minimum=0)
         high = log_std_bounds(self.squash_heads, None)[1]
         if not -10.0 <= _number(self.exploit_log_std) <= high:
@@ -184,15 +195,42 @@ class RL2Policy(nn.Module):
         self.mean_head = nn.Linear(self.config.gru_hidden, self.action_dim)
         self.log_std_head = nn.Linear(self.config.gru_hidden, self.action_dim)
         self.value_head = nn.Linear(self.config.gru_hidden, 1)
-        nn.init.orthogonal_(self.mean_head.weight, gain=0.01)
-        nn.init.zeros_(self.mean_head.bias)
-        nn.init.orthogonal_(self.log_std_head.weight, gain=0.01)
+        if self.config.weight_init == "reference":
+            self._reference_init()
+        else:
+            nn.init.orthogonal_(self.mean_head.weight, gain=0.01)
+            nn.init.zeros_(self.mean_head.bias)
+            nn.init.orthogonal_(self.log_std_head.weight, gain=0.01)
         init = float(self.config.init_log_std)
         low, high = self.log_std_bounds
         nn.init.constant_(
             self.log_std_head.bias,
             math.atanh((2 * init - low - high) / (high - low)) if self.config.squash_heads else init,
         )
+
+    @torch.no_grad()
+    def _reference_init(self) -> None:
+        """metaworld-algorithms' initialisation (``RL2PolicyConfig.weight_init == "reference"``).  Its flax layers hold
+        one [in, out] kernel per GRU gate and one head of 2A outputs (mean ⊕ log σ), so the bounds are those."""
+
+        def xavier(w: torch.Tensor, fan_in: int, fan_out: int) -> None:
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            nn.init.uniform_(w, -bound, bound)
+
+        for layer in self.encoder:
+            if isinstance(layer, nn.Linear):
+                xavier(layer.weight, layer.in_features, layer.out_features)
+                nn.init.zeros_(layer.bias)
+        g, in_dim = self.config.gru_hidden, self.gru.input_size
+        gru = dict(self.gru.named_parameters())
+        for gate in range(3):  # PyTorch's order: reset, update, new
+            xavier(gru["weight_ih_l0"][gate * g : (gate + 1) * g], in_dim, g)
+            nn.init.orthogonal_(gru["weight_hh_l0"][gate * g : (gate + 1) * g])
+        nn.init.zeros_(gru["bias_ih_l0"])
+        nn.init.zeros_(gru["bias_hh_l0"])
+        for head in (self.mean_head, self.log_std_head):
+            xavier(head.weight, g, 2 * self.action_dim)
+            nn.init.zeros_(head.bias)
 
     @property
     def device(self) -> torch.device:

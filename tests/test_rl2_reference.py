@@ -220,6 +220,39 @@ def test_the_untrained_std_is_init_log_std(squash: bool, init: float, floor: flo
     assert log_std.std() > 0  # state-dependent, not a constant
 
 
+def test_reference_weight_init_is_metaworld_algorithms() -> None:
+    """Per-gate Xavier-uniform input kernels and orthogonal recurrent kernels, zero biases, Xavier-uniform MLP and
+    heads with the bound of one 2A-output head (the reference's flax layers); the default is PyTorch's."""
+    torch.manual_seed(0)
+    a, g = 4, 32
+    policy = RL2Policy(39, a, RL2PolicyConfig(mlp_hidden=(64, 48), gru_hidden=g, weight_init="reference"))
+    torch.manual_seed(0)
+    default = RL2Policy(39, a, RL2PolicyConfig(mlp_hidden=(64, 48), gru_hidden=g))
+
+    def xavier_bound(fan_in: int, fan_out: int) -> float:
+        return math.sqrt(6.0 / (fan_in + fan_out))
+
+    def spans(w: torch.Tensor, bound: float) -> bool:  # fills most of [-bound, bound] and never leaves it
+        return float(w.abs().max()) <= bound and float(w.abs().max()) > 0.9 * bound
+
+    for layer, (fan_in, fan_out) in zip(policy.encoder[::2], [(39 + a + 2, 64), (64, 48)], strict=True):
+        assert spans(layer.weight, xavier_bound(fan_in, fan_out)) and not layer.bias.any()
+    for gate in range(3):
+        w_hh = policy.gru.weight_hh_l0[gate * g : (gate + 1) * g]
+        assert torch.allclose(w_hh @ w_hh.T, torch.eye(g), atol=1e-5)  # orthogonal, per gate
+        assert spans(policy.gru.weight_ih_l0[gate * g : (gate + 1) * g], xavier_bound(48, g))
+    assert not policy.gru.bias_ih_l0.any() and not policy.gru.bias_hh_l0.any()
+    assert spans(policy.mean_head.weight, xavier_bound(g, 2 * a)) and not policy.mean_head.bias.any()
+    assert spans(policy.log_std_head.weight, xavier_bound(g, 2 * a))
+    # the default keeps PyTorch's GRU (uniform ±1/√G, biases too) and the heads of gain 0.01
+    assert spans(default.gru.weight_hh_l0, 1 / math.sqrt(g)) and default.gru.bias_hh_l0.abs().min() > 0
+    assert float(default.mean_head.weight.abs().max()) < 0.01
+    # the log-std head's bias still sets init_log_std (0 here), and the untrained mean is no longer ≈ 0
+    with torch.no_grad():
+        mean, _, _ = policy.heads(torch.tanh(torch.randn(200, g)))
+    assert float(policy.log_std_head.bias.abs().max()) == 0.0 and float(mean.abs().max()) > 0.1
+
+
 @pytest.mark.parametrize("action_input", [True, False])
 def test_action_input_off_hides_the_previous_action(action_input: bool) -> None:
     torch.manual_seed(0)
@@ -376,6 +409,11 @@ def test_meta_test_samples_adaptation_under_deterministic() -> None:
         (RL2PolicyConfig, {"log_std_cap_steps": 0}, "log_std_cap_steps must be a positive integer, got 0"),
         (RL2PolicyConfig, {"action_input": "no"}, "action_input must be true or false, got 'no'"),
         (RL2PolicyConfig, {"init_log_std": "low"}, "init_log_std must lie inside the log σ bounds .*got 'low'"),
+        (
+            RL2PolicyConfig,
+            {"weight_init": "xavier"},
+            r"weight_init must be one of \['torch', 'reference'\], got 'xavier'",
+        ),
     ],
 )
 def test_new_config_fields_reject_bad_values(cls: type, kwargs: dict, match: str) -> None:
