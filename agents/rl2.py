@@ -498,6 +498,10 @@ class RL2PPOConfig:
     bptt_overlap: int = 50
     """With chunk_order sequential: steps shared by consecutive chunks (chunks start every bptt_chunk -
     bptt_overlap steps; metaworld-algorithms: 50)."""
+    train_tail: bool = True
+    """With chunk_order sequential: add one last chunk ending at the trial's end when the regular starts leave a
+    tail without gradient (5,000-step trials, chunk 250, overlap 50: 25 chunks, the last over steps 4,750-5,000);
+    false: metaworld-algorithms' 24, whose last ends at 4,850."""
     chunk_order: ChunkOrder = "sequential"
     """sequential: each Adam step takes the next chunk of every trial, in time order, starting from the
     hidden state the current weights reach (metaworld-algorithms); shuffled: chunks in random minibatches,
@@ -515,6 +519,8 @@ class RL2PPOConfig:
     multiplied by (σ / e^this)² when the batch's mean log σ lies below this: a shift Δμ of the
     mean costs Δμ²/2σ² nats, so under a fixed ``target_kl`` the update shrinks with σ² and stops after a few
     Adam steps once σ is small (README: Learning on Meta-World).  None: the plain approx. KL (the reference)."""
+    adam_eps: float = 1e-5
+    """Adam's ε (metaworld-algorithms, through optax: 1e-8)."""
     autocast_bf16: bool = False
     """Run the update's network passes under bfloat16 autocast (the losses stay float32).  Gradients agree with
     float32 to a cosine of 0.99 per parameter (tests/test_rl2_bf16.py) and an ML1-reach run with it matched
@@ -543,7 +549,7 @@ class RL2PPOConfig:
             raise UserError(f"chunk_order must be one of {list(CHUNK_ORDERS)}, got {self.chunk_order!r}")
         if self.baseline not in BASELINES:
             raise UserError(f"baseline must be one of {list(BASELINES)}, got {self.baseline!r}")
-        for name in ("normalize_advantages", "autocast_bf16"):
+        for name in ("normalize_advantages", "autocast_bf16", "train_tail"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self._check_optional_fields()
@@ -554,21 +560,23 @@ class RL2PPOConfig:
         if not _optional_number_in(self.target_kl_log_std, -10.0, 2.0):
             raise UserError(f"target_kl_log_std must be None or a log σ in [-10, 2], got {self.target_kl_log_std!r}")
         check_int_field(self, "lr_anneal_steps")
+        if self.adam_eps is None or not _optional_number_in(self.adam_eps, 1e-12, 1.0):
+            raise UserError(f"adam_eps must be a number in [1e-12, 1], got {self.adam_eps!r}")
         if not _optional_number_in(self.lr_end, 0.0, self.lr):
             raise UserError(f"lr_end must be None or a number in [0, lr={self.lr:g}], got {self.lr_end!r}")
 
 
-def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
+def chunk_starts(length: int, chunk: int, overlap: int, tail: bool = True) -> list[int]:
     """Start steps of the sequential schedule's chunks over a trial of ``length`` steps.
 
-    metaworld-algorithms' starts ``0, C-O, 2(C-O), ...`` while a whole chunk fits; metarl adds one last
-    chunk ending at ``length`` when those leave a tail untrained (for 5,000-step trials, C 250, O 50:
+    metaworld-algorithms' starts ``0, C-O, 2(C-O), ...`` while a whole chunk fits; with ``tail`` metarl adds one
+    last chunk ending at ``length`` when those leave a tail untrained (for 5,000-step trials, C 250, O 50:
     24 chunks ending at 4,850, plus one at 4,750-5,000).
     """
     chunk = min(chunk, length)
     stride = chunk - min(overlap, chunk - 1)
     starts = list(range(0, length - chunk + 1, stride))
-    if starts[-1] + chunk < length:
+    if tail and starts[-1] + chunk < length:
         starts.append(length - chunk)
     return starts
 
@@ -576,7 +584,9 @@ def chunk_starts(length: int, chunk: int, overlap: int) -> list[int]:
 def optimizer_steps_per_update(config: RL2PPOConfig, trial_length: int, num_chunk_sequences: int) -> int:
     """Adam steps one :func:`ppo_update` takes: epochs x chunks (sequential) or epochs x minibatches (shuffled)."""
     if config.chunk_order == "sequential":
-        return config.epochs * len(chunk_starts(trial_length, config.bptt_chunk, config.bptt_overlap))
+        return config.epochs * len(
+            chunk_starts(trial_length, config.bptt_chunk, config.bptt_overlap, config.train_tail)
+        )
     return config.epochs * min(config.minibatches, num_chunk_sequences)
 
 
@@ -701,7 +711,7 @@ def _update_sequential(
     each chunk starts from the hidden state the previous chunk's forward pass (before its step) reached."""
     length, trials = b.mask.shape
     chunk = min(config.bptt_chunk, length)
-    starts = chunk_starts(length, config.bptt_chunk, config.bptt_overlap)
+    starts = chunk_starts(length, config.bptt_chunk, config.bptt_overlap, config.train_tail)
     stats: dict[str, list[float]] = {}
     for _ in range(config.epochs):
         h = torch.zeros(trials, policy.config.gru_hidden, device=b.inputs.device)  # the state before step starts[j]
@@ -859,7 +869,7 @@ class RL2Agent:
         self.episodes_per_task = episodes_per_task
         torch.manual_seed(seed)
         self.policy = RL2Policy(obs_dim, action_dim, config.policy, action_low, action_high).to(device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.lr, eps=1e-5)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.lr, eps=config.ppo.adam_eps)
         self.generator = torch.Generator().manual_seed(seed)
         self.env_steps = 0  # training steps so far, for the log σ cap schedule
         self.updates = 0  # PPO updates so far: the policy version a batch is tagged with

@@ -125,11 +125,18 @@ def test_chunk_starts_follow_the_reference_and_cover_the_whole_trial() -> None:
     assert chunk_starts(1000, 250, 50) == [0, 200, 400, 600, 750]
     assert chunk_starts(1000, 250, 0) == [0, 250, 500, 750]
     assert chunk_starts(100, 250, 50) == [0]  # a trial shorter than a chunk: one chunk
+    assert chunk_starts(5000, 250, 50, tail=False) == ref  # ppo.train_tail=False: the reference's 24 exactly
+    assert chunk_starts(1000, 250, 0, tail=False) == [0, 250, 500, 750]  # no tail to add: the same either way
 
 
 @pytest.mark.parametrize(
     ("changes", "per_epoch"),
-    [({}, 5), ({"bptt_overlap": 0}, 4), ({"chunk_order": "shuffled", "minibatches": 3}, 3)],
+    [
+        ({}, 5),
+        ({"train_tail": False}, 4),
+        ({"bptt_overlap": 0}, 4),
+        ({"chunk_order": "shuffled", "minibatches": 3}, 3),
+    ],
 )
 def test_optimizer_steps_per_iteration_match_the_schedule(mw_batch, changes: dict, per_epoch: int) -> None:  # type: ignore[no-untyped-def]
     policy, traj = mw_batch
@@ -251,6 +258,12 @@ def test_reference_weight_init_is_metaworld_algorithms() -> None:
     with torch.no_grad():
         mean, _, _ = policy.heads(torch.tanh(torch.randn(200, g)))
     assert float(policy.log_std_head.bias.abs().max()) == 0.0 and float(mean.abs().max()) > 0.1
+
+
+@pytest.mark.parametrize("eps", [1e-5, 1e-8])
+def test_adam_eps_reaches_the_optimizer(eps: float) -> None:
+    agent = RL2Agent(3, 2, RL2Config(episodes_per_trial=1, ppo=RL2PPOConfig(adam_eps=eps)), episodes_per_task=1)
+    assert agent.optimizer.param_groups[0]["eps"] == eps
 
 
 @pytest.mark.parametrize("action_input", [True, False])
@@ -409,6 +422,9 @@ def test_meta_test_samples_adaptation_under_deterministic() -> None:
         (RL2PolicyConfig, {"log_std_cap_steps": 0}, "log_std_cap_steps must be a positive integer, got 0"),
         (RL2PolicyConfig, {"action_input": "no"}, "action_input must be true or false, got 'no'"),
         (RL2PolicyConfig, {"init_log_std": "low"}, "init_log_std must lie inside the log σ bounds .*got 'low'"),
+        (RL2PPOConfig, {"adam_eps": 0.0}, r"adam_eps must be a number in \[1e-12, 1\], got 0\.0"),
+        (RL2PPOConfig, {"adam_eps": None}, r"adam_eps must be a number in \[1e-12, 1\], got None"),
+        (RL2PPOConfig, {"train_tail": "no"}, "train_tail must be true or false, got 'no'"),
         (
             RL2PolicyConfig,
             {"weight_init": "xavier"},
