@@ -8,7 +8,7 @@ held-out goal with the Meta-World protocol, beside the adaptation control and an
     python benchmarks/learning/metaworld.py ... --eval-only      # only evaluate the run in --out
 
 Training uses ``AGENT-ml1`` / ``AGENT-ml10`` / ``AGENT-ml45`` (the ML1 config with the benchmark named here for
-other ML1 tasks), or the named config ``--config`` gives (e.g. ``rl2-ml1-exploit``).  A run directory that
+other ML1 tasks), or the named config ``--config`` gives (e.g. ``rl2-ml1-tuned``).  A run directory that
 already holds a run is resumed to the budget instead of restarted.
 Evaluation is ``metarl eval --deterministic`` (10 adaptation episodes, sampled; 3 evaluation episodes on the
 mean action; every held-out goal, each counted exactly), the same with sampled evaluation episodes
@@ -154,7 +154,7 @@ def main() -> int:
     parser.add_argument(
         "--config", default=None,
         help="the named config to train with (default: AGENT-ml1, AGENT-ml10 or AGENT-ml45 by the benchmark), "
-        "e.g. rl2-ml1-exploit",
+        "e.g. rl2-ml1-tuned",
     )  # fmt: skip
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--total-env-steps", type=int, default=None, help="training budget in env steps")
