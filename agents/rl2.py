@@ -126,6 +126,8 @@ class RL2PolicyConfig:
             raise UserError(f"log_std_cap_end must be None or lie in the heads' log σ bounds [{low:g}, {high:g}], "
                              f"got {end!r}")  # fmt: skip
         check_int_field(self, "log_std_cap_steps")
+        if self.weight_init not in POLICY_INITS:
+            raise UserError(f"weight_init must be one of {list(POLICY_INITS)}, got {self.weight_init!r}")
         self._check_exploit()
         x = _number(self.init_log_std)
         if not (low < x < high if self.squash_heads else low <= x <= high):
@@ -137,8 +139,6 @@ class RL2PolicyConfig:
             raise UserError(f"init_log_std must lie inside the log σ bounds ({heads}), got {self.init_log_std!r}")
 
     def _check_exploit(self) -> None:
-        if self.weight_init not in POLICY_INITS:
-            raise UserError(f"weight_init must be one of {list(POLICY_INITS)}, got {self.weight_init!r}")
         check_int_field(self, "exploit_episodes", minimum=0)
         high = log_std_bounds(self.squash_heads, None)[1]
         if not -10.0 <= _number(self.exploit_log_std) <= high:
@@ -213,23 +213,20 @@ class RL2Policy(nn.Module):
         """metaworld-algorithms' initialisation (``RL2PolicyConfig.weight_init == "reference"``).  Its flax layers hold
         one [in, out] kernel per GRU gate and one head of 2A outputs (mean ⊕ log σ), so the bounds are those."""
 
-        def xavier(w: torch.Tensor, fan_in: int, fan_out: int) -> None:
-            bound = math.sqrt(6.0 / (fan_in + fan_out))
-            nn.init.uniform_(w, -bound, bound)
-
         for layer in self.encoder:
             if isinstance(layer, nn.Linear):
-                xavier(layer.weight, layer.in_features, layer.out_features)
+                nn.init.xavier_uniform_(layer.weight)
                 nn.init.zeros_(layer.bias)
-        g, in_dim = self.config.gru_hidden, self.gru.input_size
+        g = self.config.gru_hidden
         gru = dict(self.gru.named_parameters())
-        for gate in range(3):  # PyTorch's order: reset, update, new
-            xavier(gru["weight_ih_l0"][gate * g : (gate + 1) * g], in_dim, g)
+        for gate in range(3):  # PyTorch's order: reset, update, new; each slice is one flax kernel
+            nn.init.xavier_uniform_(gru["weight_ih_l0"][gate * g : (gate + 1) * g])
             nn.init.orthogonal_(gru["weight_hh_l0"][gate * g : (gate + 1) * g])
         nn.init.zeros_(gru["bias_ih_l0"])
         nn.init.zeros_(gru["bias_hh_l0"])
+        head_bound = math.sqrt(6.0 / (g + 2 * self.action_dim))  # Xavier of the reference's one [G, 2A] head
         for head in (self.mean_head, self.log_std_head):
-            xavier(head.weight, g, 2 * self.action_dim)
+            nn.init.uniform_(head.weight, -head_bound, head_bound)
             nn.init.zeros_(head.bias)
 
     @property

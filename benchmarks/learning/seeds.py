@@ -85,13 +85,14 @@ def check_one_setting(results: list[tuple[Path, dict[str, Any]]]) -> None:
 
 def matrix(results: list[dict[str, Any]], key: str) -> np.ndarray | None:
     """[seeds, families] success of one evaluation over the families every result holds (None if one lacks it)."""
-    scores = [_family_scores(figures, key) for figures in results]
-    if any(s is None for s in scores):
+    found = [_family_scores(figures, key) for figures in results]
+    scores = [s for s in found if s is not None]
+    if len(scores) < len(found):
         return None
-    families = sorted(set.intersection(*(set(s) for s in scores if s is not None)))
+    families = sorted(set.intersection(*(set(s) for s in scores)))
     if not families:
         raise UserError(f"the results share no task family in {key!r}")
-    return np.asarray([[s[f] for f in families] for s in scores if s is not None], dtype=np.float64)
+    return np.asarray([[s[f] for f in families] for s in scores], dtype=np.float64)
 
 
 def report(paths: list[Path], reps: int = 2000, seed: int = 0) -> str:
