@@ -125,3 +125,24 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_learning_benchmark_records_exploit_episode_success_when_the_run_has_it(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "learning_metaworld", ROOT / "benchmarks" / "learning" / "metaworld.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    head = "iteration,charts/env_steps,charts/episode_return,charts/success_rate,losses/entropy,time/iteration_s"
+    plain, exploit = tmp_path / "plain", tmp_path / "exploit"
+    for run, extra_head, rows in (
+        (plain, "", ["1,100,5.0,0.5,2.0,1.0", "2,200,6.0,0.75,1.9,1.1"]),
+        (exploit, ",charts/exploit_success_rate", ["1,100,5.0,0.5,2.0,1.0,0.25", "2,200,6.0,0.75,1.9,1.1,0.5"]),
+    ):
+        run.mkdir()
+        (run / "progress.csv").write_text("\n".join([head + extra_head, *rows]) + "\n")
+    assert "train_exploit_success" not in bench.training_curves(plain)
+    curves = bench.training_curves(exploit)
+    assert curves["train_exploit_success"] == [0.25, 0.5]
+    assert curves["train_success"] == [0.5, 0.75] and curves["env_steps"] == [100.0, 200.0]

@@ -129,6 +129,12 @@ def training_curves(run: Path) -> dict[str, Any]:
             if maml
             else {}
         ),
+        # RL² with exploit episodes: success in them, which predicts the held-out mean-action score
+        **(
+            {"train_exploit_success": col("charts/exploit_success_rate")}
+            if rows and "charts/exploit_success_rate" in rows[0]
+            else {}
+        ),
         "entropy": col("losses/entropy"),
         "iteration_s": col("time/iteration_s"),
         "periodic_heldout": periodic,
