@@ -524,7 +524,7 @@ class RL2PPOConfig:
     """Add this to the reward the update learns from at the first step of every episode where the env reports
     ``info["success"]`` (0: the env's reward alone, the reference).  The policy's reward input is untouched, so
     evaluation sees what training saw; the protocol's score is success at any step, which this rewards directly.
-    Meta-World's reach reward is 99% of its maximum at 6 cm while success needs 5 cm.  On ML1-reach with exploit
+    Meta-World's reach reward is 98–99% of its maximum at 6 cm while success needs 5 cm.  On ML1-reach with exploit
     episodes a bonus of 100 scored 0.52 held-out with the mean action against 0.66 without (seed 0, 2.5M steps;
     README: Learning on Meta-World), so it stays off."""
     adam_eps: float = 1e-5
