@@ -146,3 +146,15 @@ def test_the_learning_benchmark_records_exploit_episode_success_when_the_run_has
     curves = bench.training_curves(exploit)
     assert curves["train_exploit_success"] == [0.25, 0.5]
     assert curves["train_success"] == [0.5, 0.75] and curves["env_steps"] == [100.0, 200.0]
+
+
+@pytest.mark.parametrize(("flag", "message"), [("--meta-batch=0", "meta_batch must be a positive integer, got 0")])
+def test_the_learning_benchmark_rejects_a_bad_train_flag_in_one_line(tmp_path: Path, flag: str, message: str) -> None:
+    script = ROOT / "benchmarks" / "learning" / "metaworld.py"
+    cmd = [sys.executable, str(script), "--agent", "rl2", "--benchmark", "ML1-reach-v3", flag]
+    proc = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "run"), "--json", str(tmp_path / "x.json")], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith(message) and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()

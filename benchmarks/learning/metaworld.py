@@ -172,6 +172,9 @@ def main() -> int:
     parser.add_argument("--torch-threads", type=int, default=None, help="learner threads (default: the config's)")
     parser.add_argument("--workers", type=int, default=None, help="rollout workers (default: the config's)")
     parser.add_argument(
+        "--meta-batch", type=int, default=None, help="tasks (RL²: trials) per iteration (default: the config's)"
+    )
+    parser.add_argument(
         "--overlap", action="store_true",
         help="RL² only: sample the next batch while the learner updates (metarl train --overlap true)",
     )  # fmt: skip
@@ -197,14 +200,17 @@ def main() -> int:
     changes: dict[str, Any] = {"benchmark": args.benchmark, "seed": args.seed}
     if args.total_env_steps is not None or args.max_minutes is not None:
         changes.update(total_env_steps=args.total_env_steps, max_minutes=args.max_minutes)
-    for flag in ("eval_every", "torch_threads", "workers"):
+    for flag in ("eval_every", "torch_threads", "workers", "meta_batch"):
         if getattr(args, flag) is not None:
             changes[flag] = getattr(args, flag)
     if args.overlap:
         changes["overlap"] = True
     if args.quick:
         changes.update(meta_batch=2, iterations=1, total_env_steps=None, max_minutes=None, eval_every=0)
-    train_cfg = dataclasses.replace(named.train, **changes)
+    try:
+        train_cfg = dataclasses.replace(named.train, **changes)
+    except ValueError as exc:  # UserError: a flag's value out of range
+        parser.error(str(exc))
     agent_cfg = named.agent
     for item in args.set:
         try:
@@ -238,6 +244,7 @@ def main() -> int:
         "checkpoint": _relative(str(args.checkpoint)) if args.checkpoint else "latest",
         "overrides": args.set,
         "overlap": json.loads((run / "config.json").read_text())["train"]["overlap"],  # as trained, resumes too
+        "meta_batch": json.loads((run / "config.json").read_text())["train"]["meta_batch"],
         "goals_per_family": goals,  # null: every held-out goal
     }
     curves = training_curves(run)
