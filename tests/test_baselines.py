@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,11 @@ def test_run_episodes_counts_exactly_n_episodes(nav) -> None:  # type: ignore[no
     assert again == (successes, returns)  # deterministic policy, seeded resets
 
 
-def test_sb3_scratch_trains_per_task_and_reports_before_and_after(nav) -> None:  # type: ignore[no-untyped-def]
+def test_sb3_scratch_trains_per_task_and_reports_before_and_after(nav, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     dist, tasks = nav
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     result = sb3_scratch(dist, tasks, algo="ppo", adaptation_episodes=2, eval_episodes=2, seed=0)
+    assert not list(tmp_path.glob("SB3-*"))  # SB3's default logger would leave an empty folder per task here
     assert result.agent == "sb3-ppo-scratch" and result.env_steps == 0
     assert result.curve["x"] == [0, 2] and result.curve["unit"] == "episodes"
     assert set(result.per_task) == {t.id for t in tasks}
@@ -50,9 +53,11 @@ def test_sb3_scratch_trains_per_task_and_reports_before_and_after(nav) -> None: 
     assert 0.0 <= result.success_mean <= 1.0 and np.isfinite(result.return_mean)
 
 
-def test_sb3_multitask_is_evaluated_zero_shot(nav) -> None:  # type: ignore[no-untyped-def]
+def test_sb3_multitask_is_evaluated_zero_shot(nav, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     dist, tasks = nav
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     result = sb3_multitask(dist, tasks, total_env_steps=256, eval_episodes=1, seed=0, workers=1)
+    assert not list(tmp_path.glob("SB3-*"))
     assert result.agent == "sb3-ppo-multitask" and result.curve["x"] == [0]
     assert result.env_steps >= 256 and len(result.per_task) == 2
 

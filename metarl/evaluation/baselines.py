@@ -132,7 +132,7 @@ def sb3_scratch(
             kwargs: dict[str, Any] = {"seed": seed + i, "device": "cpu", "verbose": 0}
             if algo == "ppo":  # whole rollouts that add up to the budget exactly, several updates even when small
                 kwargs["n_steps"], kwargs["batch_size"] = ppo_rollout(budget)
-            model = cls("MlpPolicy", venv, **kwargs)
+            model = _quiet(cls("MlpPolicy", venv, **kwargs))
             s0, r0 = run_episodes(model, dist, task, eval_episodes, seed, deterministic)
             model.learn(total_timesteps=budget)
             trained = max(trained, int(model.num_timesteps))
@@ -149,6 +149,14 @@ def sb3_scratch(
         {"budget_env_steps_per_task": budget, "trained_env_steps_per_task": trained, "deterministic": deterministic,
          "wall_s": time.perf_counter() - t0},
     )  # fmt: skip
+
+
+def _quiet(model: Any) -> Any:
+    """No SB3 logger output, and none of the empty ``$TMPDIR/SB3-<date>`` folders its default logger makes."""
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def sb3_multitask(
@@ -172,7 +180,7 @@ def sb3_multitask(
     t0 = time.perf_counter()
     venv = TaskVecEnv(dist, split="train", envs_per_family=envs_per_family, num_workers=workers, seed=seed)
     try:
-        model = PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0)
+        model = _quiet(PPO("MlpPolicy", venv, seed=seed, device="cpu", verbose=0))
         model.learn(total_timesteps=total_env_steps)
     finally:
         venv.close()
