@@ -153,6 +153,24 @@ def named_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> t
     return name, named
 
 
+def train_config(parser: argparse.ArgumentParser, args: argparse.Namespace, named: Any) -> Any:
+    """The named config's train settings with the command line's budget, seed and flags."""
+    changes: dict[str, Any] = {"benchmark": args.benchmark, "seed": args.seed}
+    if args.total_env_steps is not None or args.max_minutes is not None:
+        changes.update(total_env_steps=args.total_env_steps, max_minutes=args.max_minutes)
+    for flag in ("eval_every", "torch_threads", "workers", "meta_batch"):
+        if getattr(args, flag) is not None:
+            changes[flag] = getattr(args, flag)
+    if args.overlap:
+        changes["overlap"] = True
+    if args.quick:
+        changes.update(meta_batch=2, iterations=1, total_env_steps=None, max_minutes=None, eval_every=0)
+    try:
+        return dataclasses.replace(named.train, **changes)
+    except ValueError as exc:  # UserError: a flag's value out of range
+        parser.error(str(exc))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", required=True, choices=AGENTS)
@@ -197,20 +215,7 @@ def main() -> int:
     args = parser.parse_args()
 
     name, named = named_config(parser, args)
-    changes: dict[str, Any] = {"benchmark": args.benchmark, "seed": args.seed}
-    if args.total_env_steps is not None or args.max_minutes is not None:
-        changes.update(total_env_steps=args.total_env_steps, max_minutes=args.max_minutes)
-    for flag in ("eval_every", "torch_threads", "workers", "meta_batch"):
-        if getattr(args, flag) is not None:
-            changes[flag] = getattr(args, flag)
-    if args.overlap:
-        changes["overlap"] = True
-    if args.quick:
-        changes.update(meta_batch=2, iterations=1, total_env_steps=None, max_minutes=None, eval_every=0)
-    try:
-        train_cfg = dataclasses.replace(named.train, **changes)
-    except ValueError as exc:  # UserError: a flag's value out of range
-        parser.error(str(exc))
+    train_cfg = train_config(parser, args, named)
     agent_cfg = named.agent
     for item in args.set:
         try:
