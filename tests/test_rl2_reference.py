@@ -240,7 +240,8 @@ def test_reference_weight_init_is_metaworld_algorithms() -> None:
         return math.sqrt(6.0 / (fan_in + fan_out))
 
     def spans(w: torch.Tensor, bound: float) -> bool:  # fills most of [-bound, bound] and never leaves it
-        return float(w.abs().max()) <= bound and float(w.abs().max()) > 0.9 * bound
+        top = float(w.detach().abs().max())
+        return top <= bound and top > 0.9 * bound
 
     for layer, (fan_in, fan_out) in zip(policy.encoder[::2], [(39 + a + 2, 64), (64, 48)], strict=True):
         assert spans(layer.weight, xavier_bound(fan_in, fan_out)) and not layer.bias.any()
