@@ -254,7 +254,7 @@ def test_reference_weight_init_is_metaworld_algorithms() -> None:
     assert spans(policy.log_std_head.weight, xavier_bound(g, 2 * a))
     # the default keeps PyTorch's GRU (uniform ±1/√G, biases too) and the heads of gain 0.01
     assert spans(default.gru.weight_hh_l0, 1 / math.sqrt(g)) and default.gru.bias_hh_l0.abs().min() > 0
-    assert float(default.mean_head.weight.abs().max()) < 0.01
+    assert float(default.mean_head.weight.detach().abs().max()) < 0.01
     # the log-std head's bias still sets init_log_std (0 here), and the untrained mean is no longer ≈ 0
     with torch.no_grad():
         mean, _, _ = policy.heads(torch.tanh(torch.randn(200, g)))
