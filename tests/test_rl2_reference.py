@@ -258,7 +258,7 @@ def test_reference_weight_init_is_metaworld_algorithms() -> None:
     # the log-std head's bias still sets init_log_std (0 here), and the untrained mean is no longer ≈ 0
     with torch.no_grad():
         mean, _, _ = policy.heads(torch.tanh(torch.randn(200, g)))
-    assert float(policy.log_std_head.bias.abs().max()) == 0.0 and float(mean.abs().max()) > 0.1
+    assert float(policy.log_std_head.bias.detach().abs().max()) == 0.0 and float(mean.abs().max()) > 0.1
 
 
 @pytest.mark.parametrize("eps", [1e-5, 1e-8])
