@@ -237,6 +237,7 @@ def main() -> int:
     train_minutes = (time.monotonic() - started) / 60
     run = args.out
 
+    trained = json.loads((run / "config.json").read_text())["train"]
     figures: dict[str, Any] = {
         "agent": args.agent,
         "benchmark": args.benchmark,
@@ -248,8 +249,8 @@ def main() -> int:
         "quick": args.quick,
         "checkpoint": _relative(str(args.checkpoint)) if args.checkpoint else "latest",
         "overrides": args.set,
-        "overlap": json.loads((run / "config.json").read_text())["train"]["overlap"],  # as trained, resumes too
-        "meta_batch": json.loads((run / "config.json").read_text())["train"]["meta_batch"],
+        "overlap": trained["overlap"],  # as trained, resumes too
+        "meta_batch": trained["meta_batch"],
         "goals_per_family": goals,  # null: every held-out goal
     }
     curves = training_curves(run)
