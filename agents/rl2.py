@@ -360,6 +360,7 @@ class TrialBatch:
     mask: torch.Tensor  # [L, T] bool
     lengths: torch.Tensor  # [T]
     first_success: torch.Tensor | None = None  # [L, T] bool: the first step of its episode with info["success"]
+    success: torch.Tensor | None = None  # [L, T] bool: every step with info["success"]
 
     @property
     def episode_index(self) -> torch.Tensor:  # [L, T] int64: 0 for the trial's first episode, 1 for the next...
@@ -415,6 +416,7 @@ def trials_from_trajectories(traj: Trajectories) -> TrialBatch:
         mask=mask.T.contiguous(),
         lengths=lengths,
         first_success=gather(per_trial(first)),
+        success=gather(per_trial(success)),
     )
 
 
@@ -527,6 +529,18 @@ class RL2PPOConfig:
     Meta-World's reach reward is 98–99% of its maximum at 6 cm while success needs 5 cm.  On ML1-reach with exploit
     episodes a bonus of 100 scored 0.52 held-out with the mean action against 0.66 without (seed 0, 2.5M steps;
     README: Learning on Meta-World), so it stays off."""
+    exploit_clip_eps: float | None = None
+    """The clip range of the exploit episodes' steps (``policy.exploit_episodes``); None: ``clip_eps``.  The
+    same shift Δμ of the mean moves the log-ratio by about Δμ/σ, so at the exploit σ (e^-2 by default) the
+    ratio leaves [1 - clip_eps, 1 + clip_eps] about e^2 / σ_explore times sooner than on the explore steps, and
+    the clip stops the exploit steps' gradient after a much smaller change of the mean.  A wider range here lets
+    them move the mean about as far as the explore steps do."""
+    success_reward: float = 0.0
+    """Add this to the reward the update learns from at every step where the env reports ``info["success"]``
+    (0: the env's reward alone, the reference).  Unlike ``success_bonus`` it pays for staying inside the success
+    region, not for touching it once: a policy whose noise jitters it across Meta-World's 5 cm boundary earns it
+    on some steps, one whose mean sits inside earns it on all, so it rewards a precise mean action.  The policy's
+    reward input is untouched."""
     adam_eps: float = 1e-5
     """Adam's ε (metaworld-algorithms, through optax: 1e-8)."""
     autocast_bf16: bool = False
@@ -572,6 +586,10 @@ class RL2PPOConfig:
             raise UserError(f"adam_eps must be a number in [1e-12, 1], got {self.adam_eps!r}")
         if self.success_bonus is None or not _optional_number_in(self.success_bonus, 0.0, 1e6):
             raise UserError(f"success_bonus must be a number in [0, 1e6], got {self.success_bonus!r}")
+        if not _optional_number_in(self.exploit_clip_eps, 1e-6, 10.0):
+            raise UserError(f"exploit_clip_eps must be None or a number in (0, 10], got {self.exploit_clip_eps!r}")
+        if self.success_reward is None or not _optional_number_in(self.success_reward, 0.0, 1e6):
+            raise UserError(f"success_reward must be a number in [0, 1e6], got {self.success_reward!r}")
         if not _optional_number_in(self.lr_end, 0.0, self.lr):
             raise UserError(f"lr_end must be None or a number in [0, lr={self.lr:g}], got {self.lr_end!r}")
 
@@ -648,7 +666,10 @@ def _ppo_losses(
     log_ratio = log_prob - part.old_log_prob
     ratio = log_ratio.exp()
     adv = part.adv
-    pg = -torch.min(ratio * adv, ratio.clamp(1 - config.clip_eps, 1 + config.clip_eps) * adv)
+    clip: float | torch.Tensor = config.clip_eps
+    if config.exploit_clip_eps is not None and part.exploit is not None:
+        clip = torch.where(part.exploit, config.exploit_clip_eps, config.clip_eps)
+    pg = -torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
     policy_loss = (pg * m).sum() / denom
     entropy = (gaussian_entropy(log_std) * m).sum() / denom
     loss = policy_loss - config.ent_coef * entropy
@@ -662,7 +683,10 @@ def _ppo_losses(
         stats["approx_kl"] = float(kl.sum() / denom)
         if config.target_kl_log_std is not None or part.exploit is not None:
             stats["stop_kl"] = _stop_kl(config, kl, log_std, m if part.exploit is None else m * ~part.exploit)
-        stats["clip_frac"] = float((((ratio - 1).abs() > config.clip_eps).float() * m).sum() / denom)
+        clipped = ((ratio - 1).abs() > clip).float() * m
+        stats["clip_frac"] = float(clipped.sum() / denom)
+        if part.exploit is not None:
+            stats["exploit_clip_frac"] = float((clipped * part.exploit).sum() / (m * part.exploit).sum().clamp_min(1.0))
     return loss, stats
 
 
@@ -773,11 +797,15 @@ def exploit_steps(episode_index: torch.Tensor, episodes_per_trial: int, exploit_
     return episode_index >= episodes_per_trial - exploit_episodes if exploit_episodes else episode_index < 0
 
 
-def learning_rewards(batch: TrialBatch, success_bonus: float) -> torch.Tensor:
-    """The rewards the update learns from: the env's, plus ``success_bonus`` at each episode's first success."""
-    if not success_bonus or batch.first_success is None:
-        return batch.rewards
-    return batch.rewards + success_bonus * batch.first_success.to(batch.rewards.dtype)
+def learning_rewards(batch: TrialBatch, success_bonus: float, success_reward: float = 0.0) -> torch.Tensor:
+    """The rewards the update learns from: the env's, plus ``success_bonus`` at each episode's first success
+    and ``success_reward`` at every successful step."""
+    rewards = batch.rewards
+    if success_bonus and batch.first_success is not None:
+        rewards = rewards + success_bonus * batch.first_success.to(rewards.dtype)
+    if success_reward and batch.success is not None:
+        rewards = rewards + success_reward * batch.success.to(rewards.dtype)
+    return rewards
 
 
 def ppo_update(
@@ -793,7 +821,7 @@ def ppo_update(
     batch = trials_from_trajectories(traj)
     mask = batch.mask
     inputs = policy.inputs(batch.obs, batch.prev_action, batch.prev_reward, batch.prev_done)
-    rewards = learning_rewards(batch, config.success_bonus)
+    rewards = learning_rewards(batch, config.success_bonus, config.success_reward)
     if config.baseline == "linear":
         values = linear_trial_baseline(inputs, discounted_trial_returns(rewards, mask, config.gamma), mask)
     else:
@@ -853,6 +881,11 @@ class RL2Config:
             raise UserError(
                 f"policy.exploit_episodes ({self.policy.exploit_episodes}) must be below episodes_per_trial "
                 f"({self.episodes_per_trial}): the episodes before them explore"
+            )
+        if self.ppo.exploit_clip_eps is not None and not self.policy.exploit_episodes:
+            raise UserError(
+                f"ppo.exploit_clip_eps ({self.ppo.exploit_clip_eps}) needs exploit episodes: "
+                "set policy.exploit_episodes too, or drop ppo.exploit_clip_eps"
             )
 
 

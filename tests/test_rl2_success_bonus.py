@@ -1,5 +1,6 @@
-"""RL²'s ``ppo.success_bonus``: the update learns from the env's reward plus a bonus at each episode's first
-successful step; the policy's reward input and the default (no bonus) update are untouched."""
+"""RL²'s ``ppo.success_bonus`` and ``ppo.success_reward``: the update learns from the env's reward plus a bonus at
+each episode's first successful step, or a reward at every successful step; the policy's reward input and the
+default (neither) update are untouched."""
 
 from __future__ import annotations
 
@@ -75,14 +76,34 @@ def test_learning_rewards_add_the_bonus_only_at_first_successes() -> None:
     assert batch.prev_reward[2, 0] == batch.rewards[1, 0]
 
 
-def _update(bonus: float | None) -> dict[str, float]:
+def test_success_reward_lands_on_every_successful_step_and_not_in_padding() -> None:
+    # episode 3 is 2 steps long: its success flag at step 3 lies in padding and must earn nothing
+    traj = _trajectories({(0, 0): [1, 2], (0, 2): [3], (0, 3): [1, 3]}, lengths=[[4, 4, 4, 2]])
+    batch = trials_from_trajectories(traj)
+    assert learning_rewards(batch, 0.0, 0.0) is batch.rewards
+    diff = learning_rewards(batch, 0.0, 2.0) - batch.rewards
+    expected = torch.zeros_like(diff)
+    expected[1, 0] = expected[2, 0] = 2.0  # trial 0, episode 0, steps 1 and 2
+    expected[3, 1] = expected[5, 1] = 2.0  # trial 1: episode 2's step 3, episode 3's step 1 (trial step 4 + 1)
+    torch.testing.assert_close(diff, expected)
+    # with the first-success bonus too, the two add up at first successes only
+    both = learning_rewards(batch, 5.0, 2.0) - batch.rewards
+    expected[1, 0] += 5.0
+    expected[3, 1] += 5.0
+    expected[5, 1] += 5.0
+    torch.testing.assert_close(both, expected)
+
+
+def _update(bonus: float | None, reward: float = 0.0) -> dict[str, float]:
     torch.manual_seed(0)
     policy = RL2Policy(3, 2, RL2PolicyConfig(mlp_hidden=(8,), gru_hidden=8))
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
     # the value baseline: with 2 trials of 8 steps the linear one would fit any returns exactly
     common = {"epochs": 1, "bptt_chunk": 4, "bptt_overlap": 0, "baseline": "value"}
-    ppo = RL2PPOConfig(**common) if bonus is None else RL2PPOConfig(**common, success_bonus=bonus)
-    traj = _trajectories({(0, 0): [1], (0, 3): [0]}, lengths=[[4, 4, 4, 4]])
+    ppo = (
+        RL2PPOConfig(**common) if bonus is None else RL2PPOConfig(**common, success_bonus=bonus, success_reward=reward)
+    )
+    traj = _trajectories({(0, 0): [1, 2, 3], (0, 3): [0]}, lengths=[[4, 4, 4, 4]])
     out = ppo_update(policy, opt, traj, ppo)
     out["weight_sum"] = float(sum(p.detach().double().sum() for p in policy.parameters()))
     return out
@@ -95,7 +116,19 @@ def test_the_bonus_changes_the_update_and_zero_is_the_default() -> None:
     assert bonus["weight_sum"] != default["weight_sum"]
 
 
+def test_the_success_reward_changes_the_update() -> None:
+    default, reward = _update(None), _update(0.0, 50.0)
+    assert reward["advantage_std"] > default["advantage_std"] + 1.0
+    assert reward["weight_sum"] != default["weight_sum"]
+
+
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "big", True, None, 2e6])
 def test_success_bonus_rejects_bad_values(bad: object) -> None:
     with pytest.raises(UserError, match=r"success_bonus must be a number in \[0, 1e6\], got "):
         RL2PPOConfig(success_bonus=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "big", True, None, 2e6])
+def test_success_reward_rejects_bad_values(bad: object) -> None:
+    with pytest.raises(UserError, match=r"success_reward must be a number in \[0, 1e6\], got "):
+        RL2PPOConfig(success_reward=bad)  # type: ignore[arg-type]
