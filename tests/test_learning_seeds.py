@@ -106,6 +106,22 @@ def test_results_of_different_settings_are_refused(tmp_path: Path, change: dict[
         seeds.report(paths)
 
 
+def test_meta_batch_and_episodes_per_task_must_agree_where_both_results_give_them(tmp_path: Path) -> None:
+    new = _figures(0, 0.8, 0.2, 0.9) | {"meta_batch": 10, "episodes_per_task": 10}
+    for i, (change, message) in enumerate(
+        [({"meta_batch": 20}, r"in meta_batch: 20 against 10"), ({"episodes_per_task": 13}, r"in episodes_per_task")]
+    ):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        paths = _write(folder, [new, _figures(1, 0.9, 0.2, 0.9) | {"meta_batch": 10, "episodes_per_task": 10} | change])
+        with pytest.raises(UserError, match=message):
+            seeds.report(paths)
+    # a result written before the fields existed does not say, so it is not refused for them
+    (tmp_path / "old").mkdir()
+    text = seeds.report(_write(tmp_path / "old", [new, _figures(1, 0.9, 0.2, 0.9)]))
+    assert "0.850" in text  # the IQM (= mean) of 0.8 and 0.9
+
+
 def test_results_at_different_env_steps_are_refused(tmp_path: Path) -> None:
     late = _figures(1, 0.9, 0.2, 0.9)
     late["heldout"] = copy.deepcopy(late["heldout"]) | {"env_steps": 2_500_000}
@@ -148,7 +164,13 @@ def test_the_learning_benchmark_records_exploit_episode_success_when_the_run_has
     assert curves["train_success"] == [0.5, 0.75] and curves["env_steps"] == [100.0, 200.0]
 
 
-@pytest.mark.parametrize(("flag", "message"), [("--meta-batch=0", "meta_batch must be a positive integer, got 0")])
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--meta-batch=0", "meta_batch must be a positive integer, got 0"),
+        ("--episodes-per-task=0", "episodes_per_task must be a positive integer, got 0"),
+    ],
+)
 def test_the_learning_benchmark_rejects_a_bad_train_flag_in_one_line(tmp_path: Path, flag: str, message: str) -> None:
     script = ROOT / "benchmarks" / "learning" / "metaworld.py"
     cmd = [sys.executable, str(script), "--agent", "rl2", "--benchmark", "ML1-reach-v3", flag]

@@ -158,7 +158,7 @@ def train_config(parser: argparse.ArgumentParser, args: argparse.Namespace, name
     changes: dict[str, Any] = {"benchmark": args.benchmark, "seed": args.seed}
     if args.total_env_steps is not None or args.max_minutes is not None:
         changes.update(total_env_steps=args.total_env_steps, max_minutes=args.max_minutes)
-    for flag in ("eval_every", "torch_threads", "workers", "meta_batch"):
+    for flag in ("eval_every", "torch_threads", "workers", "meta_batch", "episodes_per_task"):
         if getattr(args, flag) is not None:
             changes[flag] = getattr(args, flag)
     if args.overlap:
@@ -192,6 +192,10 @@ def main() -> int:
     parser.add_argument(
         "--meta-batch", type=int, default=None, help="tasks (RL²: trials) per iteration (default: the config's)"
     )
+    parser.add_argument(
+        "--episodes-per-task", type=int, default=None,
+        help="episodes per task per iteration (RL²: a multiple of the trial's episodes; default: the config's)",
+    )  # fmt: skip
     parser.add_argument(
         "--overlap", action="store_true",
         help="RL² only: sample the next batch while the learner updates (metarl train --overlap true)",
@@ -251,6 +255,7 @@ def main() -> int:
         "overrides": args.set,
         "overlap": trained["overlap"],  # as trained, resumes too
         "meta_batch": trained["meta_batch"],
+        "episodes_per_task": trained["episodes_per_task"],
         "goals_per_family": goals,  # null: every held-out goal
     }
     curves = training_curves(run)

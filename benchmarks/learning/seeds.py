@@ -29,8 +29,10 @@ import numpy as np  # noqa: E402
 from metarl.errors import UserError  # noqa: E402
 from metarl.evaluation.stats import aggregate  # noqa: E402
 
-SAME = ("agent", "benchmark", "config", "overrides", "overlap", "goals_per_family")
+SAME = ("agent", "benchmark", "config", "overrides", "overlap", "goals_per_family", "meta_batch", "episodes_per_task")
 DEFAULTS = {"overlap": False, "goals_per_family": None}  # results written before these fields existed
+# results written before these fields existed do not say: such a field is compared only where both results give it
+UNKNOWN_BEFORE = {"meta_batch": None, "episodes_per_task": None}
 EVALUATIONS = (
     ("heldout", "held-out, mean action (`metarl eval --deterministic`)"),
     ("heldout_sampled", "held-out, sampled actions"),
@@ -46,11 +48,11 @@ def load(path: Path) -> dict[str, Any]:
         raise UserError(f"{str(path)!r} does not exist; give JSONs benchmarks/learning/metaworld.py wrote") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"{str(path)!r} is not readable JSON ({exc})") from None
-    required = [k for k in (*SAME, "seed", "heldout") if k not in DEFAULTS]
+    required = [k for k in (*SAME, "seed", "heldout") if k not in DEFAULTS and k not in UNKNOWN_BEFORE]
     missing = [k for k in required if not isinstance(figures, dict) or k not in figures]
     if missing:
         raise UserError(f"{str(path)!r} is not a learning-benchmark result (no {', '.join(missing)})")
-    return {**DEFAULTS, **figures}
+    return {**DEFAULTS, **UNKNOWN_BEFORE, **figures}
 
 
 def _family_scores(figures: dict[str, Any], key: str) -> dict[str, float] | None:
@@ -68,6 +70,8 @@ def check_one_setting(results: list[tuple[Path, dict[str, Any]]]) -> None:
     first_path, first = results[0]
     for path, figures in results[1:]:
         for key in SAME:
+            if key in UNKNOWN_BEFORE and (figures[key] is None or first[key] is None):
+                continue
             if figures[key] != first[key]:
                 raise UserError(
                     f"{str(path)!r} differs from {str(first_path)!r} in {key}: {figures[key]!r} against "
