@@ -323,10 +323,15 @@ def train(
     if agent_cfg is None:
         agent_cfg = agent_config_class(train_cfg.agent)()
     _check_budget(train_cfg)
-    run_dir = prepare_run_dir(
-        Path(out) if out else default_run_dir(config_name, train_cfg.agent), resume=False, overwrite=overwrite
-    )
-    trainer = Trainer(run_dir, train_cfg, agent_cfg, config_name)
+    path = Path(out) if out else default_run_dir(config_name, train_cfg.agent)
+    created = not path.exists()
+    run_dir = prepare_run_dir(path, resume=False, overwrite=overwrite)
+    try:
+        trainer = Trainer(run_dir, train_cfg, agent_cfg, config_name)
+    except BaseException:  # e.g. settings the agent refuses: leave no empty run directory behind
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     trainer.save_config()
     return trainer.run(progress=progress)
 

@@ -169,6 +169,10 @@ def test_the_learning_benchmark_records_exploit_episode_success_when_the_run_has
     [
         ("--meta-batch=0", "meta_batch must be a positive integer, got 0"),
         ("--episodes-per-task=0", "episodes_per_task must be a positive integer, got 0"),
+        (
+            "--episodes-per-task=7",
+            r"episodes_per_task (7) must be a multiple of episodes_per_trial (10): RL² collects whole trials",
+        ),
     ],
 )
 def test_the_learning_benchmark_rejects_a_bad_train_flag_in_one_line(tmp_path: Path, flag: str, message: str) -> None:

@@ -131,6 +131,23 @@ def test_bad_training_input_is_one_line_and_exit_2(tmp_path: Path, args: list[st
     assert not (tmp_path / "out" / "config.json").exists()
 
 
+def test_settings_the_agent_refuses_leave_no_run_directory_behind(tmp_path: Path) -> None:
+    import dataclasses
+
+    from metarl.errors import UserError
+
+    train, agent = _tiny_configs(1)
+    bad = dataclasses.replace(train, episodes_per_task=3)  # trials of 2 episodes
+    with pytest.raises(UserError, match=r"episodes_per_task \(3\) must be a multiple of episodes_per_trial \(2\)"):
+        metarl.train(bad, agent, out=tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+    # an empty directory the user made is theirs: it stays
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(UserError):
+        metarl.train(bad, agent, out=tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_existing_run_and_damaged_checkpoint_are_refused_and_kept(tmp_path: Path) -> None:
     train, agent = _tiny_configs(1)
     run = metarl.train(train, agent, out=tmp_path / "run", progress=False)

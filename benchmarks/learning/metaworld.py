@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 
 import metarl  # noqa: E402
 from metarl.agents.configs import get_config  # noqa: E402
+from metarl.errors import UserError  # noqa: E402
 from metarl.evaluation.result import EvalResult, load_eval_result  # noqa: E402
 from metarl.evaluation.runner import EvalSettings, evaluate_run  # noqa: E402
 from metarl.evaluation.stats import columnwise_mean_ci  # noqa: E402
@@ -234,10 +235,15 @@ def main() -> int:
     if args.checkpoint is not None and not args.eval_only:
         parser.error("--checkpoint evaluates an existing run: give --eval-only too")
     if not args.eval_only:
-        if is_run_dir(args.out):
-            metarl.resume(args.out, total_env_steps=args.total_env_steps, max_minutes=args.max_minutes, progress=False)
-        else:
-            metarl.train(train_cfg, agent_cfg, out=args.out, config_name=name, progress=False)
+        try:
+            if is_run_dir(args.out):
+                metarl.resume(
+                    args.out, total_env_steps=args.total_env_steps, max_minutes=args.max_minutes, progress=False
+                )
+            else:
+                metarl.train(train_cfg, agent_cfg, out=args.out, config_name=name, progress=False)
+        except UserError as exc:  # settings the agent refuses (e.g. episodes per task vs. per trial)
+            parser.error(str(exc))
     train_minutes = (time.monotonic() - started) / 60
     run = args.out
 
