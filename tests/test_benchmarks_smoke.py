@@ -335,3 +335,25 @@ def test_profile_learner_quick_times_and_profiles_both_learners(tmp_path: Path) 
     assert full["speedup"] == 1.0 and full["cosine_to_full_step"] == pytest.approx(1.0) and full["norm_ratio"] == 1.0
     assert {r["hvp_subsample"] for r in maml["hvp_subsample"]} == {1.0, 0.5, 0.25}
     assert data["meta"]["quick"] is True and data["meta"]["meta_batch"] == 2
+
+
+def test_gru_backward_quick_agrees_with_nn_gru_and_writes_its_figures(tmp_path: Path) -> None:
+    """`benchmarks/gru_backward.py --quick`: the hand-written GRU's gradients are nn.GRU's (the comparison is of
+    the same maths), and the JSON holds both timings and their ratio."""
+    import subprocess
+
+    out = tmp_path / "gru.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gru_backward.py"), "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(out.read_text())
+    assert figures["max_relative_grad_diff"] < 1e-5
+    assert figures["nn_gru"] > 0 and figures["hand_gru"] > 0
+    assert figures["ratio"] == pytest.approx(figures["nn_gru"] / figures["hand_gru"])
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gru_backward.py"), "--rounds", "0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("got 2 and 0")
