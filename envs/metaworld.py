@@ -84,12 +84,21 @@ class MetaWorldTaskEnv(gym.Wrapper[Any, Any, Any, Any]):
     Meta-World itself truncates episodes at 500 steps.
     """
 
-    def __init__(self, env: gym.Env[Any, Any], family: str, reward_version: str, terminate_on_success: bool) -> None:
+    def __init__(
+        self,
+        env: gym.Env[Any, Any],
+        family: str,
+        reward_version: str,
+        terminate_on_success: bool,
+        success_reward: float = 0.0,
+    ) -> None:
         super().__init__(env)
         self.family = family
         """The Meta-World env class, e.g. ``"reach-v3"``."""
         self.reward_version = reward_version
         self.terminate_on_success = terminate_on_success
+        self.success_reward = float(success_reward)
+        """Added to the reward of every successful step (0: Meta-World's reward)."""
         self.task: Task | None = None
         """The task set by :meth:`MetaWorldDistribution.set_task` (None before the first)."""
         self.horizon: int = int(env.unwrapped.max_path_length)  # type: ignore[attr-defined]
@@ -122,6 +131,8 @@ class MetaWorldTaskEnv(gym.Wrapper[Any, Any, Any, Any]):
         self._steps_left -= 1
         success = bool(info["success"])
         info["success"] = success
+        if success and self.success_reward:
+            reward = float(reward) + self.success_reward
         if success and self.terminate_on_success:
             terminated = True
         return obs, reward, terminated, truncated, info
@@ -140,6 +151,12 @@ class MetaWorldTaskEnv(gym.Wrapper[Any, Any, Any, Any]):
                 f"call reset() after set_task() and before step() ({self.family} env, task {self.task.id})"
             )
         return RuntimeError(f"episode already ended at {self.horizon} steps; call reset()")
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return bool(np.isfinite(value))
 
 
 def _find_task_env(env: gym.Env[Any, Any]) -> MetaWorldTaskEnv:
@@ -171,6 +188,9 @@ class MetaWorldDistribution(TaskDistribution):
         reward_version: ``"v2"`` (default, as Meta-World+) or ``"v1"``.
         terminate_on_success: set ``terminated=True`` on the first successful step (off by
             default: training and evaluation episodes both run the full 500 steps).
+        success_reward: added to the reward of every step where ``info["success"]`` holds (0, the
+            default: Meta-World's reward).  Reward shaping that makes the success region visible in
+            the reward an agent sees and learns from; success itself is counted as before.
 
     Train tasks: 50 goals per train class.  Test tasks: 50 held-out goals per test class (ML1:
     held-out goals of the same class, built with ``seed + 1`` as Meta-World does; ML10/ML45: 5
@@ -187,6 +207,7 @@ class MetaWorldDistribution(TaskDistribution):
         seed: int = 0,
         reward_version: str = "v2",
         terminate_on_success: bool = False,
+        success_reward: float = 0.0,
     ) -> None:
         if not isinstance(benchmark, str) or benchmark.upper() not in BENCHMARKS:
             raise UserError(f"unknown Meta-World benchmark {benchmark!r}; choose one of {list(BENCHMARKS)}")
@@ -204,12 +225,15 @@ class MetaWorldDistribution(TaskDistribution):
             raise UserError(f"unknown reward_version {reward_version!r}; choose one of {list(REWARD_VERSIONS)}")
         if not isinstance(terminate_on_success, (bool, np.bool_)):
             raise UserError(f"terminate_on_success must be True or False, got {terminate_on_success!r}")
+        if not _is_number(success_reward) or not 0.0 <= float(success_reward) <= 1e6:
+            raise UserError(f"success_reward must be a number in [0, 1e6], got {success_reward!r}")
 
         self.benchmark = benchmark
         self.env_name = env_name
         self.seed = int(seed)
         self.reward_version = reward_version
         self.terminate_on_success = bool(terminate_on_success)
+        self.success_reward = float(success_reward)
         self.name = f"ML1-{env_name}" if benchmark == "ML1" else benchmark
         self.train_classes, self.test_classes = _class_lists(benchmark, env_name)
         self.families = self.train_classes + tuple(c for c in self.test_classes if c not in self.train_classes)
@@ -224,6 +248,7 @@ class MetaWorldDistribution(TaskDistribution):
             seed=self.seed,
             reward_version=self.reward_version,
             terminate_on_success=self.terminate_on_success,
+            success_reward=self.success_reward,
         )
 
     # -- tasks ---------------------------------------------------------------------------------
@@ -317,7 +342,7 @@ class MetaWorldDistribution(TaskDistribution):
             raise UserError(f"unknown render_mode {render_mode!r}; choose None or one of {list(RENDER_MODES)}")
         env_cls = env_dict.ALL_V3_ENVIRONMENTS[family]
         env = env_cls(reward_function_version=self.reward_version, render_mode=render_mode)
-        return MetaWorldTaskEnv(env, family, self.reward_version, self.terminate_on_success)
+        return MetaWorldTaskEnv(env, family, self.reward_version, self.terminate_on_success, self.success_reward)
 
     def set_task(self, env: gym.Env[Any, Any], task: Task) -> None:
         """Switch ``env`` (from :meth:`make_env`) to ``task``, a task of the same Meta-World class; then reset it."""

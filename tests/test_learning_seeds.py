@@ -96,6 +96,7 @@ def test_committed_2_5M_seeds_reproduce_the_committed_metarl_compare_report() ->
         ({"config": "rl2-ml10"}, r"differs from .* in config: 'rl2-ml10' against 'rl2-ml1'"),
         ({"overrides": []}, r"in overrides"),
         ({"seed": 0}, r"training seeds repeat \(\[0, 0\]\)"),
+        ({"success_reward": 10.0}, r"in success_reward: 10.0 against 0.0"),
     ],
 )
 def test_results_of_different_settings_are_refused(tmp_path: Path, change: dict[str, Any], message: str) -> None:
@@ -169,6 +170,7 @@ def test_the_learning_benchmark_records_exploit_episode_success_when_the_run_has
     [
         ("--meta-batch=0", "meta_batch must be a positive integer, got 0"),
         ("--episodes-per-task=0", "episodes_per_task must be a positive integer, got 0"),
+        ("--success-reward=-1", "success_reward must be a number in [0, 1e6], got -1.0"),
         (
             "--episodes-per-task=7",
             r"episodes_per_task (7) must be a multiple of episodes_per_trial (10): RL² collects whole trials",

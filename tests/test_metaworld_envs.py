@@ -248,18 +248,22 @@ def _reach_goal(task: Task) -> np.ndarray:
 
 def _drive_to_goal(dist: TaskDistribution, env: gym.Env[Any, Any], task: Task) -> list[tuple[bool, bool]]:
     """Move the hand to the goal with a proportional controller; (terminated, success) per step."""
+    return [(terminated, success) for terminated, success, _ in _drive_with_rewards(dist, env, task)]
+
+
+def _drive_with_rewards(dist: TaskDistribution, env: gym.Env[Any, Any], task: Task) -> list[tuple[bool, bool, float]]:
     goal = _reach_goal(task)
     dist.set_task(env, task)
     obs, _ = dist.reset(env, 0)
-    flags = []
+    steps = []
     for _ in range(150):
         action = np.zeros(4, dtype=np.float32)
         action[:3] = np.clip((goal - obs[:3]) * 20.0, -1.0, 1.0)
-        obs, _, terminated, _, info = env.step(action)
-        flags.append((terminated, info["success"]))
+        obs, reward, terminated, _, info = env.step(action)
+        steps.append((terminated, info["success"], float(reward)))
         if terminated:
             break
-    return flags
+    return steps
 
 
 def test_terminate_on_success(reach: TaskDistribution) -> None:
@@ -271,6 +275,23 @@ def test_terminate_on_success(reach: TaskDistribution) -> None:
     flags = _drive_to_goal(terminating, terminating.make_env("reach-v3"), task)
     first_success = next(i for i, (_, s) in enumerate(plain) if s)
     assert len(flags) == first_success + 1 and flags[-1] == (True, True)
+
+
+def test_success_reward_is_paid_on_successful_steps_only(reach: TaskDistribution) -> None:
+    task = reach.tasks("test")[3]
+    plain = _drive_with_rewards(reach, reach.make_env("reach-v3"), task)
+    shaped_dist = make_distribution("ML1-reach-v3", success_reward=2.5)
+    assert isinstance(shaped_dist, MetaWorldDistribution) and shaped_dist.success_reward == 2.5
+    shaped = _drive_with_rewards(shaped_dist, shaped_dist.make_env("reach-v3"), task)
+    assert [s for _, s, _ in shaped] == [s for _, s, _ in plain], "the shaping must not change what succeeds"
+    successes = [s for _, s, _ in plain]
+    assert 0 < sum(successes) < len(successes), "the scripted episode should have steps both outside and inside"
+    extra = np.array([r1 - r0 for (_, _, r0), (_, _, r1) in zip(plain, shaped, strict=True)])
+    np.testing.assert_allclose(extra, np.where(successes, 2.5, 0.0), atol=1e-9)
+    # worker processes rebuild the distribution from its spec: the option must travel with it
+    rebuilt = pickle.loads(pickle.dumps(shaped_dist.spec)).build()
+    assert isinstance(rebuilt, MetaWorldDistribution) and rebuilt.success_reward == 2.5
+    assert reach.spec != shaped_dist.spec
 
 
 def test_truncation_at_500_then_clear_error(reach: TaskDistribution) -> None:
@@ -337,6 +358,10 @@ def test_tasks_from_elsewhere_are_refused(reach: TaskDistribution, ml10: TaskDis
         ({"benchmark": "ML10", "env_name": "reach-v3"}, r"env_name is only for ML1"),
         ({"benchmark": "ML10", "reward_version": "v3"}, r"unknown reward_version 'v3'; choose one of \['v1', 'v2'\]"),
         ({"benchmark": "ML10", "terminate_on_success": "yes"}, r"terminate_on_success must be True or False, got 'yes"),
+        ({"benchmark": "ML10", "success_reward": -1.0}, r"success_reward must be a number in \[0, 1e6\], got -1.0"),
+        ({"benchmark": "ML10", "success_reward": "10"}, r"success_reward must be a number in \[0, 1e6\], got '10'"),
+        ({"benchmark": "ML10", "success_reward": float("nan")}, r"success_reward must be a number in \[0, 1e6\], got nan"),  # noqa: E501
+        ({"benchmark": "ML10", "success_reward": True}, r"success_reward must be a number in \[0, 1e6\], got True"),
         ({"benchmark": "ML10", "seed": -1}, r"seed must be an integer in \[0, 2\*\*32 - 2\], got -1"),
         ({"benchmark": "ML10", "seed": 1.5}, r"seed must be an integer"),
     ],

@@ -97,6 +97,16 @@ def test_cross_check_agrees_with_the_official_evaluator_on_the_same_goals() -> N
         assert math.isfinite(r.metarl_return) and r.metarl_return > 0
 
 
+def test_cross_check_refuses_a_success_shaped_distribution() -> None:
+    """Meta-World's envs pay no success_reward: the two sides would feed the agent different rewards."""
+    from metarl.errors import UserError
+
+    dist = make_distribution("ML1-reach-v3", seed=0, success_reward=10.0)
+    agent = RL2Agent(39, 4, RL2Config(episodes_per_trial=2), episodes_per_task=2, seed=0)
+    with pytest.raises(UserError, match=r"own envs, which pay no success_reward, but 'ML1-reach-v3' adds 10"):
+        cross_check(agent, dist, engine=None, rounds=1, adaptation_episodes=1, eval_episodes=1)
+
+
 def test_official_counting_over_counts_envs_that_finish_early() -> None:
     # env 0 succeeds fast (short episodes), env 1 fails (full-length episodes): env 0's episodes end first
     ended = [(0, True), (0, True), (0, True), (1, False), (0, True), (1, False), (1, False)]

@@ -13,6 +13,7 @@ import torch
 from metarl.agents.configs import NAMED_CONFIGS, get_config
 from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
 from metarl.config import TrainConfig, add_dataclass_flags, field_docs, from_dict, overrides_from_args, to_dict
+from metarl.errors import UserError
 from metarl.run import (
     ProgressLog,
     RunDirError,
@@ -54,6 +55,8 @@ def test_unknown_config_names_the_valid_ones() -> None:
         ({"backend": "threads"}, r"unknown backend 'threads'; choose one of \['inline', 'process', 'ray'\]"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
         ({"max_minutes": float("nan")}, "max_minutes must be a positive number"),
+        ({"success_reward": -0.5}, r"success_reward must be a number in \[0, 1e6\], got -0.5"),
+        ({"success_reward": "10"}, r"success_reward must be a number in \[0, 1e6\], got '10'"),
     ],
 )
 def test_train_config_rejects_bad_values(changes: dict[str, object], match: str) -> None:
@@ -74,6 +77,18 @@ def test_train_config_rejects_bad_values(changes: dict[str, object], match: str)
 def test_agent_configs_reject_bad_values(cls: type, changes: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         cls(**changes)
+
+
+def test_success_reward_reaches_the_run_distribution_or_is_refused_by_name() -> None:
+    from metarl.envs.metaworld import MetaWorldDistribution
+    from metarl.run import make_run_distribution
+
+    plain = make_run_distribution(TrainConfig(benchmark="ML1-reach-v3"))
+    shaped = make_run_distribution(TrainConfig(benchmark="ML1-reach-v3", success_reward=10.0))
+    assert isinstance(plain, MetaWorldDistribution) and isinstance(shaped, MetaWorldDistribution)
+    assert (plain.success_reward, shaped.success_reward) == (0.0, 10.0)
+    with pytest.raises(UserError, match=r"unknown option\(s\) \['success_reward'\] for distribution 'point-nav'"):
+        make_run_distribution(TrainConfig(benchmark="point-nav", success_reward=1.0))
 
 
 def test_flags_are_generated_from_fields() -> None:

@@ -29,8 +29,12 @@ import numpy as np  # noqa: E402
 from metarl.errors import UserError  # noqa: E402
 from metarl.evaluation.stats import aggregate  # noqa: E402
 
-SAME = ("agent", "benchmark", "config", "overrides", "overlap", "goals_per_family", "meta_batch", "episodes_per_task")
-DEFAULTS = {"overlap": False, "goals_per_family": None}  # results written before these fields existed
+SAME = (
+    "agent", "benchmark", "config", "overrides", "overlap", "goals_per_family", "meta_batch", "episodes_per_task",
+    "success_reward",
+)  # fmt: skip
+# results written before these fields existed
+DEFAULTS = {"overlap": False, "goals_per_family": None, "success_reward": 0.0}
 # results written before these fields existed do not say: such a field is compared only where both results give it
 UNKNOWN_BEFORE = {"meta_batch": None, "episodes_per_task": None}
 EVALUATIONS = (

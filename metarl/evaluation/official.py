@@ -124,6 +124,12 @@ def cross_check(
     if len(families) != 1 or not dist.name.startswith("ML1-"):
         raise UserError(f"the cross-check runs on an ML1 distribution, got {dist.name!r}")
     env_name = families[0]
+    shaping = float(getattr(dist, "success_reward", 0.0))
+    if shaping:
+        raise UserError(
+            f"the cross-check scores on Meta-World's own envs, which pay no success_reward, but {dist.name!r} adds "
+            f"{shaping:g} per successful step; cross-check a run trained on Meta-World's reward"
+        )
     envs: Any = gym.make_vec(
         "Meta-World/ML1-test",
         env_name=env_name,
