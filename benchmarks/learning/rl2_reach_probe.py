@@ -13,12 +13,18 @@ Each trial is 10 sampled adaptation episodes, then 3 evaluation episodes from th
   (a probe, not a protocol): it tells whether the noise reaching the hidden state through that input is
   what the search relies on.
 
+After each mode it prints where the hand came to rest: the final hand position of every evaluation episode
+minus the goal, per axis (mean: a bias; RMS: the error), the slope of the resting point on the goal per axis
+(1 when the agent has located the goal, 0 when it goes to one place whatever the goal), and how far that
+point lies from where the last adaptation episode (sampled) ended.  ``--json PATH`` writes these figures.
+
 One env, one trial at a time, single-threaded; the same noise seeds for every mode.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -36,8 +42,8 @@ MODES = ("sample", "mean", "meanfeed")
 ADAPTATION, EVALUATION = 10, 3
 
 
-def trial(policy, dist, env, task, mode: str, seed: int) -> list[tuple[float, float, bool]]:  # type: ignore[no-untyped-def]
-    """(closest distance, final distance, success) of each episode of one trial."""
+def trial(policy, dist, env, task, mode: str, seed: int) -> list[tuple[float, float, bool, np.ndarray]]:  # type: ignore[no-untyped-def]
+    """(closest distance, final distance, success, final hand position) of each episode of one trial."""
     g = torch.Generator().manual_seed(seed)
     dist.set_task(env, task)
     hidden = policy.initial_state(1)
@@ -77,8 +83,25 @@ def trial(policy, dist, env, task, mode: str, seed: int) -> list[tuple[float, fl
             success = success or bool(info.get("success", 0.0))
             if terminated or truncated:
                 break
-        episodes.append((closest, float(info["obj_to_target"]), success))
+        episodes.append((closest, float(info["obj_to_target"]), success, np.asarray(obs[:3], dtype=np.float64)))
     return episodes
+
+
+def rest_points(ends: np.ndarray, goals: np.ndarray, adapted_ends: np.ndarray) -> dict[str, list[float] | float]:
+    """Where the hand came to rest: ``ends`` [G, E, 3] final hand positions of the evaluation episodes,
+    ``goals`` [G, 3], ``adapted_ends`` [G, 3] the final position of each trial's last adaptation episode."""
+    error = ends - goals[:, None, :]  # [G, E, 3]
+    flat_ends, flat_goals = ends.reshape(-1, 3), np.repeat(goals, ends.shape[1], axis=0)
+    slope = [float(np.polyfit(flat_goals[:, a], flat_ends[:, a], 1)[0]) for a in range(3)]
+    return {
+        "bias_cm": (error.mean((0, 1)) * 100).tolist(),
+        "rms_cm": (np.sqrt((error**2).mean((0, 1))) * 100).tolist(),
+        "slope_on_goal": slope,
+        "median_rest_to_goal_cm": float(np.median(np.linalg.norm(error, axis=-1)) * 100),
+        "median_rest_to_adaptation_end_cm": float(
+            np.median(np.linalg.norm(ends - adapted_ends[:, None, :], axis=-1)) * 100
+        ),
+    }
 
 
 def main() -> int:
@@ -87,7 +110,10 @@ def main() -> int:
     parser.add_argument("--checkpoint", type=Path, help="default: the run's latest")
     parser.add_argument("--goals", type=int, default=8, help="the first N held-out goals")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--json", type=Path, default=None, help="write the success and resting-point figures here")
     args = parser.parse_args()
+    if args.goals < 2:
+        parser.error(f"--goals must be at least 2 (the resting point's slope on the goal needs two), got {args.goals}")
     torch.set_num_threads(1)
     agent = metarl.load(args.run, args.checkpoint)
     policy = getattr(agent, "policy", None)
@@ -99,18 +125,49 @@ def main() -> int:
     env = dist.make_env(tasks[0].family)
     print("per goal: closest / final distance in cm of the last adaptation episode and the 3 evaluation "
           "episodes (* = success)")  # fmt: skip
+    figures: dict[str, object] = {"run": str(args.run), "goals": len(tasks)}
     for mode in args.modes:
-        success = []
+        success, ends, adapted_ends = [], [], []
         for i, task in enumerate(tasks):
             eps = trial(policy, dist, env, task, mode, seed=i)
-            success.append([s for _, _, s in eps])
-            shown = " ".join(f"{c * 100:4.1f}/{f * 100:4.1f}{'*' if s else ' '}" for c, f, s in eps[ADAPTATION - 1 :])
+            success.append([s for _, _, s, _ in eps])
+            ends.append([e for *_, e in eps[ADAPTATION:]])
+            adapted_ends.append(eps[ADAPTATION - 1][3])
+            shown = " ".join(
+                f"{c * 100:4.1f}/{f * 100:4.1f}{'*' if s else ' '}" for c, f, s, _ in eps[ADAPTATION - 1 :]
+            )
             print(f"{mode:8s} goal {i}: {shown}", flush=True)
         rate = np.mean(success, axis=0)
         print(f"{mode:8s} success, adaptation episodes {rate[:ADAPTATION].mean():.2f}, "
               f"evaluation episodes {rate[ADAPTATION:].mean():.2f}")  # fmt: skip
+        goals = np.stack([np.asarray(env_goal(t), dtype=np.float64) for t in tasks])
+        rest = rest_points(np.asarray(ends), goals, np.asarray(adapted_ends))
+        print(
+            f"{mode:8s} resting point − goal (cm, x y z): bias "
+            + " ".join(f"{v:+.1f}" for v in rest["bias_cm"])
+            + ", RMS "  # type: ignore[union-attr]
+            + " ".join(f"{v:.1f}" for v in rest["rms_cm"])
+            + "; slope on the goal "  # type: ignore[union-attr]
+            + " ".join(f"{v:.2f}" for v in rest["slope_on_goal"])  # type: ignore[union-attr]
+            + f"; median {rest['median_rest_to_goal_cm']:.1f} cm from the goal, "
+            f"{rest['median_rest_to_adaptation_end_cm']:.1f} cm from where the last adaptation episode ended"
+        )
+        figures[mode] = {
+            "adaptation_success": float(rate[:ADAPTATION].mean()),
+            "evaluation_success": float(rate[ADAPTATION:].mean()),
+            **rest,
+        }
     env.close()
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
     return 0
+
+
+def env_goal(task) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The hidden goal of an ML1-reach task (its Meta-World ``rand_vec`` is object xyz, then goal xyz)."""
+    import pickle
+
+    return np.asarray(pickle.loads(task.param("mw_data"))["rand_vec"])[3:]
 
 
 if __name__ == "__main__":
