@@ -186,3 +186,11 @@ def test_the_learning_benchmark_rejects_a_bad_train_flag_in_one_line(tmp_path: P
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].endswith(message) and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_report_names_a_success_reward_only_where_the_runs_had_one(tmp_path: Path) -> None:
+    plain = seeds.report(_write(tmp_path, THREE), reps=50)
+    assert "--success-reward" not in plain
+    (tmp_path / "shaped").mkdir()
+    shaped = seeds.report(_write(tmp_path / "shaped", [f | {"success_reward": 10.0} for f in THREE]), reps=50)
+    assert "overrides `ppo.target_kl=0.02`, `--success-reward 10`; training seeds" in shaped

@@ -132,8 +132,9 @@ def report(paths: list[Path], reps: int = 2000, seed: int = 0) -> str:
     lines = [
         f"# {first['agent']} on {first['benchmark']}: {len(results)} seeds at {steps:,} env steps",
         "",
-        f"Config `{first['config']}`, overrides {' '.join(f'`{o}`' for o in first['overrides']) or 'none'}; "
-        f"training seeds {seeds}; training wall-clock "
+        f"Config `{first['config']}`, overrides {' '.join(f'`{o}`' for o in first['overrides']) or 'none'}"
+        + (f", `--success-reward {first['success_reward']:g}`" if first["success_reward"] else "")
+        + f"; training seeds {seeds}; training wall-clock "
         + ", ".join(f"{m:.1f}" for m in minutes)
         + " min. Success is per task family, then IQM and mean over the [seeds, families] matrix with 95% "
         f"stratified-bootstrap intervals over seeds ({reps} replicates, `metarl.evaluation.stats.aggregate`, "
