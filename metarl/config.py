@@ -43,8 +43,8 @@ class TrainConfig:
     max_episode_steps: int | None = None
     """Episode horizon, for distributions whose factory takes one (point-nav, cheetah-*, ant-dir);
     default: the distribution's own."""
-    success_reward: float = 0.0
-    """Meta-World only: added to the env reward at every successful step, so the agent both sees success in its
+    env_success_reward: float = 0.0
+    """Meta-World only (the distribution's ``success_reward`` option): added to the env reward at every successful step, so the agent both sees success in its
     reward input and learns from it; held-out success is counted as before, returns include it (0: Meta-World's
     reward)."""
     total_env_steps: int | None = None
@@ -102,9 +102,9 @@ class TrainConfig:
         for name in (*optional, "workers", "torch_threads"):
             if getattr(self, name) is not None:
                 check_int_field(self, name)
-        sr = self.success_reward
+        sr = self.env_success_reward
         if isinstance(sr, bool) or not isinstance(sr, (int, float)) or not (math.isfinite(sr) and 0 <= sr <= 1e6):
-            raise UserError(f"success_reward must be a number in [0, 1e6], got {sr!r}")
+            raise UserError(f"env_success_reward must be a number in [0, 1e6], got {sr!r}")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise UserError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
         for name in ("repeat_tasks", "overlap"):

@@ -263,8 +263,8 @@ def make_run_distribution(cfg: TrainConfig) -> TaskDistribution:
     options: dict[str, Any] = {}
     if cfg.max_episode_steps is not None:
         options["max_episode_steps"] = cfg.max_episode_steps
-    if cfg.success_reward:
-        options["success_reward"] = cfg.success_reward
+    if cfg.env_success_reward:
+        options["success_reward"] = cfg.env_success_reward
     return make_distribution(cfg.benchmark, seed=cfg.seed, **options)
 
 

@@ -91,6 +91,17 @@ def test_rollout_random_policy_on_held_out_tasks() -> None:
     assert "env steps" in proc.stdout
 
 
+def test_env_success_reward_on_a_distribution_without_it_is_one_line_and_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The flag sits beside the agent's own ``--success-reward`` (``ppo.success_reward``) and reaches the distribution."""
+    proc = run_cli(
+        "train", "rl2", "--config", "rl2-point-nav", "--env-success-reward", "1", "--out", str(tmp_path / "run")
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown option(s) ['success_reward'] for distribution 'point-nav'" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -170,7 +170,7 @@ def test_the_learning_benchmark_records_exploit_episode_success_when_the_run_has
     [
         ("--meta-batch=0", "meta_batch must be a positive integer, got 0"),
         ("--episodes-per-task=0", "episodes_per_task must be a positive integer, got 0"),
-        ("--success-reward=-1", "success_reward must be a number in [0, 1e6], got -1.0"),
+        ("--success-reward=-1", "env_success_reward must be a number in [0, 1e6], got -1.0"),
         (
             "--episodes-per-task=7",
             r"episodes_per_task (7) must be a multiple of episodes_per_trial (10): RL² collects whole trials",

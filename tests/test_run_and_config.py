@@ -55,8 +55,8 @@ def test_unknown_config_names_the_valid_ones() -> None:
         ({"backend": "threads"}, r"unknown backend 'threads'; choose one of \['inline', 'process', 'ray'\]"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
         ({"max_minutes": float("nan")}, "max_minutes must be a positive number"),
-        ({"success_reward": -0.5}, r"success_reward must be a number in \[0, 1e6\], got -0.5"),
-        ({"success_reward": "10"}, r"success_reward must be a number in \[0, 1e6\], got '10'"),
+        ({"env_success_reward": -0.5}, r"env_success_reward must be a number in \[0, 1e6\], got -0.5"),
+        ({"env_success_reward": "10"}, r"env_success_reward must be a number in \[0, 1e6\], got '10'"),
     ],
 )
 def test_train_config_rejects_bad_values(changes: dict[str, object], match: str) -> None:
@@ -84,11 +84,11 @@ def test_success_reward_reaches_the_run_distribution_or_is_refused_by_name() -> 
     from metarl.run import make_run_distribution
 
     plain = make_run_distribution(TrainConfig(benchmark="ML1-reach-v3"))
-    shaped = make_run_distribution(TrainConfig(benchmark="ML1-reach-v3", success_reward=10.0))
+    shaped = make_run_distribution(TrainConfig(benchmark="ML1-reach-v3", env_success_reward=10.0))
     assert isinstance(plain, MetaWorldDistribution) and isinstance(shaped, MetaWorldDistribution)
     assert (plain.success_reward, shaped.success_reward) == (0.0, 10.0)
     with pytest.raises(UserError, match=r"unknown option\(s\) \['success_reward'\] for distribution 'point-nav'"):
-        make_run_distribution(TrainConfig(benchmark="point-nav", success_reward=1.0))
+        make_run_distribution(TrainConfig(benchmark="point-nav", env_success_reward=1.0))
 
 
 def test_flags_are_generated_from_fields() -> None:

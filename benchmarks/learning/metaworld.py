@@ -159,9 +159,11 @@ def train_config(parser: argparse.ArgumentParser, args: argparse.Namespace, name
     changes: dict[str, Any] = {"benchmark": args.benchmark, "seed": args.seed}
     if args.total_env_steps is not None or args.max_minutes is not None:
         changes.update(total_env_steps=args.total_env_steps, max_minutes=args.max_minutes)
-    for flag in ("eval_every", "torch_threads", "workers", "meta_batch", "episodes_per_task", "success_reward"):
+    for flag in ("eval_every", "torch_threads", "workers", "meta_batch", "episodes_per_task"):
         if getattr(args, flag) is not None:
             changes[flag] = getattr(args, flag)
+    if args.success_reward is not None:
+        changes["env_success_reward"] = args.success_reward
     if args.overlap:
         changes["overlap"] = True
     if args.quick:
@@ -200,7 +202,7 @@ def main() -> int:
     parser.add_argument(
         "--success-reward", type=float, default=None, metavar="C",
         help="add C to the env reward at every successful step, in training and evaluation alike "
-        "(metarl train --success-reward; default 0: Meta-World's reward)",
+        "(metarl train --env-success-reward; default 0: Meta-World's reward)",
     )  # fmt: skip
     parser.add_argument(
         "--overlap", action="store_true",
@@ -267,7 +269,7 @@ def main() -> int:
         "overlap": trained["overlap"],  # as trained, resumes too
         "meta_batch": trained["meta_batch"],
         "episodes_per_task": trained["episodes_per_task"],
-        "success_reward": trained.get("success_reward", 0.0),
+        "success_reward": trained.get("env_success_reward", trained.get("success_reward", 0.0)),
         "goals_per_family": goals,  # null: every held-out goal
     }
     curves = training_curves(run)
