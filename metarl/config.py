@@ -44,9 +44,9 @@ class TrainConfig:
     """Episode horizon, for distributions whose factory takes one (point-nav, cheetah-*, ant-dir);
     default: the distribution's own."""
     env_success_reward: float = 0.0
-    """Meta-World only (the distribution's ``success_reward`` option): added to the env reward at every successful step, so the agent both sees success in its
-    reward input and learns from it; held-out success is counted as before, returns include it (0: Meta-World's
-    reward)."""
+    """Meta-World only (the distribution's ``success_reward`` option): added to the env reward at every
+    successful step, so the agent both sees success in its reward input and learns from it; held-out success
+    is counted as before, returns include it (0: Meta-World's reward)."""
     total_env_steps: int | None = None
     """Training budget in env steps (pre- and post-adaptation included, evaluation excluded);
     training stops at the first iteration boundary at or past it."""

@@ -92,7 +92,7 @@ def test_rollout_random_policy_on_held_out_tasks() -> None:
 
 
 def test_env_success_reward_on_a_distribution_without_it_is_one_line_and_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The flag sits beside the agent's own ``--success-reward`` (``ppo.success_reward``) and reaches the distribution."""
+    """The flag sits beside the agent's own ``--success-reward`` (``ppo.success_reward``), reaching the distribution."""
     proc = run_cli(
         "train", "rl2", "--config", "rl2-point-nav", "--env-success-reward", "1", "--out", str(tmp_path / "run")
     )
