@@ -95,6 +95,7 @@ def test_names_metadata_and_spaces(reach: TaskDistribution, ml10: TaskDistributi
         "seed": 0,
         "reward_version": "v2",
         "terminate_on_success": False,
+        "success_reward": 0.0,
     }
     assert dict(make_distribution("ML1-reach-v3", seed=3, reward_version="v1").spec.kwargs)["seed"] == 3
 
