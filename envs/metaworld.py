@@ -36,7 +36,7 @@ import numpy as np
 from metaworld import env_dict
 
 from metarl.envs.cache import KeyValue, TaskLists, load_or_build_tasks
-from metarl.errors import UserError
+from metarl.errors import UserError, check_number
 from metarl.tasks import SPLITS, DistributionSpec, Split, Task, TaskDistribution
 
 BENCHMARKS: tuple[str, ...] = ("ML1", "ML10", "ML25", "ML45")
@@ -153,12 +153,6 @@ class MetaWorldTaskEnv(gym.Wrapper[Any, Any, Any, Any]):
         return RuntimeError(f"episode already ended at {self.horizon} steps; call reset()")
 
 
-def _is_number(value: Any) -> bool:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return False
-    return bool(np.isfinite(value))
-
-
 def _find_task_env(env: gym.Env[Any, Any]) -> MetaWorldTaskEnv:
     """The :class:`MetaWorldTaskEnv` in ``env``'s wrapper chain."""
     inner: Any = env
@@ -225,8 +219,7 @@ class MetaWorldDistribution(TaskDistribution):
             raise UserError(f"unknown reward_version {reward_version!r}; choose one of {list(REWARD_VERSIONS)}")
         if not isinstance(terminate_on_success, (bool, np.bool_)):
             raise UserError(f"terminate_on_success must be True or False, got {terminate_on_success!r}")
-        if not _is_number(success_reward) or not 0.0 <= float(success_reward) <= 1e6:
-            raise UserError(f"success_reward must be a number in [0, 1e6], got {success_reward!r}")
+        check_number("success_reward", success_reward, 0.0, 1e6)
 
         self.benchmark = benchmark
         self.env_name = env_name

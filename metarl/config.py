@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, TypeVar
 
-from metarl.errors import UserError, check_int_field
+from metarl.errors import UserError, check_int_field, check_number
 
 T = TypeVar("T")
 
@@ -102,9 +102,7 @@ class TrainConfig:
         for name in (*optional, "workers", "torch_threads"):
             if getattr(self, name) is not None:
                 check_int_field(self, name)
-        sr = self.env_success_reward
-        if isinstance(sr, bool) or not isinstance(sr, (int, float)) or not (math.isfinite(sr) and 0 <= sr <= 1e6):
-            raise UserError(f"env_success_reward must be a number in [0, 1e6], got {sr!r}")
+        check_number("env_success_reward", self.env_success_reward, 0.0, 1e6)
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise UserError(f"max_minutes must be a positive number, got {self.max_minutes!r}")
         for name in ("repeat_tasks", "overlap"):

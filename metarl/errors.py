@@ -29,6 +29,18 @@ def check_int(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_number(name: str, value: object, low: float, high: float) -> float:
+    """``value`` as a ``float`` if it is a finite real number (not a bool) in [low, high]; else a
+    :class:`UserError` naming ``name``, what was given and what is valid."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= float(value) <= high:
+        raise UserError(f"{name} must be a number in [{_short(low)}, {_short(high)}], got {value!r}")
+    return float(value)
+
+
+def _short(x: float) -> str:
+    return f"{x:g}".replace("e+0", "e").replace("e+", "e")
+
+
 def check_int_field(obj: object, name: str, minimum: int = 1) -> int:
     """:func:`check_int` on a (frozen) dataclass field, storing the checked value back as a plain ``int`` (a
     numpy integer would pass the check and then break the JSON of the saved config)."""

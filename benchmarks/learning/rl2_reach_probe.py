@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
@@ -87,7 +88,7 @@ def trial(policy, dist, env, task, mode: str, seed: int) -> list[tuple[float, fl
     return episodes
 
 
-def rest_points(ends: np.ndarray, goals: np.ndarray, adapted_ends: np.ndarray) -> dict[str, list[float] | float]:
+def rest_points(ends: np.ndarray, goals: np.ndarray, adapted_ends: np.ndarray) -> dict[str, Any]:
     """Where the hand came to rest: ``ends`` [G, E, 3] final hand positions of the evaluation episodes,
     ``goals`` [G, 3], ``adapted_ends`` [G, 3] the final position of each trial's last adaptation episode."""
     error = ends - goals[:, None, :]  # [G, E, 3]
@@ -145,10 +146,10 @@ def main() -> int:
         print(
             f"{mode:8s} resting point − goal (cm, x y z): bias "
             + " ".join(f"{v:+.1f}" for v in rest["bias_cm"])
-            + ", RMS "  # type: ignore[union-attr]
+            + ", RMS "
             + " ".join(f"{v:.1f}" for v in rest["rms_cm"])
-            + "; slope on the goal "  # type: ignore[union-attr]
-            + " ".join(f"{v:.2f}" for v in rest["slope_on_goal"])  # type: ignore[union-attr]
+            + "; slope on the goal "
+            + " ".join(f"{v:.2f}" for v in rest["slope_on_goal"])
             + f"; median {rest['median_rest_to_goal_cm']:.1f} cm from the goal, "
             f"{rest['median_rest_to_adaptation_end_cm']:.1f} cm from where the last adaptation episode ended"
         )

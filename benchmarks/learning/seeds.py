@@ -33,8 +33,7 @@ SAME = (
     "agent", "benchmark", "config", "overrides", "overlap", "goals_per_family", "meta_batch", "episodes_per_task",
     "success_reward",
 )  # fmt: skip
-# results written before these fields existed
-DEFAULTS = {"overlap": False, "goals_per_family": None, "success_reward": 0.0}
+DEFAULTS = {"overlap": False, "goals_per_family": None, "success_reward": 0.0}  # results written before these
 # results written before these fields existed do not say: such a field is compared only where both results give it
 UNKNOWN_BEFORE = {"meta_batch": None, "episodes_per_task": None}
 EVALUATIONS = (
