@@ -82,6 +82,18 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
             ),
         ),
         NamedConfig(
+            "rl2-ml1-shaped",
+            "RL² on ML1-reach-v3 with 10 added to the env's reward at every successful step (README: held-out "
+            "success with the mean action over three seeds at 5M steps): rl2-ml1-tuned with env_success_reward 10",
+            TrainConfig(agent="rl2", benchmark="ML1-reach-v3", meta_batch=10, episodes_per_task=10,
+                        total_env_steps=5_000_000, env_success_reward=10.0, **_MW_ML1_EVAL),
+            RL2Config(
+                episodes_per_trial=10,
+                policy=RL2PolicyConfig(action_input=False),
+                ppo=RL2PPOConfig(target_kl=0.02),
+            ),
+        ),
+        NamedConfig(
             "rl2-ml10",
             "RL² on ML10 (metaworld-algorithms settings: meta-batch 20, 10 x 500-step episodes per trial, 20M steps)",
             TrainConfig(agent="rl2", benchmark="ML10", meta_batch=20, episodes_per_task=10,

@@ -90,6 +90,18 @@ def test_committed_2_5M_seeds_reproduce_the_committed_metarl_compare_report() ->
     assert row in text
 
 
+def test_committed_5M_shaped_seeds_reproduce_metarl_compare_over_their_runs() -> None:
+    """The three 5M seeds of ``rl2-ml1-shaped``: seeds.py over their JSONs gives the IQM that `metarl compare`
+    wrote from the runs' own EvalResults (committed beside them), and names the shaping."""
+    names = [f"rl2-ml1-reach-s{s}-tuned-envsuccessreward10-5M.json" for s in range(3)]
+    text = seeds.report([RESULTS / n for n in names])
+    compare = (RESULTS / "rl2-ml1-reach-3seeds-envsuccessreward10-5M-metarl-compare.md").read_text()
+    assert "| `rl2` | 3 | 0.813 [0.740, 0.860] | 0.813 [0.740, 0.860] |" in compare
+    row = "| held-out, mean action (`metarl eval --deterministic`) | 0.813 [0.740, 0.860] | 0.813 [0.740, 0.860] |"
+    assert row in text
+    assert "`--success-reward 10`" in text and "5,000,000 env steps" in text
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -81,9 +81,11 @@ def test_official_adapter_sees_what_the_engine_feeds_in_every_episode() -> None:
     assert np.abs(blind[0][1:] - traj.actions[0, 1, 1:20].numpy()).max() > 1e-3
 
 
-def test_cross_check_agrees_with_the_official_evaluator_on_the_same_goals() -> None:
+@pytest.mark.parametrize("success_reward", [0.0, 10.0])
+def test_cross_check_agrees_with_the_official_evaluator_on_the_same_goals(success_reward: float) -> None:
+    """With a success-shaped distribution the official envs pay the same shaping, so both sides still agree."""
     torch.set_num_threads(1)
-    dist = make_distribution("ML1-reach-v3", seed=0)
+    dist = make_distribution("ML1-reach-v3", seed=0, success_reward=success_reward)
     with RolloutEngine(dist, num_workers=1, seed=0, backend="inline") as engine:
         agent = _briefly_trained_rl2(dist, engine)
         check = cross_check(agent, dist, engine, rounds=3, adaptation_episodes=1, eval_episodes=2, seed=0)
@@ -97,14 +99,45 @@ def test_cross_check_agrees_with_the_official_evaluator_on_the_same_goals() -> N
         assert math.isfinite(r.metarl_return) and r.metarl_return > 0
 
 
-def test_cross_check_refuses_a_success_shaped_distribution() -> None:
-    """Meta-World's envs pay no success_reward: the two sides would feed the agent different rewards."""
-    from metarl.errors import UserError
+def _official_reach(success_reward: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drive the hand of a Meta-World ML1-test reach env (recurrent_info_in_obs) onto its goal for 60 steps:
+    rewards, success flags, and the reward the observation carries."""
+    import gymnasium as gym
+    import metaworld  # noqa: F401  (registers the Meta-World/ envs)
 
-    dist = make_distribution("ML1-reach-v3", seed=0, success_reward=10.0)
-    agent = RL2Agent(39, 4, RL2Config(episodes_per_trial=2), episodes_per_task=2, seed=0)
-    with pytest.raises(UserError, match=r"own envs, which pay no success_reward, but 'ML1-reach-v3' adds 10"):
-        cross_check(agent, dist, engine=None, rounds=1, adaptation_episodes=1, eval_episodes=1)
+    from metarl.evaluation.official import pay_success_reward
+
+    envs = gym.make_vec("Meta-World/ML1-test", env_name="reach-v3", seed=0, vector_strategy="sync",
+                        meta_batch_size=1, recurrent_info_in_obs=True)  # fmt: skip
+    if success_reward:
+        pay_success_reward(envs, success_reward)
+    rewards, success, seen = [], [], []
+    try:
+        envs.call("toggle_terminate_on_success", False)  # the evaluator's test envs end episodes on success
+        envs.call("sample_tasks")  # a held-out goal, as the evaluator draws one
+        env = envs.envs[0]  # stepped alone: the vector env would reset it on the same step
+        obs, _ = env.reset()
+        goal = env.unwrapped._target_pos
+        for _ in range(60):
+            action = np.zeros(4)
+            action[:3] = np.clip((goal - obs[:3]) * 50.0, -1.0, 1.0)
+            obs, r, _, _, info = env.step(action)
+            rewards.append(float(r))
+            success.append(float(info["success"]))
+            seen.append(float(obs[-2]))  # observation ⊕ previous action ⊕ reward / 10 ⊕ done
+    finally:
+        envs.close()
+    return np.array(rewards), np.array(success), np.array(seen)
+
+
+def test_official_envs_pay_the_success_reward_beneath_metaworlds_wrappers() -> None:
+    plain, success, seen_plain = _official_reach(0.0)
+    shaped, success_shaped, seen_shaped = _official_reach(10.0)
+    assert success.any() and not success.all()  # the hand starts outside the ball and reaches it
+    np.testing.assert_array_equal(success_shaped, success)  # the same steps: success is counted as ever
+    np.testing.assert_allclose(shaped - plain, 10.0 * success, atol=1e-6)  # C on exactly the successful steps
+    np.testing.assert_allclose(seen_plain, plain / 10.0, atol=1e-6)
+    np.testing.assert_allclose(seen_shaped, shaped / 10.0, atol=1e-6)  # the agent's reward input shows it
 
 
 def test_official_counting_over_counts_envs_that_finish_early() -> None:
@@ -114,3 +147,26 @@ def test_official_counting_over_counts_envs_that_finish_early() -> None:
     assert per_env_counting(ended, 3) == 0.5  # 3 of each env: 1.0 and 0.0
     with pytest.raises(ValueError, match="env 1 ended 1 episodes, fewer than 2"):
         per_env_counting([(0, True), (0, True), (1, False)], 2)
+
+
+def test_official_eval_counting_demo_runs_on_a_shaped_distribution() -> None:
+    """benchmarks/official_eval.py's demo of the evaluator's counting rule: every env ends its episodes, and the
+    two rules read the same ended episodes (it once imported a helper that no longer existed)."""
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.official_eval import counting_demo
+
+    torch.set_num_threads(1)
+    dist = make_distribution("ML1-reach-v3", seed=0, success_reward=10.0)
+    with RolloutEngine(dist, num_workers=1, seed=0, backend="inline") as engine:
+        agent = _briefly_trained_rl2(dist, engine)
+    demo = counting_demo(agent, dist, envs_per_name=5, episodes=1, seed=0)  # 5 divides the 50 held-out goals
+    assert demo["episodes_ended"] >= 5  # each of the 5 envs ended at least its one episode
+    for rule in ("official_rule", "per_env_rule"):
+        assert 0.0 <= demo[rule] <= 1.0
+    assert demo["official_rule"] in (0.0, 1.0)  # one episode counted for the task name
+    assert demo["per_env_rule"] * 5 == pytest.approx(round(demo["per_env_rule"] * 5))  # k of 5 envs

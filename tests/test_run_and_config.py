@@ -189,3 +189,10 @@ def test_rl2_ml1_tuned_is_rl2_ml1_with_the_measured_overrides() -> None:
     )
     assert named.agent == measured
     assert named.train == dataclasses.replace(base.train, total_env_steps=2_500_000)
+
+
+def test_rl2_ml1_shaped_is_rl2_ml1_tuned_with_the_success_reward() -> None:
+    """The setting of the README's three 5M-step seeds: ``--config rl2-ml1-tuned --success-reward 10`` to 5M."""
+    tuned, shaped = get_config("rl2-ml1-tuned"), get_config("rl2-ml1-shaped")
+    assert shaped.agent == tuned.agent
+    assert shaped.train == dataclasses.replace(tuned.train, total_env_steps=5_000_000, env_success_reward=10.0)

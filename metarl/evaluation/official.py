@@ -23,6 +23,11 @@ agent's adaptation episodes are always sampled (a policy gradient needs explorat
 the two sides agree only in distribution; the official side takes the agent's test-time inner steps
 (``adaptation_steps = config.steps_at_test``), one adaptation round of ``adaptation_episodes`` each.
 
+A distribution with ``success_reward`` (``metarl train --env-success-reward``) pays it in its envs; the
+cross-check puts :class:`SuccessReward` around each of Meta-World's envs, beneath its wrappers, so the
+evaluator's envs pay it too and the agent sees the same reward input on both sides.  Meta-World's
+success counting is untouched: the official figure is still Meta-World's success.
+
 With several env instances per task name (ML1 with ``meta_batch_size > 1``) the official evaluator
 stops counting after the first ``eval_episodes`` episodes *of the task name*, whichever envs
 finished them — envs that succeed early (and so end their episodes early) are over-represented.
@@ -34,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from metarl.errors import UserError
@@ -89,6 +95,31 @@ def per_env_counting(ended: list[tuple[int, bool]], num_episodes: int) -> float:
     return float(np.mean(rates))
 
 
+class SuccessReward(gym.Wrapper):
+    """Adds ``success_reward`` to the reward of every step whose ``info["success"]`` is set, as
+    ``MetaWorldDistribution(success_reward=...)``'s envs do; Meta-World's success counting is untouched."""
+
+    def __init__(self, env: Any, success_reward: float) -> None:
+        super().__init__(env)
+        self.success_reward = float(success_reward)
+
+    def step(self, action: Any) -> Any:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        shaped = float(reward) + self.success_reward * float(info.get("success", 0.0))
+        return obs, shaped, terminated, truncated, info
+
+
+def pay_success_reward(envs: Any, success_reward: float) -> None:
+    """Put :class:`SuccessReward` directly around each Meta-World env of a sync vector env from ``gym.make_vec``,
+    beneath all of Meta-World's wrappers, so its ``recurrent_info_in_obs`` wrapper shows the agent the shaped
+    reward and its evaluator counts success as ever."""
+    for env in envs.envs:
+        inner = env
+        while isinstance(inner.env, gym.Wrapper):
+            inner = inner.env
+        inner.env = SuccessReward(inner.env, success_reward)
+
+
 def _find_task(dist: TaskDistribution, data: bytes, family: str) -> Task:
     for task in dist.tasks("test"):
         if task.family == family and task.param("mw_data") == data:
@@ -117,7 +148,6 @@ def cross_check(
     exact: bool = True,
 ) -> CrossCheck:
     """Score ``agent`` with Meta-World's evaluator and with ``meta_test`` on the same goals (ML1 only)."""
-    import gymnasium as gym
     from metaworld.evaluation import metalearning_evaluation
 
     families = list(dist.families)
@@ -125,11 +155,6 @@ def cross_check(
         raise UserError(f"the cross-check runs on an ML1 distribution, got {dist.name!r}")
     env_name = families[0]
     shaping = float(getattr(dist, "success_reward", 0.0))
-    if shaping:
-        raise UserError(
-            f"the cross-check scores on Meta-World's own envs, which pay no success_reward, but {dist.name!r} adds "
-            f"{shaping:g} per successful step; cross-check a run trained on Meta-World's reward"
-        )
     envs: Any = gym.make_vec(
         "Meta-World/ML1-test",
         env_name=env_name,
@@ -138,6 +163,8 @@ def cross_check(
         meta_batch_size=1,
         recurrent_info_in_obs=agent.metaworld_info_in_obs,
     )
+    if shaping:
+        pay_success_reward(envs, shaping)
     out = CrossCheck()
     try:
         adapter = agent.metaworld_adapter(
