@@ -125,9 +125,11 @@ def main() -> int:
     print(f"\nmean success: official {check.official_success:.3f}, metarl {check.metarl_success:.3f}; "
           f"largest per-goal gap {check.max_success_gap:.2f}")  # fmt: skip
     if args.sampled_adaptation:
-        print("Adaptation episodes sampled on both sides, each with its own noise (the reference's protocol):\n"
-              "success agrees in distribution over many goals, not goal by goal. The official side ends every\n"
-              "episode on success (its test envs), metarl's runs all 500 steps (the training env settings).")
+        print(
+            "Adaptation episodes sampled on both sides, each with its own noise (the reference's protocol):\n"
+            "success agrees in distribution over many goals, not goal by goal. The official side ends every\n"
+            "episode on success (its test envs), metarl's runs all 500 steps (the training env settings)."
+        )
     else:
         print("Both sides take mean actions in every episode (exact mode) and RL² sees its reward in evaluation\n"
               "episodes on both (the evaluator's envs carry it in the observation, recurrent_info_in_obs), so success\n"
@@ -139,9 +141,14 @@ def main() -> int:
           f"per-env rule {demo['per_env_rule']:.3f} ({demo['episodes_ended']} episodes ended)")  # fmt: skip
     print(f"\n{time.perf_counter() - t0:.0f} s")
     if args.json:
-        figures = {"exact": not args.sampled_adaptation, "official_success": check.official_success,
-                   "metarl_success": check.metarl_success, "rounds": [vars(r) for r in check.rounds], "counting": demo}
-        args.json.write_text(json.dumps(figures, indent=2))  # fmt: skip
+        figures = {
+            "exact": not args.sampled_adaptation,
+            "official_success": check.official_success,
+            "metarl_success": check.metarl_success,
+            "rounds": [vars(r) for r in check.rounds],
+            "counting": demo,
+        }
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
 
 
