@@ -102,6 +102,22 @@ def test_committed_5M_shaped_seeds_reproduce_metarl_compare_over_their_runs() ->
     assert "`--success-reward 10`" in text and "5,000,000 env steps" in text
 
 
+def test_committed_4_seed_shaped_compare_is_the_aggregate_of_the_four_jsons() -> None:
+    """Seeds 0-2 (``--config rl2-ml1-tuned --success-reward 10``) and seed 3 (``--config rl2-ml1-shaped``) are one
+    setting under two names, so seeds.py refuses to pool them; `metarl compare` over their runs did, and its IQM is
+    the stratified-bootstrap aggregate of the four JSONs' held-out success."""
+    names = [f"rl2-ml1-reach-s{s}-tuned-envsuccessreward10-5M.json" for s in range(3)]
+    names.append("rl2-ml1-reach-s3-shaped-5M.json")
+    figs = [json.loads((RESULTS / n).read_text()) for n in names]
+    assert {f["success_reward"] for f in figs} == {10.0} and {f["heldout"]["env_steps"] for f in figs} == {5_000_000}
+    assert [f["seed"] for f in figs] == [0, 1, 2, 3]
+    scores = np.array([[f["heldout"]["success"]["mean"]] for f in figs])
+    iqm = aggregate(scores, reps=2000, seed=0)["iqm"].format()
+    compare = (RESULTS / "rl2-ml1-reach-4seeds-shaped-5M-metarl-compare.md").read_text()
+    assert iqm == "0.850 [0.740, 0.880]"
+    assert f"| `rl2` | 4 | {iqm} |" in compare
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
