@@ -277,9 +277,10 @@ class Trainer:
                     result = self.meta_test(engine)
                     metrics["eval/success"] = result.success_mean
                     metrics["eval/return"] = result.return_mean
+                # the boundary first: once progress.csv shows this iteration, a stop saves it
+                boundary = self.boundary_state(engine)
                 log.log(self.state.iteration, metrics, step=self.state.env_steps)
                 bar.update(self.state, metrics)
-                boundary = self.boundary_state(engine)
                 if self.state.iteration % self.cfg.checkpoint_every == 0:
                     write_checkpoint(self.run_dir, boundary[1], boundary[0])
                     saved = boundary[0]
