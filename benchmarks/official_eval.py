@@ -38,8 +38,8 @@ from metarl.agents.rl2 import RL2Agent, RL2Config, RL2PolicyConfig  # noqa: E402
 from metarl.envs import make_distribution  # noqa: E402
 from metarl.evaluation.official import (  # noqa: E402
     cross_check,
+    ml1_test_envs,
     official_counting,
-    pay_success_reward,
     per_env_counting,
 )
 from metarl.rollout import RolloutEngine  # noqa: E402
@@ -49,15 +49,8 @@ from metarl.run import make_run_distribution, read_run_config  # noqa: E402
 def counting_demo(agent: object, dist: object, envs_per_name: int, episodes: int, seed: int) -> dict[str, float]:
     """Run an ML1 vector env with several envs (terminate on success, as the official evaluation does) and
     count its ended episodes both ways."""
-    import gymnasium as gym
-
-    env_name = next(iter(dist.families))  # type: ignore[attr-defined]
     info_in_obs = agent.metaworld_info_in_obs  # type: ignore[attr-defined]
-    envs = gym.make_vec("Meta-World/ML1-test", env_name=env_name, seed=seed, vector_strategy="sync",
-                        meta_batch_size=envs_per_name, recurrent_info_in_obs=info_in_obs)  # fmt: skip
-    shaping = float(getattr(dist, "success_reward", 0.0))
-    if shaping:  # the reward the agent was trained on and sees as input
-        pay_success_reward(envs, shaping)
+    envs = ml1_test_envs(agent, dist, envs_per_name=envs_per_name, seed=seed)  # type: ignore[arg-type]
     try:
         envs.call("toggle_sample_tasks_on_reset", False)
         envs.call("toggle_terminate_on_success", True)

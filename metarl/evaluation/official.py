@@ -120,6 +120,24 @@ def pay_success_reward(envs: Any, success_reward: float) -> None:
         inner.env = SuccessReward(inner.env, success_reward)
 
 
+def ml1_test_envs(agent: Any, dist: TaskDistribution, *, envs_per_name: int, seed: int) -> Any:
+    """Meta-World's own ``ML1-test`` vector env (sync) for ``dist``'s one task family, as the agent's adapter
+    needs it (``recurrent_info_in_obs`` where the agent reads its reward from the observation) and paying
+    ``dist``'s ``success_reward`` where it has one."""
+    envs: Any = gym.make_vec(
+        "Meta-World/ML1-test",
+        env_name=next(iter(dist.families)),
+        seed=seed,
+        vector_strategy="sync",
+        meta_batch_size=envs_per_name,
+        recurrent_info_in_obs=agent.metaworld_info_in_obs,
+    )
+    shaping = float(getattr(dist, "success_reward", 0.0))
+    if shaping:
+        pay_success_reward(envs, shaping)
+    return envs
+
+
 def _find_task(dist: TaskDistribution, data: bytes, family: str) -> Task:
     for task in dist.tasks("test"):
         if task.family == family and task.param("mw_data") == data:
@@ -154,17 +172,7 @@ def cross_check(
     if len(families) != 1 or not dist.name.startswith("ML1-"):
         raise UserError(f"the cross-check runs on an ML1 distribution, got {dist.name!r}")
     env_name = families[0]
-    shaping = float(getattr(dist, "success_reward", 0.0))
-    envs: Any = gym.make_vec(
-        "Meta-World/ML1-test",
-        env_name=env_name,
-        seed=seed,
-        vector_strategy="sync",
-        meta_batch_size=1,
-        recurrent_info_in_obs=agent.metaworld_info_in_obs,
-    )
-    if shaping:
-        pay_success_reward(envs, shaping)
+    envs = ml1_test_envs(agent, dist, envs_per_name=1, seed=seed)
     out = CrossCheck()
     try:
         adapter = agent.metaworld_adapter(
