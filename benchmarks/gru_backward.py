@@ -1,66 +1,87 @@
-"""Is RL²'s GRU bound by its per-step calls or by its products?  ``nn.GRU``'s forward + backward on one BPTT chunk
-of the reference update (250 steps x 20 trials, 256 -> 256) against the same GRU written as one
-``torch.autograd.Function`` with a hand-derived backward: the input projection as one product, one ``addmm`` and
-a few fused element-wise calls per step each way, the recurrent weight's gradient as one product over all steps.
+"""RL²'s GRU forward + backward on one BPTT chunk of the reference update (250 steps x 20 trials, 256 -> 256):
+``nn.GRU`` against metarl's fused GRU (``metarl.agents.gru.gru_sequence``, what the CPU update runs), each in
+float32 and under CPU bfloat16 autocast, each with glibc's default allocator settings and with
+``metarl.allocator.keep_freed_memory`` (what ``metarl train`` sets).
 
     python benchmarks/gru_backward.py                 # 2 threads, 5 alternating rounds
     python benchmarks/gru_backward.py --threads 1 --rounds 7
-    python benchmarks/gru_backward.py --quick         # small shapes: a smoke run, not a measurement
+    python benchmarks/gru_backward.py --quick         # small shapes, 1 round: a smoke run, not a measurement
 
-Prints both medians, their ratio and the largest relative gradient difference; ``--json PATH`` writes them.
+An allocator setting holds for a whole process, so each round runs one child process per setting (in
+alternating order), and each child times the four variants (in alternating order), 5 passes each.  Prints the
+medians over rounds, each variant's speed relative to ``nn.GRU`` float32 with the default allocator, and the
+gradients' agreement: the fused GRU's largest relative difference from ``nn.GRU`` in float32, and the
+smallest cosine between a bfloat16 gradient and float32's.  ``--json PATH`` writes them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks._common` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import torch
 from torch import nn
 
+VARIANTS = ("nn_gru_float32", "fused_float32", "nn_gru_bf16", "fused_bf16")
+ALLOCATORS = ("default", "kept")
 
-class HandGRU(torch.autograd.Function):
-    """out [C, B, G] from the input projection ``xp`` [C, B, 3G] (PyTorch's gate order r, z, n), ``h0`` [B, G]."""
 
-    @staticmethod
-    def forward(ctx: Any, xp: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
-        steps, batch, g3 = xp.shape
-        g = g3 // 3
-        out, rz, n, ghn = (xp.new_empty(steps, batch, k) for k in (g, 2 * g, g, g))
-        h, wt = h0, w_hh.t()
-        for t in range(steps):
-            gh = torch.addmm(b_hh, h, wt)
-            torch.sigmoid(xp[t, :, : 2 * g] + gh[:, : 2 * g], out=rz[t])
-            ghn[t].copy_(gh[:, 2 * g :])
-            torch.tanh(torch.addcmul(xp[t, :, 2 * g :], rz[t, :, :g], ghn[t]), out=n[t])
-            torch.addcmul(n[t], rz[t, :, g:], h - n[t], out=out[t])  # h' = n + z (h - n)
-            h = out[t]
-        ctx.save_for_backward(h0, w_hh, out, rz, n, ghn)
-        return out
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time the four variants in this process (allocator already chosen by the parent's environment)."""
+    from metarl.agents.gru import gru_sequence
+    from metarl.allocator import keep_freed_memory
 
-    @staticmethod
-    def backward(ctx: Any, dout: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        h0, w_hh, out, rz, n, ghn = ctx.saved_tensors
-        steps, batch, g = out.shape
-        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]], 0)
-        dx, dgh = dout.new_empty(steps, batch, 3 * g), dout.new_empty(steps, batch, 3 * g)
-        dh = torch.zeros_like(h0)
-        for t in range(steps - 1, -1, -1):
-            dh = dh + dout[t]
-            r, z = rz[t, :, :g], rz[t, :, g:]
-            dn = dh * (1 - z) * (1 - n[t] * n[t])
-            dx[t, :, :g] = dn * ghn[t] * r * (1 - r)
-            dx[t, :, g : 2 * g] = dh * (h_prev[t] - n[t]) * z * (1 - z)
-            dx[t, :, 2 * g :] = dn
-            dgh[t, :, : 2 * g] = dx[t, :, : 2 * g]
-            torch.mul(dn, r, out=dgh[t, :, 2 * g :])
-            dh = torch.addmm(dh * z, dgh[t], w_hh)
-        dw = dgh.reshape(-1, 3 * g).t() @ h_prev.reshape(-1, g)
-        return dx, dh, dw, dgh.sum((0, 1))
+    kept = keep_freed_memory()
+    torch.set_num_threads(spec["threads"])
+    steps, batch, width = spec["shape"]
+    torch.manual_seed(0)
+    gru = nn.GRU(width, width)
+    x = torch.randn(steps, batch, width, requires_grad=True)
+    h0, dout = torch.randn(batch, width) * 0.1, torch.randn(steps, batch, width)
+
+    def grads(variant: str) -> list[torch.Tensor]:
+        gru.zero_grad()
+        x.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant.endswith("bf16")):
+            out = gru_sequence(gru, x, h0) if variant.startswith("fused") else gru(x, h0.unsqueeze(0))[0]
+        (out.float() * dout).sum().backward()
+        return [p.grad.clone() for p in gru.parameters()] + [x.grad.clone()]  # type: ignore[union-attr]
+
+    ref = grads("nn_gru_float32")
+    rel = max(float((a - b).norm() / b.norm()) for a, b in zip(grads("fused_float32"), ref, strict=True))
+    cosine = min(
+        float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+        for v in ("nn_gru_bf16", "fused_bf16")
+        for a, b in zip(grads(v), ref, strict=True)
+    )
+    order = list(VARIANTS) if spec["round"] % 2 == 0 else list(VARIANTS)[::-1]
+    times = {}
+    for variant in order:
+        grads(variant)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(5):
+            grads(variant)
+        times[variant] = (time.perf_counter() - t0) / 5 * 1e3
+    return {"times_ms": times, "kept": kept, "max_relative_grad_diff": rel, "min_bf16_cosine": cosine}
+
+
+def run_child(spec: dict[str, Any], allocator: str) -> dict[str, Any]:
+    env = dict(os.environ, METARL_KEEP_FREED_MEMORY="1" if allocator == "kept" else "0")
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                          env=env, check=False, timeout=1800)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"measurement {allocator} {spec} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -69,48 +90,47 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds, 5 passes each (default 5)")
     parser.add_argument("--quick", action="store_true", help="20 steps x 4 trials, 32 wide, 1 round")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
     if args.threads < 1 or args.rounds < 1:
         parser.error(f"--threads and --rounds must be positive integers, got {args.threads} and {args.rounds}")
-    torch.set_num_threads(args.threads)
-    steps, batch, width = (20, 4, 32) if args.quick else (250, 20, 256)
+    shape = (20, 4, 32) if args.quick else (250, 20, 256)
     rounds = 1 if args.quick else args.rounds
-    torch.manual_seed(0)
-    gru = nn.GRU(width, width)
-    x = torch.randn(steps, batch, width, requires_grad=True)
-    h0, dout = torch.randn(batch, width) * 0.1, torch.randn(steps, batch, width)
-
-    def reference() -> torch.Tensor:
-        return gru(x, h0.unsqueeze(0))[0]
-
-    def hand() -> torch.Tensor:
-        xp = torch.addmm(gru.bias_ih_l0, x.reshape(-1, width), gru.weight_ih_l0.t()).reshape(steps, batch, -1)
-        return HandGRU.apply(xp, h0, gru.weight_hh_l0, gru.bias_hh_l0)
-
-    def grads(fn: Any) -> list[torch.Tensor]:
-        gru.zero_grad()
-        x.grad = None
-        fn().backward(dout)
-        return [p.grad.clone() for p in gru.parameters()] + [x.grad.clone()]  # type: ignore[union-attr]
-
-    rel = max(float((a - b).norm() / a.norm()) for a, b in zip(grads(reference), grads(hand), strict=True))
-    times: dict[str, list[float]] = {"nn_gru": [], "hand_gru": []}
+    samples: dict[str, list[float]] = {f"{v}_{a}": [] for a in ALLOCATORS for v in VARIANTS}
+    rel, cosine, kept = 0.0, 1.0, []
     for i in range(rounds):
-        order = [("nn_gru", reference), ("hand_gru", hand)]
-        for name, fn in order if i % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            for _ in range(5):
-                grads(fn)
-            times[name].append((time.perf_counter() - t0) / 5 * 1e3)
-    figures = {k: statistics.median(v) for k, v in times.items()}
-    figures |= {"ratio": figures["nn_gru"] / figures["hand_gru"], "max_relative_grad_diff": rel}
-    figures |= {"steps": steps, "batch": batch, "width": width, "threads": args.threads, "rounds": rounds}
-    print(f"GRU forward + backward, {steps} steps x {batch} trials, {width} -> {width}, {args.threads} thread(s), "
-          f"median of {rounds} alternating round(s)")  # fmt: skip
-    print(f"  nn.GRU            {figures['nn_gru']:8.1f} ms")
-    print(f"  hand-written GRU  {figures['hand_gru']:8.1f} ms   ({figures['ratio']:.2f}x nn.GRU's speed)")
-    print(f"  gradients agree to a relative {rel:.1e}")
+        for allocator in ALLOCATORS if i % 2 == 0 else ALLOCATORS[::-1]:
+            res = run_child({"threads": args.threads, "shape": shape, "round": i}, allocator)
+            for variant, ms in res["times_ms"].items():
+                samples[f"{variant}_{allocator}"].append(ms)
+            rel, cosine = max(rel, res["max_relative_grad_diff"]), min(cosine, res["min_bf16_cosine"])
+            if allocator == "kept":
+                kept.append(res["kept"])
+    base = statistics.median(samples["nn_gru_float32_default"])
+    figures: dict[str, Any] = {k: statistics.median(v) for k, v in samples.items()}
+    figures |= {f"{k}_speedup": base / figures[k] for k in samples}
+    figures |= {"max_relative_grad_diff": rel, "min_bf16_cosine": cosine, "allocator_kept": all(kept),
+                "steps": shape[0], "batch": shape[1], "width": shape[2], "threads": args.threads,
+                "rounds": rounds}  # fmt: skip
+    print(f"GRU forward + backward, {shape[0]} steps x {shape[1]} trials, {shape[2]} -> {shape[2]}, "
+          f"{args.threads} thread(s), median of {rounds} alternating round(s)"
+          + (" (--quick: not the reference shapes)" if args.quick else ""))  # fmt: skip
+    print(f"  {'variant':<16}{'allocator':>11}{'ms':>10}{'speed':>9}")
+    for allocator in ALLOCATORS:
+        for variant in VARIANTS:
+            key = f"{variant}_{allocator}"
+            print(f"  {variant:<16}{allocator:>11}{figures[key]:>10.1f}{figures[key + '_speedup']:>8.2f}x")
+    print(f"  speed: against nn_gru_float32 with the default allocator; 'kept' = metarl.allocator.keep_freed_memory"
+          f"{'' if figures['allocator_kept'] else ' (NOT applied on this C library)'}")  # fmt: skip
+    print(
+        f"  fused float32 gradients agree with nn.GRU's to a relative {rel:.1e}; "
+        f"bfloat16 gradients' smallest cosine to float32's: {cosine:.4f}"
+    )
     if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 

@@ -201,6 +201,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    from metarl.allocator import keep_freed_memory
+
+    kept = keep_freed_memory()  # as metarl train sets it in the learner's process
     meta_batch = 2 if args.quick else 20
     figures: dict[str, Any] = {}
     for agent in args.agents:
@@ -233,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "KL after", "surrogate gain", "line-search frac"], rows))  # fmt: skip
     if args.json:
         meta = {"quick": bool(args.quick), "threads": args.threads, "meta_batch": meta_batch, "bf16": args.bf16,
+                "allocator_kept": kept,
                 "machine": machine_info(), "versions": package_versions(),
                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}  # fmt: skip
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from metarl.agent import OverlappingLearner
+from metarl.allocator import keep_freed_memory
 from metarl.config import (
     TrainConfig,
     available_cores,
@@ -137,6 +138,7 @@ class Trainer:
         self.config_name = config_name
         self.device = resolve_device(train_cfg.device, require_available=True)
         torch.set_num_threads(learner_threads(train_cfg))
+        keep_freed_memory()  # the update's activations reuse the heap instead of fresh pages (metarl.allocator)
         self.dist = make_run_distribution(train_cfg)
         _check_meta_batch(train_cfg, self.dist)
         self.agent = build_agent(train_cfg, agent_cfg, self.dist, self.device)

@@ -10,6 +10,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -338,8 +339,8 @@ def test_profile_learner_quick_times_and_profiles_both_learners(tmp_path: Path) 
 
 
 def test_gru_backward_quick_agrees_with_nn_gru_and_writes_its_figures(tmp_path: Path) -> None:
-    """`benchmarks/gru_backward.py --quick`: the hand-written GRU's gradients are nn.GRU's (the comparison is of
-    the same maths), and the JSON holds both timings and their ratio."""
+    """`benchmarks/gru_backward.py --quick`: the fused GRU's gradients are nn.GRU's (the comparison is of the same
+    maths), bfloat16's point the same way, and the JSON holds all eight timings with their speeds."""
     import subprocess
 
     out = tmp_path / "gru.json"
@@ -349,9 +350,15 @@ def test_gru_backward_quick_agrees_with_nn_gru_and_writes_its_figures(tmp_path: 
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     figures = json.loads(out.read_text())
-    assert figures["max_relative_grad_diff"] < 1e-5
-    assert figures["nn_gru"] > 0 and figures["hand_gru"] > 0
-    assert figures["ratio"] == pytest.approx(figures["nn_gru"] / figures["hand_gru"])
+    assert figures["max_relative_grad_diff"] < 1e-5 and 0.99 <= figures["min_bf16_cosine"] <= 1.0 + 1e-6
+    keys = [f"{v}_{a}" for a in ("default", "kept") for v in ("nn_gru_float32", "fused_float32", "nn_gru_bf16",
+                                                               "fused_bf16")]  # fmt: skip
+    assert all(figures[k] > 0 for k in keys)
+    for k in keys:
+        assert figures[k + "_speedup"] == pytest.approx(figures["nn_gru_float32_default"] / figures[k])
+    assert figures["nn_gru_float32_default_speedup"] == 1.0
+    assert figures["allocator_kept"] is (sys.platform.startswith("linux") and "glibc" in " ".join(platform.libc_ver()))
+    assert "(--quick: not the reference shapes)" in proc.stdout
     bad = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gru_backward.py"), "--rounds", "0"],
         capture_output=True, text=True, timeout=300,

@@ -1,0 +1,95 @@
+"""The fused GRU of RL²'s CPU update (``metarl.agents.gru``): the same function and gradients as ``nn.GRU``.
+
+Oracle: ``nn.GRU`` itself.  In float32 the outputs and every gradient (input, h0, both weights, both biases)
+agree to a relative 1e-5 (rounding: the two sum the same terms in different orders).  Under bfloat16 autocast
+each gradient agrees with float32's to a cosine >= 0.99, the tolerance tests/test_rl2_bf16.py states for
+the whole update.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from metarl.agents.gru import gru_sequence
+
+
+def _case(steps: int, batch: int, inp: int, hidden: int, seed: int = 0) -> tuple[nn.GRU, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    gru = nn.GRU(inp, hidden)
+    with torch.no_grad():  # non-zero biases, so that each bias's gradient is checked through its own path
+        for b in (gru.bias_ih_l0, gru.bias_hh_l0):
+            b.uniform_(-0.5, 0.5)
+    x = torch.randn(steps, batch, inp) * 2
+    h0 = torch.randn(batch, hidden) * 0.5
+    return gru, x, h0
+
+
+def _grads(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor, dout: torch.Tensor, fused: bool, bf16: bool = False):
+    gru.zero_grad(set_to_none=True)
+    x, h0 = x.clone().requires_grad_(), h0.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = gru_sequence(gru, x, h0) if fused else gru(x, h0.unsqueeze(0))[0]
+    (out.float() * dout).sum().backward()
+    grads = {name: p.grad.clone() for name, p in gru.named_parameters()}
+    return out.detach().float(), grads | {"input": x.grad.clone(), "h0": h0.grad.clone()}
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 4), (37, 6, 11, 16), (250, 20, 256, 256)])
+def test_float32_matches_nn_gru_outputs_and_every_gradient(shape: tuple[int, int, int, int]) -> None:
+    gru, x, h0 = _case(*shape)
+    dout = torch.randn(shape[0], shape[1], shape[3])
+    out_ref, ref = _grads(gru, x, h0, dout, fused=False)
+    out, got = _grads(gru, x, h0, dout, fused=True)
+    assert out.dtype == torch.float32 and out.shape == out_ref.shape
+    assert _rel(out, out_ref) < 1e-5
+    assert ref.keys() == got.keys() and len(got) == 6
+    for name in ref:
+        assert got[name].shape == ref[name].shape, name
+        assert _rel(got[name], ref[name]) < 1e-5, (name, _rel(got[name], ref[name]))
+
+
+def test_a_wrong_gate_derivative_would_be_caught() -> None:
+    """The oracle is sharp enough: the same comparison fails when the reset gate's bias gradient is perturbed
+    by far less than a derivative error would move it."""
+    gru, x, h0 = _case(37, 6, 11, 16)
+    dout = torch.randn(37, 6, 16)
+    _, ref = _grads(gru, x, h0, dout, fused=False)
+    _, got = _grads(gru, x, h0, dout, fused=True)
+    bad = got["bias_hh_l0"].clone()
+    bad[:16] *= 1.01
+    assert _rel(bad, ref["bias_hh_l0"]) > 1e-5
+
+
+def test_bf16_products_agree_with_float32_and_return_float32() -> None:
+    gru, x, h0 = _case(250, 20, 256, 256)
+    dout = torch.randn(250, 20, 256)
+    out32, g32 = _grads(gru, x, h0, dout, fused=False)
+    out16, g16 = _grads(gru, x, h0, dout, fused=True, bf16=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert gru_sequence(gru, x, h0).dtype == torch.float32  # the state and gates stay float32
+    assert _rel(out16, out32) < 0.02
+    for name, g in g32.items():
+        assert g16[name].dtype == torch.float32 and torch.isfinite(g16[name]).all(), name
+        assert not torch.equal(g16[name], g), name  # it really ran in bfloat16
+        cosine = torch.nn.functional.cosine_similarity(g16[name].flatten(), g.flatten(), dim=0)
+        assert cosine >= 0.99, (name, float(cosine))
+
+
+def test_no_grad_forward_and_the_final_state_match() -> None:
+    gru, x, h0 = _case(40, 4, 9, 12)
+    with torch.no_grad():
+        out = gru_sequence(gru, x, h0)
+        ref, h_last = gru(x, h0.unsqueeze(0))
+    assert _rel(out, ref) < 1e-5 and _rel(out[-1], h_last[0]) < 1e-5
+
+
+@pytest.mark.parametrize("kwargs", [{"num_layers": 2}, {"bidirectional": True}, {"batch_first": True}, {"bias": False}])
+def test_other_gru_layouts_are_refused(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"one-layer, unidirectional, time-major nn\.GRU with biases"):
+        gru_sequence(nn.GRU(3, 4, **kwargs), torch.zeros(2, 1, 3), torch.zeros(1, 4))
