@@ -1,20 +1,23 @@
 """A one-layer GRU over a whole sequence for the CPU update, with a hand-derived backward.
 
-``nn.GRU`` on the CPU records about thirty autograd nodes per time step, and its backward runs each of them, plus
-one small product for the recurrent weight's gradient per step.  RL²'s update runs a 250-step chunk of 20 trials
-per Adam step, so those per-step calls, not the arithmetic, set its speed.  :func:`gru_sequence` computes the
-same function as ``nn.GRU`` (PyTorch's gate order and equations) in one :class:`torch.autograd.Function`:
+``nn.GRU`` on the CPU runs as a chain of per-step operators that autograd records and replays backward, with a
+small product per step for the recurrent weight's gradient.  RL²'s update runs a 250-step chunk of 20 trials per
+Adam step, so each product is 20 rows wide and the calls around it cost as much as the arithmetic.
+:func:`gru_sequence` computes the same function as ``nn.GRU`` (PyTorch's gate order and equations) in one
+:class:`torch.autograd.Function`:
 
 - forward: the input projection as one product over all steps; per step one product with the recurrent weight
-  and five element-wise calls;
+  and five element-wise calls (six under autocast: the state's cast), written into buffers allocated once per call;
 - backward: every gate's local derivative depends only on the forward's values, so they are computed once over
-  all steps; the step loop then carries ``dh`` with one element-wise product, one ``mul`` and one product per step;
-  the weight's gradient is one product over all steps.
+  all steps (a few passes over [C, B, G] arrays); the step loop then carries the state's gradient with one add,
+  one multiply, one product and one ``addcmul`` per step; the recurrent weight's gradient is one product over
+  all steps.
 
 Under CPU bfloat16 autocast the products run in bfloat16 (the recurrent weight cast once per call, not per step)
-and the state, the gates and the gradients' accumulation stay float32; without autocast everything is float32 and
-matches ``nn.GRU`` to rounding (``tests/test_gru.py``).  ``benchmarks/gru_backward.py`` measures both against
-``nn.GRU``.
+while the state and the gates stay float32; the gates' gradients are rounded to bfloat16 for the products, as
+autocast rounds every product's operands.  Without autocast everything is float32 and matches ``nn.GRU`` to
+rounding (``tests/test_gru.py``).  ``benchmarks/gru_backward.py`` measures both against ``nn.GRU``, with and without
+:func:`metarl.allocator.keep_freed_memory` (the batched passes touch a few MB each, fresh pages without it).
 """
 
 from __future__ import annotations
@@ -52,15 +55,18 @@ class _GRUSequence(torch.autograd.Function):
         gh = xp.new_empty(steps, batch, g3, dtype=dtype)  # W_hh h + b_hh
         rz = hs.new_empty(steps, batch, 2 * g)
         n = hs.new_empty(steps, batch, g)
-        diff = hs.new_empty(batch, g)
+        # per-step views, taken once (indexing inside the loop costs as much as the small calls)
+        x_rz, x_n = xp[..., : 2 * g].unbind(0), xp[..., 2 * g :].unbind(0)
+        gh_t, gh_rz, gh_n = gh.unbind(0), gh[..., : 2 * g].unbind(0), gh[..., 2 * g :].unbind(0)
+        rz_t, r_t, z_t = rz.unbind(0), rz[..., :g].unbind(0), rz[..., g:].unbind(0)
+        n_t, hs_t, h_in_t = n.unbind(0), hs.unbind(0), h_in.unbind(0)
         for t in range(steps):
             if low is not None:
-                h_in[t].copy_(hs[t])
-            torch.addmm(bias, h_in[t], wt, out=gh[t])
-            torch.add(xp[t, :, : 2 * g], gh[t, :, : 2 * g], out=rz[t]).sigmoid_()
-            torch.addcmul(xp[t, :, 2 * g :], rz[t, :, :g], gh[t, :, 2 * g :], out=n[t]).tanh_()
-            torch.sub(hs[t], n[t], out=diff)
-            torch.addcmul(n[t], rz[t, :, g:], diff, out=hs[t + 1])  # h' = n + z (h - n)
+                h_in_t[t].copy_(hs_t[t])
+            torch.addmm(bias, h_in_t[t], wt, out=gh_t[t])
+            torch.add(x_rz[t], gh_rz[t], out=rz_t[t]).sigmoid_()
+            torch.addcmul(x_n[t], r_t[t], gh_n[t], out=n_t[t]).tanh_()
+            torch.lerp(n_t[t], hs_t[t], z_t[t], out=hs_t[t + 1])  # h' = n + z (h - n)
         ctx.save_for_backward(hs, h_in, w_hh, gh, rz, n)
         ctx.low, ctx.x_dtype = low, xp.dtype
         return hs[1:]
@@ -86,11 +92,12 @@ class _GRUSequence(torch.autograd.Function):
         dgh = hs.new_empty(steps, batch, 3, g, dtype=dtype)
         d_at = hs.new_empty(steps, batch, g)  # D at every step
         dh = torch.zeros_like(hs[0])
+        d_t, dout_t, dgh_t, coeff_t, z_t = d_at.unbind(0), dout.unbind(0), dgh.unbind(0), coeff.unbind(0), z.unbind(0)
         for t in range(steps - 1, -1, -1):
-            torch.add(dh, dout[t], out=d_at[t])
-            torch.mul(d_at[t].unsqueeze(1), coeff[t], out=dgh[t])
+            torch.add(dh, dout_t[t], out=d_t[t])
+            torch.mul(d_t[t].unsqueeze(1), coeff_t[t], out=dgh_t[t])
             # the gradient reaching h: through W_hh h, plus z through h' = ... + z h
-            dh = torch.addcmul(torch.mm(dgh[t].view(batch, 3 * g), w), d_at[t], z[t])
+            dh = torch.addcmul(torch.mm(dgh_t[t].view(batch, 3 * g), w), d_t[t], z_t[t])
         dgh_flat = dgh.view(steps * batch, 3 * g)
         dw = torch.mm(dgh_flat.t(), h_in[:steps].reshape(-1, g)).to(w_hh.dtype)
         db = torch.sum(dgh_flat, 0, dtype=w_hh.dtype)
