@@ -5,8 +5,8 @@ raised as large blocks are freed) with fresh ``mmap`` pages and returns the top 
 exceeds the trim threshold, so a learner that allocates the same few-megabyte activations on every Adam step
 pays page faults for them each time: on RL²'s update a [250, 20, 256] float32 element-wise op took 1.4 ms with
 fresh pages against 0.35 ms on reused ones.  :func:`keep_freed_memory` raises both thresholds (``mallopt``), as
-PyTorch's CPU performance guide's advice to use jemalloc or tcmalloc does for the same reason; the learning
-benchmark ``benchmarks/gru_backward.py`` measures the difference.  It changes where memory comes from, never a
+PyTorch's CPU performance guide's advice to use jemalloc or tcmalloc does for the same reason;
+``benchmarks/gru_backward.py`` measures the difference.  It changes where memory comes from, never a
 number computed; it does nothing where the C library is not glibc, or when the environment sets
 ``METARL_KEEP_FREED_MEMORY=0`` (e.g. with jemalloc or tcmalloc preloaded, or to measure without it).
 """
@@ -18,8 +18,12 @@ import ctypes.util
 import os
 import sys
 
+from metarl.errors import UserError
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-MMAP_THRESHOLD = 32 * 2**20  # blocks up to 32 MiB (glibc's largest allowed) come from the reusable heap
+MMAP_THRESHOLD = (
+    32 * 2**20
+)  # blocks up to 32 MiB (glibc's default ceiling for its dynamic threshold) come from the heap
 TRIM_THRESHOLD = 256 * 2**20  # free memory at the heap's top is returned to the OS only beyond 256 MiB
 
 _done: bool | None = None
@@ -29,8 +33,11 @@ def keep_freed_memory() -> bool:
     """Set glibc's mmap and trim thresholds for this process (once); True where they were set."""
     global _done
     if _done is None:
+        setting = os.environ.get("METARL_KEEP_FREED_MEMORY", "1")
+        if setting not in ("0", "1"):
+            raise UserError(f"METARL_KEEP_FREED_MEMORY must be 0 (off) or 1 (on, the default), got {setting!r}")
         _done = False
-        if sys.platform.startswith("linux") and os.environ.get("METARL_KEEP_FREED_MEMORY", "1") != "0":
+        if sys.platform.startswith("linux") and setting == "1":
             try:
                 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
                 mallopt = libc.mallopt
