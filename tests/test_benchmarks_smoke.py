@@ -353,6 +353,11 @@ def test_gru_backward_quick_agrees_with_nn_gru_and_writes_its_figures(tmp_path: 
     assert figures["max_relative_grad_diff"] < 1e-5 and 0.99 <= figures["min_bf16_cosine"] <= 1.0 + 1e-6
     keys = [f"{v}_{a}" for a in ("default", "kept") for v in ("nn_gru_float32", "fused_float32", "nn_gru_bf16",
                                                                "fused_bf16")]  # fmt: skip
+    from metarl.agents.gru import native_gru
+
+    compiled = [f"compiled_{d}_{a}" for a in ("default", "kept") for d in ("float32", "bf16")]
+    assert all(k in figures for k in compiled) is (native_gru() is not None)  # timed wherever it builds
+    keys += [k for k in compiled if k in figures]
     assert all(figures[k] > 0 for k in keys)
     for k in keys:
         assert figures[k + "_speedup"] == pytest.approx(figures["nn_gru_float32_default"] / figures[k])
@@ -364,6 +369,36 @@ def test_gru_backward_quick_agrees_with_nn_gru_and_writes_its_figures(tmp_path: 
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("got 2 and 0")
+
+
+def test_gru_step_quick_writes_consistent_per_step_figures(tmp_path: Path) -> None:
+    """`benchmarks/gru_step.py --quick`: a figure per thread count, all positive, and the derived ones (the
+    product's share of a forward step, the fused-kernel floor) computed from the measured ones."""
+    import subprocess
+
+    out = tmp_path / "step.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gru_step.py"), "--quick", "--threads", "1", "2",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(out.read_text())
+    assert figures["meta"]["quick"] is True and figures["meta"]["batch"] == 4
+    for threads in (1, 2):
+        f = figures[f"threads_{threads}"]
+        measured = ["forward_step", "product_forward", "product_backward", "product_forward_half",
+                    "product_backward_half", "elementwise_call"]  # fmt: skip
+        assert all(f[k] > 0 for k in measured), f
+        assert f["product_share_of_forward_step"] == pytest.approx(f["product_forward"] / f["forward_step"])
+        best = min(f["product_forward"], f.get("product_forward_reordered", float("inf")))
+        assert f["fused_step_floor"] == pytest.approx(best + f["elementwise_call"])
+    assert "(--quick: not the reference shapes)" in proc.stdout
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gru_step.py"), "--threads", "0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "got [0], 20 and 5" in bad.stderr.strip().splitlines()[-1]
 
 
 def test_readme_learner_speed_table_is_the_committed_training_run() -> None:
