@@ -22,10 +22,93 @@ rounding (``tests/test_gru.py``).  ``benchmarks/gru_backward.py`` measures both 
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from metarl.errors import UserError
+
+_SOURCE = Path(__file__).with_name("csrc") / "gru_cpu.cpp"
+_native_module: Any = None
+_native_tried = False
+
+
+def native_gru_setting() -> bool:
+    """``METARL_NATIVE_GRU``: 1 (the default) builds and uses the compiled time loops where they can run, 0 keeps
+    the Python loop; anything else is refused in one line (the trainer checks it before a run starts)."""
+    setting = os.environ.get("METARL_NATIVE_GRU", "1")
+    if setting not in ("0", "1"):
+        raise UserError(
+            f"METARL_NATIVE_GRU must be 0 (the Python loop) or 1 (the compiled loop, the default), got {setting!r}"
+        )
+    return setting == "1"
+
+
+def _built(name: str) -> bool:
+    """Whether torch's extension cache already holds ``name`` (then loading it takes well under a second)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists()
+    except (ImportError, OSError, RuntimeError):
+        return False
+
+
+def native_gru() -> Any:
+    """The compiled time loops (``csrc/gru_cpu.cpp``), built once per torch version with torch's C++ extension
+    builder (needs a C++ compiler and ninja; about 20 s, then cached), or None: turned off, not an x86 CPU with
+    AVX2, or the build failed (a warning says why; the Python loop computes the same function)."""
+    global _native_module, _native_tried
+    if _native_tried:
+        return _native_module
+    _native_tried = True
+    if not native_gru_setting() or not sys.platform.startswith("linux"):
+        return None
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        digest = hashlib.sha1(_SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
+        name = f"metarl_gru_cpu_{digest}"
+        if not _built(name):
+            print("metarl: building the compiled GRU loop for the CPU update (once per torch version, ~20 s)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        _native_module = load(name=name, sources=[str(_SOURCE)], extra_cflags=["-O3", "-mavx2", "-mfma"])
+    except Exception as exc:  # any build failure means the Python loop
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        warnings.warn(
+            f"metarl: the compiled GRU loop did not build ({type(exc).__name__}: {first}); the CPU update runs the "
+            "Python loop: the same function, slower (METARL_NATIVE_GRU=0 skips the build)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        _native_module = None
+    return _native_module
+
+
+_packing: bool | None = None
+
+
+def _reordered_weights(native: Any) -> bool:
+    """Whether the compiled loop may run its bfloat16 products with the recurrent weight reordered once for oneDNN
+    (``mkldnn._reorder_linear_weight`` / ``_linear_pointwise``, the pair torch.compile's CPU backend uses for
+    frozen weights): checked once, on a small product that must equal ``addmm``'s."""
+    global _packing
+    if _packing is None:
+        try:
+            x, w, b = (torch.randn(*s).to(torch.bfloat16) for s in ((4, 16), (24, 16), (24,)))
+            y = native.packed_product(x, torch.ops.mkldnn._reorder_linear_weight(w, 4), b)
+            _packing = bool(torch.equal(y, torch.addmm(b, x, w.t())))
+        except (AttributeError, RuntimeError):
+            _packing = False
+    return _packing
 
 
 def _low_precision(device: torch.device) -> torch.dtype | None:
@@ -55,6 +138,19 @@ class _GRUSequence(torch.autograd.Function):
         gh = xp.new_empty(steps, batch, g3, dtype=dtype)  # W_hh h + b_hh
         rz = hs.new_empty(steps, batch, 2 * g)
         n = hs.new_empty(steps, batch, g)
+        native = native_gru() if xp.device.type == "cpu" and g % 8 == 0 and xp.dtype == dtype else None
+        ctx.native = native is not None
+        if native is not None:  # the same loop compiled: one product and one pass over the gates per step
+            if low is not None:
+                h_in[0].copy_(h0)
+            packed = None
+            if low == torch.bfloat16 and _reordered_weights(native):
+                packed = torch.ops.mkldnn._reorder_linear_weight(w_hh.to(dtype).contiguous(), batch)
+            ctx.packed = packed is not None
+            native.forward_loop(xp.contiguous(), hs, h_in, gh, rz, n, wt, bias, low is not None, packed)
+            ctx.save_for_backward(hs, h_in, w_hh, gh, rz, n)
+            ctx.low, ctx.x_dtype = low, xp.dtype
+            return hs[1:]
         # per-step views, taken once (indexing inside the loop costs as much as the small calls)
         x_rz, x_n = xp[..., : 2 * g].unbind(0), xp[..., 2 * g :].unbind(0)
         gh_t, gh_rz, gh_n = gh.unbind(0), gh[..., : 2 * g].unbind(0), gh[..., 2 * g :].unbind(0)
@@ -78,6 +174,15 @@ class _GRUSequence(torch.autograd.Function):
         dtype = low or hs.dtype
         steps, batch, g = n.shape
         dout = dout.to(hs.dtype)
+        if ctx.native:  # the compiled loop writes d(gh) and d(xp) and returns the gradient reaching h0
+            dgh_c = hs.new_empty(steps, batch, 3 * g, dtype=dtype)
+            dxp = hs.new_empty(steps, batch, 3 * g, dtype=dtype)
+            w = w_hh.to(dtype).contiguous()
+            packed = torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), batch) if ctx.packed else None
+            dh0 = native_gru().backward_loop(dout.contiguous(), hs, gh, rz, n, w, dgh_c, dxp, packed)
+            flat = dgh_c.view(steps * batch, 3 * g)
+            dw = torch.mm(flat.t(), h_in[:steps].reshape(-1, g)).to(w_hh.dtype)
+            return dxp.to(ctx.x_dtype), dh0, dw, torch.sum(flat, 0, dtype=w_hh.dtype), None
         r, z, ghn = rz[..., :g], rz[..., g:], gh[..., 2 * g :]
         # local derivatives of h' = n + z (h - n), n = tanh(x_n + r (W_hn h + b_hn)), r/z = σ(x + W h + b): with
         # D the gradient reaching h', d(x_n) = D a, d(gh_n) = D a r, d(x_r) = d(gh_r) = D a gh_n r (1 - r) and

@@ -139,6 +139,9 @@ class Trainer:
         self.device = resolve_device(train_cfg.device, require_available=True)
         torch.set_num_threads(learner_threads(train_cfg))
         keep_freed_memory()  # the update's activations reuse the heap instead of fresh pages (metarl.allocator)
+        from metarl.agents.gru import native_gru_setting
+
+        native_gru_setting()  # METARL_NATIVE_GRU checked before anything is written (metarl.agents.gru)
         self.dist = make_run_distribution(train_cfg)
         _check_meta_batch(train_cfg, self.dist)
         self.agent = build_agent(train_cfg, agent_cfg, self.dist, self.device)

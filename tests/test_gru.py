@@ -1,4 +1,5 @@
-"""The fused GRU of RL²'s CPU update (``metarl.agents.gru``): the same function and gradients as ``nn.GRU``.
+"""The fused GRU of RL²'s CPU update (``metarl.agents.gru``): the same function and gradients as ``nn.GRU``,
+through both of its time loops (Python, and the compiled one where it builds; ``loop`` below).
 
 Oracle: ``nn.GRU`` itself.  In float32 the outputs and every gradient (input, h0, both weights, both biases)
 agree to a relative 1e-5 (rounding: the two sum the same terms in different orders).  Under bfloat16 autocast
@@ -8,11 +9,30 @@ the whole update.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+import metarl.agents.gru as gru_module
 from metarl.agents.gru import gru_sequence
+
+
+@pytest.fixture(params=["python", "compiled"])
+def loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test through the Python time loop, then through the compiled one (skipped where it cannot build:
+    no compiler or ninja, not x86 with AVX2)."""
+    if request.param == "compiled":
+        if gru_module.native_gru() is None:
+            pytest.skip("the compiled GRU loop does not build here")
+    else:
+        monkeypatch.setattr(gru_module, "_native_tried", True)
+        monkeypatch.setattr(gru_module, "_native_module", None)
+    return str(request.param)
 
 
 def _case(steps: int, batch: int, inp: int, hidden: int, seed: int = 0) -> tuple[nn.GRU, torch.Tensor, torch.Tensor]:
@@ -41,7 +61,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 5, 4), (37, 6, 11, 16), (250, 20, 256, 256)])
-def test_float32_matches_nn_gru_outputs_and_every_gradient(shape: tuple[int, int, int, int]) -> None:
+def test_float32_matches_nn_gru_outputs_and_every_gradient(shape: tuple[int, int, int, int], loop: str) -> None:
     gru, x, h0 = _case(*shape)
     dout = torch.randn(shape[0], shape[1], shape[3])
     out_ref, ref = _grads(gru, x, h0, dout, fused=False)
@@ -66,7 +86,7 @@ def test_a_wrong_gate_derivative_would_be_caught() -> None:
     assert _rel(bad, ref["bias_hh_l0"]) > 1e-5
 
 
-def test_bf16_products_agree_with_float32_and_return_float32() -> None:
+def test_bf16_products_agree_with_float32_and_return_float32(loop: str) -> None:
     gru, x, h0 = _case(250, 20, 256, 256)
     dout = torch.randn(250, 20, 256)
     out32, g32 = _grads(gru, x, h0, dout, fused=False)
@@ -81,8 +101,8 @@ def test_bf16_products_agree_with_float32_and_return_float32() -> None:
         assert cosine >= 0.99, (name, float(cosine))
 
 
-def test_no_grad_forward_and_the_final_state_match() -> None:
-    gru, x, h0 = _case(40, 4, 9, 12)
+def test_no_grad_forward_and_the_final_state_match(loop: str) -> None:
+    gru, x, h0 = _case(40, 4, 9, 16)
     with torch.no_grad():
         out = gru_sequence(gru, x, h0)
         ref, h_last = gru(x, h0.unsqueeze(0))
@@ -93,3 +113,63 @@ def test_no_grad_forward_and_the_final_state_match() -> None:
 def test_other_gru_layouts_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=r"one-layer, unidirectional, time-major nn\.GRU with biases"):
         gru_sequence(nn.GRU(3, 4, **kwargs), torch.zeros(2, 1, 3), torch.zeros(1, 4))
+
+
+def test_the_compiled_and_python_loops_agree_in_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under bfloat16 autocast the two loops differ only by where they round (the compiled one adds each gate's
+    two terms in float32, the Python one in bfloat16): outputs within 1%, every gradient at a cosine >= 0.999."""
+    if gru_module.native_gru() is None:
+        pytest.skip("the compiled GRU loop does not build here")
+    gru, x, h0 = _case(60, 8, 32, 64)
+    dout = torch.randn(60, 8, 64)
+    out_c, g_c = _grads(gru, x, h0, dout, fused=True, bf16=True)
+    monkeypatch.setattr(gru_module, "_native_module", None)
+    out_p, g_p = _grads(gru, x, h0, dout, fused=True, bf16=True)
+    assert _rel(out_c, out_p) < 0.01
+    for name, g in g_p.items():
+        assert float(torch.nn.functional.cosine_similarity(g_c[name].flatten(), g.flatten(), dim=0)) >= 0.999, name
+
+
+def test_a_failed_build_warns_once_and_the_python_loop_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.utils.cpp_extension as cpp_extension
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(gru_module, "_native_tried", False)
+    monkeypatch.setattr(gru_module, "_native_module", None)
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(gru_module.sys, "platform", "linux")
+    monkeypatch.delenv("METARL_NATIVE_GRU", raising=False)
+    with pytest.warns(RuntimeWarning, match=r"did not build \(RuntimeError: Ninja is required.*Python loop"):
+        assert gru_module.native_gru() is None
+    assert gru_module.native_gru() is None  # tried once: no second warning, no second build
+    gru, x, h0 = _case(5, 2, 3, 8)
+    with torch.no_grad():
+        assert _rel(gru_sequence(gru, x, h0), gru(x, h0.unsqueeze(0))[0]) < 1e-5
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("0", False), ("1", True)])
+def test_the_setting_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, setting: str, expected: bool
+) -> None:
+    monkeypatch.setenv("METARL_NATIVE_GRU", setting)
+    assert gru_module.native_gru_setting() is expected
+
+
+def test_a_bad_setting_is_one_line_naming_what_is_valid(tmp_path: Path) -> None:
+    env = dict(os.environ, METARL_NATIVE_GRU="yes")
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "metarl.cli", "train", "rl2", "--benchmark", "point-nav", "--iterations", "1",
+         "--out", str(run), "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith("METARL_NATIVE_GRU must be 0 (the Python loop) or 1 (the compiled loop, the default), got 'yes'")
+    )
+    assert "Traceback" not in proc.stderr and not run.exists()
