@@ -403,7 +403,8 @@ def test_gru_step_quick_writes_consistent_per_step_figures(tmp_path: Path) -> No
 
 def test_readme_learner_speed_table_is_the_committed_training_run() -> None:
     """The README's and docs/scaling.md's whole-iteration figures and speed-ups are those of
-    `benchmarks/results/training-ml10-2cores.json`, and its GRU figures those of `gru-backward-2threads.json`
+    `benchmarks/results/training-ml10-2cores.json` (and the RL²-only runs' JSONs), and its GRU figures those of
+    `gru-backward-2threads.json`
     (a rerun that updates one and not the other fails here)."""
     data = json.loads((ROOT / "benchmarks/results/training-ml10-2cores.json").read_text())
     readme, scaling = (ROOT / "README.md").read_text(), (ROOT / "docs/scaling.md").read_text()
@@ -421,6 +422,12 @@ def test_readme_learner_speed_table_is_the_committed_training_run() -> None:
     ratio = five["rl2_sync_1t_learning_s_per_100k"] / five["rl2_best_learning_s_per_100k"]
     assert five["meta"]["rounds"] == 5 and f"**{ratio:.2f}x**" in readme and f"**{ratio:.2f}x**" in scaling
     assert f"{five['rl2_best']:,.0f} steps/s end to end, {five['rl2_best'] / five['limit']:.2f}" in readme
+    compiled = json.loads((ROOT / "benchmarks/results/training-rl2-ml10-2cores-compiled.json").read_text())
+    ratio = compiled["rl2_sync_1t_learning_s_per_100k"] / compiled["rl2_best_learning_s_per_100k"]
+    for doc in (readme, scaling):
+        assert f"**{ratio:.2f}x**" in doc and f"{compiled['rl2_best']:,.0f} steps/s" in doc
+        assert f"{compiled['rl2_best'] / compiled['limit']:.2f} of a `limit` of {compiled['limit']:,.0f}" in doc
     gru = json.loads((ROOT / "benchmarks/results/gru-backward-2threads.json").read_text())
-    for key in ("nn_gru_float32_default", "nn_gru_bf16_default", "fused_float32_kept", "fused_bf16_kept"):
+    for key in ("nn_gru_float32_default", "nn_gru_bf16_default", "fused_float32_kept", "fused_bf16_kept",
+                "compiled_float32_kept", "compiled_bf16_kept"):  # fmt: skip
         assert f"{gru[key]:.1f}" in readme and f"{gru[key]:.1f}" in scaling, key
