@@ -23,7 +23,6 @@ rounding (``tests/test_gru.py``).  ``benchmarks/gru_backward.py`` measures both 
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -32,22 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from metarl.errors import UserError
+from metarl.native import native_gru_setting
 
 _SOURCE = Path(__file__).with_name("csrc") / "gru_cpu.cpp"
 _native_module: Any = None
 _native_tried = False
-
-
-def native_gru_setting() -> bool:
-    """``METARL_NATIVE_GRU``: 1 (the default) builds and uses the compiled time loops where they can run, 0 keeps
-    the Python loop; anything else is refused in one line (the trainer checks it before a run starts)."""
-    setting = os.environ.get("METARL_NATIVE_GRU", "1")
-    if setting not in ("0", "1"):
-        raise UserError(
-            f"METARL_NATIVE_GRU must be 0 (the Python loop) or 1 (the compiled loop, the default), got {setting!r}"
-        )
-    return setting == "1"
 
 
 def _built(name: str) -> bool:

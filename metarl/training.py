@@ -31,6 +31,7 @@ from metarl.config import (
 )
 from metarl.errors import UserError
 from metarl.evaluation.result import EvalResult, evaluate
+from metarl.native import native_gru_setting
 from metarl.rollout.engine import resolve_device
 from metarl.run import (
     CHECKPOINT_DIR,
@@ -139,9 +140,7 @@ class Trainer:
         self.device = resolve_device(train_cfg.device, require_available=True)
         torch.set_num_threads(learner_threads(train_cfg))
         keep_freed_memory()  # the update's activations reuse the heap instead of fresh pages (metarl.allocator)
-        from metarl.agents.gru import native_gru_setting
-
-        native_gru_setting()  # METARL_NATIVE_GRU checked before anything is written (metarl.agents.gru)
+        native_gru_setting()  # METARL_NATIVE_GRU checked before anything is written (metarl.native)
         self.dist = make_run_distribution(train_cfg)
         _check_meta_batch(train_cfg, self.dist)
         self.agent = build_agent(train_cfg, agent_cfg, self.dist, self.device)

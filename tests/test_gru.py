@@ -20,6 +20,7 @@ from torch import nn
 
 import metarl.agents.gru as gru_module
 from metarl.agents.gru import gru_sequence
+from metarl.native import native_gru_setting
 
 
 @pytest.fixture(params=["python", "compiled"])
@@ -155,7 +156,7 @@ def test_the_setting_is_read_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, setting: str, expected: bool
 ) -> None:
     monkeypatch.setenv("METARL_NATIVE_GRU", setting)
-    assert gru_module.native_gru_setting() is expected
+    assert native_gru_setting() is expected
 
 
 def test_a_bad_setting_is_one_line_naming_what_is_valid(tmp_path: Path) -> None:
