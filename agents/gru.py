@@ -106,6 +106,34 @@ def _low_precision(device: torch.device) -> torch.dtype | None:
     return None
 
 
+def _python_forward_loop(
+    xp: torch.Tensor,
+    hs: torch.Tensor,
+    h_in: torch.Tensor,
+    gh: torch.Tensor,
+    rz: torch.Tensor,
+    n: torch.Tensor,
+    wt: torch.Tensor,
+    bias: torch.Tensor,
+    cast_state: bool,
+) -> None:
+    """The forward's time loop in Python (where the compiled one does not run): fills ``hs[1:]``, ``h_in``
+    (the state cast for the products, when ``cast_state``), ``gh``, ``rz`` and ``n`` in place."""
+    g = hs.shape[-1]
+    # per-step views, taken once (indexing inside the loop costs as much as the small calls)
+    x_rz, x_n = xp[..., : 2 * g].unbind(0), xp[..., 2 * g :].unbind(0)
+    gh_t, gh_rz, gh_n = gh.unbind(0), gh[..., : 2 * g].unbind(0), gh[..., 2 * g :].unbind(0)
+    rz_t, r_t, z_t = rz.unbind(0), rz[..., :g].unbind(0), rz[..., g:].unbind(0)
+    n_t, hs_t, h_in_t = n.unbind(0), hs.unbind(0), h_in.unbind(0)
+    for t in range(xp.shape[0]):
+        if cast_state:
+            h_in_t[t].copy_(hs_t[t])
+        torch.addmm(bias, h_in_t[t], wt, out=gh_t[t])
+        torch.add(x_rz[t], gh_rz[t], out=rz_t[t]).sigmoid_()
+        torch.addcmul(x_n[t], r_t[t], gh_n[t], out=n_t[t]).tanh_()
+        torch.lerp(n_t[t], hs_t[t], z_t[t], out=hs_t[t + 1])  # h' = n + z (h - n)
+
+
 class _GRUSequence(torch.autograd.Function):
     """out [C, B, G] from the input projection ``xp`` [C, B, 3G] (b_ih included), ``h0`` [B, G],
     ``w_hh`` [3G, G] and ``b_hh`` [3G]; products in ``low`` (a dtype) when given.  Every buffer is allocated
@@ -127,7 +155,7 @@ class _GRUSequence(torch.autograd.Function):
         rz = hs.new_empty(steps, batch, 2 * g)
         n = hs.new_empty(steps, batch, g)
         native = native_gru() if xp.device.type == "cpu" and g % 8 == 0 and xp.dtype == dtype else None
-        ctx.native = native is not None
+        ctx.native, ctx.packed = native is not None, False
         if native is not None:  # the same loop compiled: one product and one pass over the gates per step
             if low is not None:
                 h_in[0].copy_(h0)
@@ -136,21 +164,8 @@ class _GRUSequence(torch.autograd.Function):
                 packed = torch.ops.mkldnn._reorder_linear_weight(w_hh.to(dtype).contiguous(), batch)
             ctx.packed = packed is not None
             native.forward_loop(xp.contiguous(), hs, h_in, gh, rz, n, wt, bias, low is not None, packed)
-            ctx.save_for_backward(hs, h_in, w_hh, gh, rz, n)
-            ctx.low, ctx.x_dtype = low, xp.dtype
-            return hs[1:]
-        # per-step views, taken once (indexing inside the loop costs as much as the small calls)
-        x_rz, x_n = xp[..., : 2 * g].unbind(0), xp[..., 2 * g :].unbind(0)
-        gh_t, gh_rz, gh_n = gh.unbind(0), gh[..., : 2 * g].unbind(0), gh[..., 2 * g :].unbind(0)
-        rz_t, r_t, z_t = rz.unbind(0), rz[..., :g].unbind(0), rz[..., g:].unbind(0)
-        n_t, hs_t, h_in_t = n.unbind(0), hs.unbind(0), h_in.unbind(0)
-        for t in range(steps):
-            if low is not None:
-                h_in_t[t].copy_(hs_t[t])
-            torch.addmm(bias, h_in_t[t], wt, out=gh_t[t])
-            torch.add(x_rz[t], gh_rz[t], out=rz_t[t]).sigmoid_()
-            torch.addcmul(x_n[t], r_t[t], gh_n[t], out=n_t[t]).tanh_()
-            torch.lerp(n_t[t], hs_t[t], z_t[t], out=hs_t[t + 1])  # h' = n + z (h - n)
+        else:
+            _python_forward_loop(xp, hs, h_in, gh, rz, n, wt, bias, low is not None)
         ctx.save_for_backward(hs, h_in, w_hh, gh, rz, n)
         ctx.low, ctx.x_dtype = low, xp.dtype
         return hs[1:]

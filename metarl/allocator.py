@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
 
-from metarl.errors import UserError
+from metarl.native import env_switch
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-MMAP_THRESHOLD = (
-    32 * 2**20
-)  # blocks up to 32 MiB (glibc's default ceiling for its dynamic threshold) come from the heap
+# blocks up to 32 MiB (glibc's default ceiling for its dynamic threshold) come from the heap
+MMAP_THRESHOLD = 32 * 2**20
 TRIM_THRESHOLD = 256 * 2**20  # free memory at the heap's top is returned to the OS only beyond 256 MiB
 
 _done: bool | None = None
@@ -33,11 +31,9 @@ def keep_freed_memory() -> bool:
     """Set glibc's mmap and trim thresholds for this process (once); True where they were set."""
     global _done
     if _done is None:
-        setting = os.environ.get("METARL_KEEP_FREED_MEMORY", "1")
-        if setting not in ("0", "1"):
-            raise UserError(f"METARL_KEEP_FREED_MEMORY must be 0 (off) or 1 (on, the default), got {setting!r}")
+        on = env_switch("METARL_KEEP_FREED_MEMORY", "off", "on")
         _done = False
-        if sys.platform.startswith("linux") and setting == "1":
+        if sys.platform.startswith("linux") and on:
             try:
                 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
                 mallopt = libc.mallopt

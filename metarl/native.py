@@ -1,6 +1,7 @@
-"""``METARL_NATIVE_GRU``: whether the learner may build and use compiled kernels (today one: the fused GRU's time
-loops of RL²'s CPU update, :func:`metarl.agents.gru.native_gru`).  Read here, in the core, so that the trainer
-refuses a bad value before a run starts without importing an agent."""
+"""Environment switches of the learner process, read in the core so that the trainer refuses a bad value before
+a run starts: ``METARL_NATIVE_GRU`` (whether RL²'s CPU update may build and use the fused GRU's compiled time loops,
+:func:`metarl.agents.gru.native_gru`) and, through :func:`env_switch`, ``METARL_KEEP_FREED_MEMORY``
+(:mod:`metarl.allocator`)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import os
 from metarl.errors import UserError
 
 
+def env_switch(name: str, off: str, on: str) -> bool:
+    """An environment variable that is 0 (``off``) or 1 (``on``, the default); anything else is refused in one
+    line naming what is valid (``METARL_NATIVE_GRU`` here, ``METARL_KEEP_FREED_MEMORY`` in :mod:`metarl.allocator`)."""
+    setting = os.environ.get(name, "1")
+    if setting not in ("0", "1"):
+        raise UserError(f"{name} must be 0 ({off}) or 1 ({on}, the default), got {setting!r}")
+    return setting == "1"
+
+
 def native_gru_setting() -> bool:
     """``METARL_NATIVE_GRU``: 1 (the default) builds and uses the compiled time loops where they can run, 0 keeps
-    the Python loop; anything else is refused in one line."""
-    setting = os.environ.get("METARL_NATIVE_GRU", "1")
-    if setting not in ("0", "1"):
-        raise UserError(
-            f"METARL_NATIVE_GRU must be 0 (the Python loop) or 1 (the compiled loop, the default), got {setting!r}"
-        )
-    return setting == "1"
+    the Python loop."""
+    return env_switch("METARL_NATIVE_GRU", "the Python loop", "the compiled loop")

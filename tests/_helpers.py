@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 
-def metarl_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the ``metarl`` command (the installed script, else ``python -m metarl.cli``)."""
+def metarl_cli(
+    *args: str, timeout: float = 300, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``metarl`` command (the installed script, else ``python -m metarl.cli``), with ``env_extra`` added
+    to this process's environment."""
     exe = shutil.which("metarl")
     cmd = [exe, *args] if exe else [sys.executable, "-m", "metarl.cli", *args]
-    env = {k: v for k, v in os.environ.items() if k != "METARL_DEBUG"}
+    env = {k: v for k, v in os.environ.items() if k != "METARL_DEBUG"} | (env_extra or {})
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
 
 
@@ -66,3 +69,14 @@ def one_row_step(
         task=torch.tensor([0]),
         noise=noise,
     )
+
+
+def refused_train_setting(tmp_path: Path, name: str, value: str) -> str:
+    """Start a one-iteration point-nav RL² run with the environment variable ``name`` set to ``value``; check it is
+    refused as a user error (exit 2, no traceback, no run directory) and return the last line of stderr."""
+    run = tmp_path / "run"
+    proc = metarl_cli("train", "rl2", "--benchmark", "point-nav", "--iterations", "1", "--out", str(run),
+                      "--no-progress", env_extra={name: value})  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and not run.exists()
+    return proc.stderr.strip().splitlines()[-1]

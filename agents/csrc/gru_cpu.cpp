@@ -41,7 +41,7 @@ inline __m256 sigmoid8(__m256 x) {  // 1 / (1 + e^-x)
   const __m256 one = _mm256_set1_ps(1.0f);
   return _mm256_div_ps(one, _mm256_add_ps(one, Sleef_expf8_u10(_mm256_sub_ps(_mm256_setzero_ps(), x))));
 }
-inline __m256 tanh8(__m256 x) {  // 2 σ(2x) - 1: SLEEF's own tanh costs five of its exps; this is within 1e-7 of it
+inline __m256 tanh8(__m256 x) {  // 2 σ(2x) - 1: SLEEF's own tanh costs five of its exps; this is within about 1e-7 of it (absolute)
   const __m256 two = _mm256_set1_ps(2.0f);
   return _mm256_fmsub_ps(two, sigmoid8(_mm256_mul_ps(two, x)), _mm256_set1_ps(1.0f));
 }
@@ -58,7 +58,6 @@ void forward_impl(const at::Tensor& xp, at::Tensor& hs, at::Tensor& h_in, at::Te
   float* rzp = rz.data_ptr<float>();
   float* np = n.data_ptr<float>();
   float* h = hs.data_ptr<float>();
-  const __m256 one = _mm256_set1_ps(1.0f);
   for (int64_t t = 0; t < C; ++t) {
     at::Tensor h_t = separate_in ? h_in.select(0, t) : hs.select(0, t);
     at::Tensor y;  // W_hh h + b_hh: written into gh[t] by addmm, or returned by the packed product and copied
@@ -100,7 +99,6 @@ void forward_impl(const at::Tensor& xp, at::Tensor& hs, at::Tensor& h_in, at::Te
       }
     }
   }
-  (void)one;
 }
 
 template <typename T>
@@ -131,7 +129,7 @@ at::Tensor backward_impl(const at::Tensor& dout, const at::Tensor& hs, const at:
       T* dxb = dx + row * G3;
       for (int64_t j = 0; j < G; j += 8) {
         // D: the gradient reaching h' of step t (from the output, and from step t + 1 through W_hh h and z h)
-        __m256 D = _mm256_add_ps(_mm256_loadu_ps(d_out + row * G + j),  // mmp: d(gh) W_hh of step t + 1
+        __m256 D = _mm256_add_ps(_mm256_loadu_ps(d_out + row * G + j),
                                  _mm256_add_ps(load8(mmp + b * G + j), _mm256_loadu_ps(dhzp + b * G + j)));
         __m256 r = _mm256_loadu_ps(rb + j), z = _mm256_loadu_ps(rb + G + j), nn = _mm256_loadu_ps(nb + j);
         __m256 omz = _mm256_sub_ps(one, z);
