@@ -81,6 +81,15 @@ def native_gru() -> Any:
     return _native_module
 
 
+def gru_loop(hidden: int, device: torch.device) -> str:
+    """Which time loop RL²'s update runs for a GRU of ``hidden`` units on ``device``: ``compiled`` (the fused GRU's
+    compiled loops), ``python`` (the fused GRU's Python loop) or ``cudnn`` (``nn.GRU`` on CUDA).  Recorded in the
+    checkpoint's learner record, so a resume on another loop says it is not bitwise the same run."""
+    if device.type != "cpu":
+        return "cudnn"
+    return "compiled" if hidden % 8 == 0 and native_gru() is not None else "python"
+
+
 _packing: bool | None = None
 
 

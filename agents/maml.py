@@ -785,6 +785,9 @@ class MAMLAgent:
     def metaworld_adaptation_steps(self) -> int:
         return self.config.steps_at_test
 
+    def learner_record(self) -> dict[str, str]:
+        return {}  # nothing beyond the learner's threads and device
+
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"policy": self.policy.state_dict(), "env_steps": self.env_steps}
         if self.optimizer is not None:

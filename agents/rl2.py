@@ -20,7 +20,7 @@ from torch import nn
 
 from metarl.agent import MetaTestRollouts
 from metarl.agents.distributions import action_affine, gaussian_entropy, gaussian_log_prob
-from metarl.agents.gru import gru_sequence
+from metarl.agents.gru import gru_loop, gru_sequence
 from metarl.agents.linear_baseline import baseline_features, discounted_returns, fit_linear_baseline, gae
 from metarl.errors import UserError, check_int, check_int_field
 from metarl.rollout.background import BackgroundCollect
@@ -1119,6 +1119,9 @@ class RL2Agent:
     @property
     def metaworld_adaptation_steps(self) -> int:
         return 1  # the evaluator's adapt() only snapshots the hidden state
+
+    def learner_record(self) -> dict[str, str]:
+        return {"gru_loop": gru_loop(self.config.policy.gru_hidden, self.policy.device)}
 
     def state_dict(self) -> dict[str, Any]:
         return {

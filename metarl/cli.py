@@ -332,7 +332,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from metarl.evaluation.report import write_eval_report
-    from metarl.evaluation.runner import FINAL_EVAL, EvalSettings, evaluate_run, evaluated_tasks
+    from metarl.evaluation.runner import FINAL_EVAL, NO_FEEDBACK_EVAL, EvalSettings, evaluate_run, evaluated_tasks
     from metarl.run import is_run_dir
 
     run_dir = Path(args.run_dir)
@@ -368,9 +368,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.untrained and not args.json:
         raise UserError("--untrained needs --json PATH, so the run's own eval/final.json is kept")
     result = evaluate_run(run_dir, settings, checkpoint=checkpoint)
-    out = Path(args.json) if args.json else run_dir / "eval" / FINAL_EVAL
+    out = Path(args.json) if args.json else run_dir / "eval" / (NO_FEEDBACK_EVAL if args.no_feedback else FINAL_EVAL)
     result.save(out)
-    report_dir = out.parent if args.json else run_dir / "eval"
+    # the control's report goes beside the trained agent's, never over it
+    report_dir = out.parent if args.json else run_dir / "eval" / ("no-feedback" if args.no_feedback else "")
     written = write_eval_report(result, report_dir)
     if args.video:
         from metarl.evaluation.video import record_videos
@@ -468,10 +469,19 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         metavar="M",
         help="evaluate M tasks per family, drawn with --seed (default: all tasks)",
     )
-    ev.add_argument(
+    mode = ev.add_mutually_exclusive_group()
+    mode.add_argument(
         "--deterministic",
         action="store_true",
-        help="evaluation episodes take the mean action (adaptation episodes stay sampled, as they explore)",
+        default=None,
+        help="evaluation episodes take the mean action (adaptation episodes stay sampled, as they explore); "
+        "the default on Meta-World, whose protocol it is",
+    )
+    mode.add_argument(
+        "--sampled",
+        dest="deterministic",
+        action="store_false",
+        help="evaluation episodes sample their actions (the default outside Meta-World)",
     )
     ev.add_argument(
         "--no-feedback",
@@ -482,7 +492,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the task subsample, env resets and action noise")
     ev.add_argument("--checkpoint", default=None, metavar="PATH", help="a checkpoint file (default: the latest)")
     ev.add_argument(
-        "--json", default=None, metavar="PATH", help="write the EvalResult here (default: RUN_DIR/eval/final.json)"
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="write the EvalResult here (default: RUN_DIR/eval/final.json; with --no-feedback "
+        "RUN_DIR/eval/no-feedback.json)",
     )
     ev.add_argument("--workers", type=int, default=None, help="rollout workers (default: the run's)")
     ev.add_argument(

@@ -31,6 +31,7 @@ from metarl.config import (
 )
 from metarl.errors import UserError
 from metarl.evaluation.result import EvalResult, evaluate
+from metarl.evaluation.runner import default_deterministic
 from metarl.native import native_gru_setting
 from metarl.rollout.engine import resolve_device
 from metarl.run import (
@@ -128,6 +129,21 @@ def _check_meta_batch(cfg: TrainConfig, dist: TaskDistribution) -> None:
         )
 
 
+def warn_learner_change(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """On resume: say which learner settings differ from the run's so far (a checkpoint from before a setting was
+    recorded says nothing about it)."""
+    changed = [k for k in now if k in saved and saved[k] != now[k]]
+    if not changed:
+        return
+    was = ", ".join(f"{k} {saved[k]}" for k in changed)
+    is_ = ", ".join(f"{k} {now[k]}" for k in changed)
+    print(
+        f"metarl: the run so far used {was}; it continues with {is_}, so the continuation is not bitwise what "
+        "the run would have computed (it is as valid a run)",
+        file=sys.stderr,
+    )
+
+
 class Trainer:
     """One training run in ``run_dir``.  Small steps, each with one job."""
 
@@ -179,7 +195,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
             # what bitwise reproduction also depends on (a resume with others says it is not bitwise)
-            "learner": {"torch_threads": torch.get_num_threads(), "device": str(self.device)},
+            "learner": self.learner_record(),
             "lookahead": None if self.lookahead is None else [t.id for t in self.lookahead],
         }
         return self.state.iteration, checkpoint_bytes(state)
@@ -200,14 +216,13 @@ class Trainer:
             by_id = {t.id: t for t in self.dist.tasks("train")}
             self.lookahead = [by_id[i] for i in ahead]
         saved = state.get("learner")
-        now = {"torch_threads": torch.get_num_threads(), "device": str(self.device)}
-        if isinstance(saved, Mapping) and dict(saved) != now:
-            print(
-                f"metarl: the run so far used {saved.get('torch_threads')} learner thread(s) on "
-                f"{saved.get('device')}; it continues with {now['torch_threads']} on {now['device']}, so the "
-                "continuation is not bitwise what the run would have computed (it is as valid a run)",
-                file=sys.stderr,
-            )
+        if isinstance(saved, Mapping):
+            warn_learner_change(dict(saved), self.learner_record())
+
+    def learner_record(self) -> dict[str, Any]:
+        """What bitwise reproduction depends on besides the checkpoint: the learner's threads and device, and
+        what the agent reports (RL²: its GRU time loop)."""
+        return {"torch_threads": torch.get_num_threads(), "device": str(self.device), **self.agent.learner_record()}
 
     # -- the loop ----------------------------------------------------------------------------
     def done(self, started: float) -> bool:
@@ -245,10 +260,12 @@ class Trainer:
             self.eval_tasks,
             adaptation_episodes=self.cfg.adaptation_episodes,
             eval_episodes=self.cfg.eval_episodes,
+            deterministic=default_deterministic(self.dist),
             env_steps=self.state.env_steps,
             seed=self.cfg.seed,
         )
         result.extra["iteration"] = self.state.iteration
+        result.extra["config_name"] = self.config_name
         eval_dir = self.run_dir / EVAL_DIR
         result.save(eval_dir / f"iter-{self.state.iteration:06d}.json")
         result.save(eval_dir / "latest.json")

@@ -17,9 +17,10 @@ from _helpers import metarl_cli
 from _helpers import progress_rows as _rows
 
 import metarl
+from metarl.agents.gru import gru_loop
 from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
 from metarl.config import TrainConfig
-from metarl.run import load_checkpoint
+from metarl.run import checkpoint_bytes, load_checkpoint
 
 TINY = [
     "--meta-batch", "4", "--episodes-per-task", "2", "--episodes-per-trial", "2",
@@ -232,13 +233,41 @@ def test_a_run_prints_its_layout_and_a_resume_with_other_threads_says_it_is_not_
         run = metarl.train(train, agent, out=tmp_path / "run", progress=False)
         err = capsys.readouterr().err
         assert "metarl: 2 core(s) available: every env in the driver (backend inline); learner on cpu with 2" in err
-        assert load_checkpoint(run / "checkpoints/latest.pt")["learner"] == {"torch_threads": 2, "device": "cpu"}
+        loop = gru_loop(agent.policy.gru_hidden, torch.device("cpu"))
+        learner = {"torch_threads": 2, "device": "cpu", "gru_loop": loop}
+        assert load_checkpoint(run / "checkpoints/latest.pt")["learner"] == learner
         metarl.resume(run, iterations=2, progress=False)  # same machine: silent
         assert "not bitwise" not in capsys.readouterr().err
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
         metarl.resume(run, iterations=3, progress=False)
         err = capsys.readouterr().err
-        assert "the run so far used 2 learner thread(s) on cpu; it continues with 3 on cpu" in err
+        assert "the run so far used torch_threads 2; it continues with torch_threads 3" in err
         assert "not bitwise" in err
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_resume_on_another_gru_loop_says_it_is_not_bitwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checkpoint's learner record names RL²'s GRU time loop (reported by the agent); a resume on the other
+    loop (a machine without a compiler, or METARL_NATIVE_GRU=0) says so."""
+    from metarl.agents import gru
+
+    train, agent = _tiny_configs(1)
+    monkeypatch.setattr(gru, "native_gru", lambda: object())  # as if the compiled loop had built
+    assert agent.policy.gru_hidden == 8 and gru.gru_loop(8, torch.device("cpu")) == "compiled"
+    assert gru.gru_loop(12, torch.device("cpu")) == "python"  # its loops need a multiple of 8 units
+    assert gru.gru_loop(16, torch.device("cuda")) == "cudnn"
+    monkeypatch.setattr(gru, "native_gru", lambda: None)
+    run = metarl.train(train, agent, out=tmp_path / "run", progress=False)
+    assert load_checkpoint(run / "checkpoints/latest.pt")["learner"]["gru_loop"] == "python"
+    capsys.readouterr()
+    metarl.resume(run, iterations=2, progress=False)
+    assert "not bitwise" not in capsys.readouterr().err
+    state = load_checkpoint(run / "checkpoints/latest.pt")
+    state["learner"]["gru_loop"] = "compiled"  # as if the run so far had run the compiled loop
+    (run / "checkpoints/latest.pt").write_bytes(checkpoint_bytes({k: v for k, v in state.items() if k != "format"}))
+    metarl.resume(run, iterations=3, progress=False)
+    err = capsys.readouterr().err
+    assert "the run so far used gru_loop compiled; it continues with gru_loop python" in err

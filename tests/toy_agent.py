@@ -95,6 +95,9 @@ class ToyAgent:
     def metaworld_adaptation_steps(self) -> int:
         return 1
 
+    def learner_record(self) -> dict[str, str]:
+        return {}  # nothing beyond the learner's threads and device
+
     def state_dict(self) -> dict[str, Any]:
         return {"mean": self.policy.mean.clone(), "env_steps": self.env_steps}
 

@@ -62,6 +62,12 @@ def load_eval_result(path: Path) -> EvalResult:
     return EvalResult.from_json(data)
 
 
+def protocol_name(deterministic: bool) -> str:
+    """How a meta-test treated its episodes, recorded in every result (``protocol``) so that `metarl compare`
+    never pools results of different protocols.  Adaptation episodes always sample: they explore."""
+    return "sampled adaptation, mean-action evaluation" if deterministic else "sampled adaptation and evaluation"
+
+
 def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
 
@@ -81,13 +87,14 @@ def evaluate(
     """Meta-test ``agent`` on ``tasks``: adapt each with the budget, then count exactly ``eval_episodes``.
 
     ``feedback=False`` runs the adaptation control (RL²: no reward in the input); the result says which
-    under the key ``feedback``."""
+    under the key ``feedback``, and how the episodes were run under ``protocol`` and ``deterministic``."""
     if not tasks:
         raise UserError("no tasks to evaluate on")
     rollouts = agent.meta_test(engine, tasks, adaptation_episodes, eval_episodes, deterministic, feedback=feedback)
+    extra = {"feedback": feedback, "deterministic": bool(deterministic), "protocol": protocol_name(deterministic)}
     return result_from_rollouts(
         rollouts, agent.name, env_steps=env_steps, eval_episodes=eval_episodes,
-        adaptation_episodes=adaptation_episodes, seed=seed, extra={"feedback": feedback},
+        adaptation_episodes=adaptation_episodes, seed=seed, extra=extra,
     )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from metarl.tasks import Task, TaskDistribution
 
 MW_ADAPTATION_EPISODES, MW_EVAL_EPISODES = 10, 3
 FINAL_EVAL = "final.json"
+NO_FEEDBACK_EVAL = "no-feedback.json"  # `metarl eval --no-feedback`: the control beside final.json, never over it
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class EvalSettings:
     adaptation_episodes: int | None = None
     eval_episodes: int | None = None
     tasks_per_family: int | None = None
-    deterministic: bool = False
+    deterministic: bool | None = None
+    """Evaluation episodes on the mean action; None: the benchmark's protocol (:func:`default_deterministic`)."""
     seed: int = 0
     workers: int | None = None
     untrained: bool = False
@@ -45,6 +47,13 @@ class EvalSettings:
 
 def is_metaworld(dist: TaskDistribution) -> bool:
     return type(dist).__module__.endswith("envs.metaworld")
+
+
+def default_deterministic(dist: TaskDistribution) -> bool:
+    """Whether the benchmark's protocol runs the evaluation episodes on the mean action: Meta-World's does
+    (metaworld-algorithms evaluates with the policy's mode after sampled adaptation episodes); elsewhere metarl
+    samples them, as the classic MAML benchmarks report."""
+    return is_metaworld(dist)
 
 
 def eval_engine_layout(tasks: Sequence[Task], slots_per_task: int) -> dict[str, Any]:
@@ -109,6 +118,7 @@ def evaluate_run(
     n = settings.eval_episodes
     if n is None:
         n = MW_EVAL_EPISODES if mw else train_cfg.eval_episodes
+    deterministic = default_deterministic(dist) if settings.deterministic is None else settings.deterministic
     check_int("adaptation_episodes", k, 0)
     check_int("eval_episodes", n, 1)
     if k == 0 and agent.adaptation_unit == "gradient_steps":
@@ -127,7 +137,7 @@ def evaluate_run(
             tasks,
             adaptation_episodes=k,
             eval_episodes=n,
-            deterministic=settings.deterministic,
+            deterministic=deterministic,
             env_steps=int(agent.env_steps),
             seed=settings.seed,
             feedback=settings.feedback,
@@ -142,9 +152,9 @@ def evaluate_run(
             "config_name": config_name,
             "train_seed": train_cfg.seed,
             "checkpoint": "none (untrained)" if settings.untrained else str(checkpoint) if checkpoint else "latest",
-            "deterministic": settings.deterministic,
             "tasks_per_family": settings.tasks_per_family,
-            "protocol": "meta-world+" if mw else "run-config",
+            "benchmark_protocol": deterministic == default_deterministic(dist)
+            and (not mw or (k, n) == (MW_ADAPTATION_EPISODES, MW_EVAL_EPISODES)),
         }
     )
     return result
