@@ -100,6 +100,14 @@ class Collection:
         self.slot_family = layout.slot_family
         self.slot_worker = layout.slot_worker
         self.slot_group = layout.slot_group
+        # Idle slots take work in the order of their rank among their family's slots on the same worker: with
+        # more slots than work (an engine sized for a larger meta-test), a family's first units go to different
+        # workers instead of all to the lowest slot ids, which are one worker's.
+        rank: dict[tuple[str, int], int] = {}
+        self.spread_rank = np.zeros(s, np.int64)
+        for slot in range(s):
+            key = (layout.slot_family[slot], layout.slot_worker[slot])
+            self.spread_rank[slot] = rank[key] = rank.get(key, -1) + 1
 
         # Result buffers, flat over (task, episode, time).
         steps = n * e * h
@@ -278,24 +286,26 @@ class Collection:
     def _assign_idle(self, groups: Sequence[int]) -> None:
         """Give queued units to idle slots of ``groups`` (RESET commands), then plan each one's next."""
         b = self.block
-        started = []
-        for g in groups:
-            still_idle = []
-            for s in self.idle[g]:
-                unit = self._pop_unit(self.slot_family[s]) if self.queued > 0 else None
-                if unit is None:
-                    still_idle.append(s)
-                    continue
-                task, ep = unit
-                self._begin_episode(s, task, ep, trial_start=True)
-                self.phase[s] = RESETTING
-                self.running += 1
-                b.task_id[s] = task
-                b.seed[s] = self.seeds_flat[task * self.e + ep]
-                self.resetting[g].append(s)
-                self.changed[g] = True
-                started.append(s)
-            self.idle[g] = still_idle
+        started: list[int] = []
+        candidates = sorted((s for g in groups for s in self.idle[g]), key=lambda s: (self.spread_rank[s], s))
+        for s in candidates:
+            unit = self._pop_unit(self.slot_family[s]) if self.queued > 0 else None
+            if unit is None:
+                continue
+            task, ep = unit
+            g = self.slot_group[s]
+            self._begin_episode(s, task, ep, trial_start=True)
+            self.phase[s] = RESETTING
+            self.running += 1
+            b.task_id[s] = task
+            b.seed[s] = self.seeds_flat[task * self.e + ep]
+            self.resetting[g].append(s)
+            self.changed[g] = True
+            started.append(s)
+        if started:
+            taken = set(started)
+            for g in groups:
+                self.idle[g] = [s for s in self.idle[g] if s not in taken]
         for s in started:
             self._plan_next(s)
 
