@@ -398,3 +398,32 @@ def test_spinner_budget_follows_the_waits_it_sees() -> None:
     finally:
         a.close()
         b.close()
+
+
+class _SlotRecorder(ElementwisePolicy):
+    """Records the slot of every row that starts a trial."""
+
+    def __init__(self, action_dim: int) -> None:
+        super().__init__(action_dim)
+        self.started: list[int] = []
+
+    def act(self, step: Any, state: Any) -> tuple[Any, Any, dict[str, Any]]:
+        self.started += step.slot[step.trial_start.bool()].tolist()
+        return super().act(step, state)
+
+
+@pytest.mark.parametrize("backend", ["inline", "process"])
+def test_work_is_spread_over_the_workers_when_slots_outnumber_it(backend: str) -> None:
+    """An engine sized for a larger meta-test (4 slots per family) given one task per family: the two tasks run
+    on different workers, not both on the lowest slot ids (one worker's), which halved sampling speed."""
+    dist = CountingDistribution(num_families=2, tasks_per_family=4, horizon=6)
+    with RolloutEngine(dist, num_workers=2, slots_per_family=4, seed=1, backend=backend) as engine:
+        if engine.layout.num_workers != 2:
+            pytest.skip("this backend runs every slot in one worker")
+        policy = _SlotRecorder(dist.action_space.shape[0])
+        tasks = [dist.tasks("train")[0], dist.tasks("train")[4]]
+        assert {t.family for t in tasks} == {"count-0", "count-1"}
+        traj = engine.collect(policy, tasks, episodes_per_task=2, episodes_per_trial=2)
+    workers = {engine.layout.slot_worker[s] for s in policy.started}
+    assert len(policy.started) == 2 and workers == {0, 1}
+    assert traj.lengths.shape == (2, 2)

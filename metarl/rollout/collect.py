@@ -100,14 +100,8 @@ class Collection:
         self.slot_family = layout.slot_family
         self.slot_worker = layout.slot_worker
         self.slot_group = layout.slot_group
-        # Idle slots take work in the order of their rank among their family's slots on the same worker: with
-        # more slots than work (an engine sized for a larger meta-test), a family's first units go to different
-        # workers instead of all to the lowest slot ids, which are one worker's.
-        rank: dict[tuple[str, int], int] = {}
-        self.spread_rank = np.zeros(s, np.int64)
-        for slot in range(s):
-            key = (layout.slot_family[slot], layout.slot_worker[slot])
-            self.spread_rank[slot] = rank[key] = rank.get(key, -1) + 1
+        self.slot_worker_np = np.asarray(layout.slot_worker, np.int64)
+        self.num_workers = layout.num_workers
 
         # Result buffers, flat over (task, episode, time).
         steps = n * e * h
@@ -284,24 +278,43 @@ class Collection:
         return q.popleft()
 
     def _assign_idle(self, groups: Sequence[int]) -> None:
-        """Give queued units to idle slots of ``groups`` (RESET commands), then plan each one's next."""
+        """Give queued units to idle slots of ``groups`` (RESET commands), then plan each one's next.
+
+        Each unit goes to an idle slot of its family on the worker with the fewest busy slots (ties: the lowest
+        worker), so an engine with more slots than work (one sized for a larger meta-test) keeps every worker
+        busy instead of filling the lowest slot ids, which are one worker's.  A pure function of the state, so
+        the assignment is reproducible."""
         b = self.block
         started: list[int] = []
-        candidates = sorted((s for g in groups for s in self.idle[g]), key=lambda s: (self.spread_rank[s], s))
-        for s in candidates:
-            unit = self._pop_unit(self.slot_family[s]) if self.queued > 0 else None
-            if unit is None:
-                continue
-            task, ep = unit
-            g = self.slot_group[s]
-            self._begin_episode(s, task, ep, trial_start=True)
-            self.phase[s] = RESETTING
-            self.running += 1
-            b.task_id[s] = task
-            b.seed[s] = self.seeds_flat[task * self.e + ep]
-            self.resetting[g].append(s)
-            self.changed[g] = True
-            started.append(s)
+        idle: dict[str, dict[int, deque[int]]] = {}
+        for g in groups:
+            for s in self.idle[g]:
+                idle.setdefault(self.slot_family[s], {}).setdefault(self.slot_worker[s], deque()).append(s)
+        load = np.bincount(self.slot_worker_np[self.phase != IDLE], minlength=self.num_workers)
+        families = [f for f in idle if self.queues[f]]
+        while families and self.queued > 0:
+            still = []
+            for family in families:  # one unit per family per round: families share the workers evenly
+                free = idle[family]
+                unit = self._pop_unit(family)
+                if unit is None:
+                    continue
+                w = min((w for w in free if free[w]), key=lambda w: (load[w], w))
+                s = free[w].popleft()
+                load[w] += 1
+                task, ep = unit
+                g = self.slot_group[s]
+                self._begin_episode(s, task, ep, trial_start=True)
+                self.phase[s] = RESETTING
+                self.running += 1
+                b.task_id[s] = task
+                b.seed[s] = self.seeds_flat[task * self.e + ep]
+                self.resetting[g].append(s)
+                self.changed[g] = True
+                started.append(s)
+                if self.queues[family] and any(free.values()):
+                    still.append(family)
+            families = still
         if started:
             taken = set(started)
             for g in groups:
