@@ -315,13 +315,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """IQM and mean with 95% bootstrap intervals across runs; Markdown and PNGs in --out."""
     from pathlib import Path
 
-    from metarl.evaluation.report import compare
+    from metarl.evaluation.compare import compare
 
     paths = [Path(p) for p in args.paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UserError(f"no such run directory or result file: {missing}")
-    written = compare(paths, Path(args.out), reps=args.reps, seed=args.seed)
+    written = compare(paths, Path(args.out), reps=args.reps, seed=args.seed, latest=args.latest,
+                      say=lambda note: print(f"note: {note}"))  # fmt: skip
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -521,6 +522,12 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     cmp.add_argument("--out", required=True, metavar="DIR", help="where compare.md and the PNGs go")
     cmp.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
     cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    cmp.add_argument(
+        "--latest",
+        action="store_true",
+        help="a run directory without eval/final.json is read from its last periodic evaluation (eval/latest.json) "
+        "instead of refused; compare says which",
+    )
     cmp.set_defaults(func=cmd_compare)
 
     base = sub.add_parser("baseline", help="non-meta-learning baselines on held-out tasks (for `metarl compare`)")

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from metarl.evaluation.compare import compare
 from metarl.evaluation.report import (
     MAX_TASK_BARS,
-    compare,
     plot_adaptation_curve,
     plot_per_task_success,
     plot_training_curves,
     render_markdown,
     write_eval_report,
 )
-from metarl.evaluation.result import EvalResult
+from metarl.evaluation.result import EvalResult, protocol_name
 from metarl.evaluation.stats import aggregate, iqm
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -230,7 +230,7 @@ def test_compare_two_agents_from_run_dirs_and_a_json_file(tmp_path: Path) -> Non
         assert_png(png)
     md = (out / "compare.md").read_text()
     families = sorted(rl2[0].per_family)
-    assert "## ML10 (test split)" in md and f"3 runs, {len(families)} task families" in md
+    assert "## ML10 (test split)" in md and f"3 runs in 2 rows, {len(families)} task families" in md
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| `")}
     assert set(rows) == {"`rl2`", "`sb3-ppo-scratch`"}
     cells = [c.strip() for c in rows["`rl2`"].split("|")[1:-1]]
@@ -259,18 +259,90 @@ def test_compare_scores_per_family_and_says_when_families_or_tasks_differ(tmp_pa
     b.save(tmp_path / "b.json")
     compare([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "out", reps=100)
     md = (tmp_path / "out" / "compare.md").read_text()
-    assert "2 runs, 1 task families" in md
+    assert "2 runs in 2 rows, 1 task families" in md
     assert "the table uses the 1 families all runs share (1 others left out)" in md
     assert "evaluated on different tasks" in md
     # rl2's score on family f is the mean over its f tasks: (1.0 + 0.0) / 2
     assert "| `rl2` | 1 | 0.500 (1 run: no CI)" in md and "| `maml` | 1 | 0.500 (1 run: no CI)" in md
 
 
-def test_compare_reads_latest_json_when_there_is_no_final(tmp_path: Path) -> None:
+def test_compare_refuses_a_run_without_final_json_unless_asked_and_then_says_so(tmp_path: Path) -> None:
     run = make_run_dir(tmp_path / "run", make_result("rl2"))
     (run / "eval" / "final.json").rename(run / "eval" / "latest.json")
-    paths = compare([run], tmp_path / "out", reps=100)
-    assert "`rl2`" in paths[0].read_text()
+    with pytest.raises(ValueError, match=r"'.*run' has no eval/final.json .*only the last periodic .*--latest"):
+        compare([run], tmp_path / "out", reps=100)
+    said: list[str] = []
+    paths = compare([run], tmp_path / "out", reps=100, latest=True, say=said.append)
+    md = paths[0].read_text()
+    assert "`rl2`" in md
+    assert len(said) >= 1 and "read from their last periodic evaluation (eval/latest.json, --latest)" in said[0]
+    assert str(run) in said[0] and said[0] in md
+    # a run that has final.json is read from it even with --latest
+    make_result("rl2", seed=7).save(run / "eval" / "final.json")
+    compare([run], tmp_path / "out2", reps=100, latest=True)
+    assert "evaluation seed 7" in (tmp_path / "out2" / "compare.md").read_text()
+
+
+def test_compare_pools_only_seeds_of_one_agent_config_protocol_feedback_and_budget(tmp_path: Path) -> None:
+    tasks = [f"ML10/test/reach-v3/{i}" for i in range(4)]
+
+    def result(seed: int, level: float, **extra: object) -> EvalResult:
+        r = make_result("rl2", seed=seed, success={t: level for t in tasks}, env_steps=int(extra.pop("steps", 20e6)))
+        r.extra.update({"config_name": "rl2-ml10", "feedback": True, "deterministic": True,
+                        "protocol": protocol_name(True), **extra})  # fmt: skip
+        return r
+
+    files = {
+        "s0": result(0, 0.5),
+        "s1": result(1, 0.25),  # pooled with s0
+        "control": result(0, 0.0, feedback=False),
+        "sampled": result(0, 0.75, deterministic=False, protocol=protocol_name(False)),
+        "other-config": result(0, 1.0, config_name="rl2-ml10-targetkl"),
+        "short": result(0, 0.125, steps=4_000_000),
+    }
+    for name, r in files.items():
+        r.save(tmp_path / f"{name}.json")
+    said: list[str] = []
+    compare([tmp_path / f"{n}.json" for n in files], tmp_path / "out", reps=200, say=said.append)
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "6 runs in 5 rows" in md
+    table = [line for line in md.splitlines() if line.startswith("| `")]
+    assert len(table) == 5
+    by_first = {}
+    for line in table:
+        cells = [c.strip() for c in line.split("|")[1:-1]]
+        by_first.setdefault(cells[0], []).append(cells)
+    assert set(by_first) == {"`rl2`", "`rl2` control: no reward feedback"}
+    (control,) = by_first["`rl2` control: no reward feedback"]
+    assert control[1] == "1" and control[2] == "0.000 (1 run: no CI)"
+    pooled = [c for c in by_first["`rl2`"] if c[1] == "2"]
+    assert len(pooled) == 1 and pooled[0][2].startswith("0.375 [") and pooled[0][5] == "20,000,000"
+    assert pooled[0][6] == "rl2-ml10" and pooled[0][7] == protocol_name(True) and pooled[0][8] == "2 + 3"
+    singles = {(c[6], c[7], c[5]): c[2] for c in by_first["`rl2`"] if c[1] == "1"}
+    assert singles == {
+        ("rl2-ml10", protocol_name(False), "20,000,000"): "0.750 (1 run: no CI)",
+        ("rl2-ml10-targetkl", protocol_name(True), "20,000,000"): "1.000 (1 run: no CI)",
+        ("rl2-ml10", protocol_name(True), "4,000,000"): "0.125 (1 run: no CI)",
+    }
+    note = "`rl2` has 5 rows, not pooled as seeds: its results differ in config, env steps, protocol, reward feedback"
+    assert note in md and any(note in s for s in said)
+
+
+def test_compare_reads_the_protocol_of_results_that_predate_its_key(tmp_path: Path) -> None:
+    tasks = [f"ML10/test/reach-v3/{i}" for i in range(3)]
+    old_mean = make_result("rl2", seed=0, success={t: 0.5 for t in tasks})
+    old_mean.extra["deterministic"] = True  # recorded before `protocol` was
+    old_unknown = make_result("rl2", seed=1, success={t: 0.5 for t in tasks})  # records neither
+    old_mean.save(tmp_path / "a.json")
+    old_unknown.save(tmp_path / "b.json")
+    compare([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "out", reps=100)
+    md = (tmp_path / "out" / "compare.md").read_text()
+    protocols = sorted(cells[7] for cells in _rows_all(md))
+    assert protocols == sorted([protocol_name(True), "not recorded"])
+
+
+def _rows_all(md: str) -> list[list[str]]:
+    return [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines() if line.startswith("| `")]
 
 
 def test_compare_refuses_runs_without_eval_results(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@
 * :func:`render_markdown` / :func:`write_eval_report`: one evaluation (``report.md``, ``curve.png``, ``per_task.png``).
 * :func:`plot_adaptation_curve`, :func:`plot_per_task_success`, :func:`plot_training_curves`: figures of groups of
   results (one group per label, e.g. agent; one result per seed).
-* :func:`compare`: run directories or EvalResult JSON files → ``compare.md`` with the IQM and mean success across
-  seeds with 95% stratified-bootstrap intervals (rliable), one section per benchmark, plus figures.
+
+`metarl compare` (:mod:`metarl.evaluation.compare`) builds its tables on these figures and helpers.
 
 Figures are drawn with matplotlib's object API (``matplotlib.figure.Figure``, rendered by Agg): no display is
 needed and the pyplot backend of the caller (a notebook, say) is left untouched.  Files are written atomically.
@@ -28,13 +28,10 @@ from matplotlib.ticker import EngFormatter, MaxNLocator
 from numpy.typing import NDArray
 
 from metarl.errors import UserError
-from metarl.evaluation.result import EvalResult, load_eval_result
-from metarl.evaluation.stats import Interval, aggregate, columnwise_mean_ci, stratified_bootstrap_ci
-from metarl.run import CONFIG_FILE, PROGRESS_FILE, atomic_write_bytes
+from metarl.evaluation.result import EvalResult
+from metarl.evaluation.stats import columnwise_mean_ci
+from metarl.run import PROGRESS_FILE, atomic_write_bytes
 
-EVAL_DIR = "eval"
-FINAL_EVAL = "final.json"
-LATEST_EVAL = "latest.json"
 ENV_STEPS_COLUMN = "charts/env_steps"
 """progress.csv column with the env steps of a row (the TensorBoard step)."""
 
@@ -64,13 +61,13 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return lines
 
 
-def _natural_key(text: str) -> list[Any]:
+def natural_key(text: str) -> list[Any]:
     """Sort key that orders ``.../7`` before ``.../10``."""
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text)]
 
@@ -79,11 +76,11 @@ def _unit_words(unit: Any) -> str:
     return _UNIT_WORDS.get(str(unit), str(unit).replace("_", " "))
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "benchmark"
 
 
-def _write_text(path: Path, text: str) -> Path:
+def write_text(path: Path, text: str) -> Path:
     atomic_write_bytes(Path(path), text.encode())
     return Path(path)
 
@@ -195,7 +192,7 @@ def render_markdown(result: EvalResult) -> str:
     ]
     lines.append(f"Before any adaptation: success {_num(succ[0])}, return {_num(ret[0])}.")
     lines += ["", "## Adaptation curve", "", f"Point x = after x {_unit_words(unit)}; x = 0 is before adaptation.", ""]
-    lines += _table(
+    lines += md_table(
         [_unit_words(unit), "success", "return"],
         [(_x_text(x), _num(s), _num(r)) for x, s, r in zip(xs, succ, ret, strict=True)],
     )
@@ -204,19 +201,19 @@ def render_markdown(result: EvalResult) -> str:
         if isinstance(entry, Mapping) and "family" in entry:
             tasks_per_family[str(entry["family"])] = tasks_per_family.get(str(entry["family"]), 0) + 1
     lines += ["", "## Per family", ""]
-    lines += _table(
+    lines += md_table(
         ["family", "tasks", "success", "return"],
         [
             (fam, tasks_per_family.get(fam, ""), _num(v.get("success")), _num(v.get("return")))
-            for fam, v in sorted(result.per_family.items(), key=lambda kv: _natural_key(kv[0]))
+            for fam, v in sorted(result.per_family.items(), key=lambda kv: natural_key(kv[0]))
         ],
     )
     lines += ["", "## Per task", ""]
-    lines += _table(
+    lines += md_table(
         ["task", "family", "success", "return"],
         [
             (tid, v.get("family", ""), _num(v.get("success")), _num(v.get("return")))
-            for tid, v in sorted(result.per_task.items(), key=lambda kv: _natural_key(kv[0]))
+            for tid, v in sorted(result.per_task.items(), key=lambda kv: natural_key(kv[0]))
         ],
     )
     return "\n".join(lines) + "\n"
@@ -299,7 +296,7 @@ def _task_family(result: EvalResult, task_id: str) -> str:
 def _plot_many_tasks(groups: Mapping[str, Sequence[EvalResult]], task_ids: Sequence[str], path: Path) -> Path:
     """Above ``MAX_TASK_BARS`` tasks: success per family (bars, mean over its tasks and the seeds) beside the
     distribution of per-task success (each label's tasks sorted from best to worst)."""
-    families = sorted({_task_family(r, t) for rs in groups.values() for r in rs for t in r.per_task}, key=_natural_key)
+    families = sorted({_task_family(r, t) for rs in groups.values() for r in rs for t in r.per_task}, key=natural_key)
     n_fam, n_labels = len(families), len(groups)
     fam_w = min(max(3.5, 1.0 + n_fam * (0.3 + 0.12 * n_labels)), 18.0)
     fig = Figure(figsize=(fam_w + 5.5, 4.8))
@@ -347,7 +344,7 @@ def plot_per_task_success(groups: Mapping[str, Sequence[EvalResult]], path: Path
     Above ``MAX_TASK_BARS`` tasks (point-nav's 100 goals, ML10's 5 × 50), bars per task are unreadable: the
     figure shows success per family and the sorted per-task success of each label instead."""
     _check_groups(groups, "EvalResults")
-    task_ids = sorted({t for rs in groups.values() for r in rs for t in r.per_task}, key=_natural_key)
+    task_ids = sorted({t for rs in groups.values() for r in rs for t in r.per_task}, key=natural_key)
     if not task_ids:
         raise UserError("the EvalResults have no per_task entries to plot")
     if len(task_ids) > MAX_TASK_BARS:
@@ -440,7 +437,7 @@ def _read_scalars(run_dir: Path, tags: Sequence[str]) -> dict[str, _Series]:
     return found
 
 
-def _training_data(
+def training_data(
     run_dirs: Mapping[str, Sequence[Path]], tags: Sequence[str]
 ) -> tuple[dict[str, dict[str, list[_Series]]], list[str]]:
     """``({tag: {label: [series per run]}}, notes)``; tags no run has are left out and named in the notes."""
@@ -477,7 +474,7 @@ def _mean_series(series: Sequence[_Series]) -> _Series | None:
     return _Series(grid, np.mean([np.interp(grid, s.steps, s.values) for s in series], axis=0))
 
 
-def _plot_training(
+def plot_training_data(
     data: Mapping[str, Mapping[str, Sequence[_Series]]], path: Path, notes: list[str], labels: Sequence[str]
 ) -> Path:
     """One subplot per tag; ``labels`` fixes the colour order (the same as in the other figures of a comparison)."""
@@ -517,9 +514,9 @@ def plot_training_curves(
     back to the progress.csv column of the same name (x = ``charts/env_steps``).  Returns notes on tags or
     runs that had no data; the figure is written only when at least one tag has data.
     """
-    data, notes = _training_data(run_dirs, tags)
+    data, notes = training_data(run_dirs, tags)
     if data:
-        _plot_training(data, path, notes, list(run_dirs))
+        plot_training_data(data, path, notes, list(run_dirs))
     else:
         notes.append(f"no training curves written to {str(path)!r}: none of the tags {list(tags)} was found")
     return notes
@@ -534,227 +531,7 @@ def write_eval_report(result: EvalResult, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = {result.agent: [result]}
     return [
-        _write_text(out_dir / "report.md", render_markdown(result)),
+        write_text(out_dir / "report.md", render_markdown(result)),
         plot_adaptation_curve(groups, out_dir / "curve.png"),
         plot_per_task_success(groups, out_dir / "per_task.png"),
     ]
-
-
-# ----------------------------------------------------------------------------------------------- compare
-
-
-@dataclass(frozen=True)
-class _Run:
-    """One evaluated run: the EvalResult file read, its result, and its run directory (None for a bare JSON file)."""
-
-    source: Path
-    result: EvalResult
-    run_dir: Path | None
-
-
-def _eval_file(run_dir: Path) -> Path:
-    for name in (FINAL_EVAL, LATEST_EVAL):
-        if (run_dir / EVAL_DIR / name).is_file():
-            return run_dir / EVAL_DIR / name
-    raise UserError(
-        f"{str(run_dir)!r} has no eval results ({EVAL_DIR}/{FINAL_EVAL} or {EVAL_DIR}/{LATEST_EVAL}); "
-        f"run `metarl eval {run_dir}` first"
-    )
-
-
-def _run_in(run_dir: Path) -> _Run:
-    source = _eval_file(run_dir)
-    return _Run(source, load_eval_result(source), run_dir)
-
-
-def _runs_at(path: Path) -> list[_Run]:
-    """The runs a path stands for: a JSON file, a run directory, or a directory of run directories."""
-    if path.is_file():
-        return [_Run(path, load_eval_result(path), None)]
-    if not path.is_dir():
-        raise UserError(f"{str(path)!r} does not exist; give run directories, their parents, or EvalResult JSON files")
-    if (path / CONFIG_FILE).is_file():
-        return [_run_in(path)]
-    children = sorted((p for p in path.iterdir() if (p / CONFIG_FILE).is_file()), key=lambda p: _natural_key(p.name))
-    if not children:
-        raise UserError(
-            f"{str(path)!r} is not a run directory (no {CONFIG_FILE}) and has no run directories one level down; "
-            "give run directories, their parents, or EvalResult JSON files"
-        )
-    return [_run_in(child) for child in children]
-
-
-def _collect_runs(paths: Sequence[Path]) -> list[_Run]:
-    if not paths:
-        raise UserError("nothing to compare: give at least one run directory or EvalResult JSON file")
-    runs: list[_Run] = []
-    seen: set[Path] = set()
-    for path in paths:
-        for run in _runs_at(Path(path)):
-            key = run.source.resolve()
-            if key not in seen:  # the same run named twice (a dir and its parent) counts once
-                seen.add(key)
-                runs.append(run)
-    return runs
-
-
-@dataclass(frozen=True)
-class _AgentRow:
-    agent: str
-    runs: int
-    success: dict[str, Interval]
-    ret: Interval
-    env_steps: str
-
-
-def _env_steps_text(results: Sequence[EvalResult]) -> str:
-    steps = sorted({r.env_steps for r in results})
-    return f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,}–{steps[-1]:,}"
-
-
-def _ci_text(interval: Interval, runs: int, digits: int = 3) -> str:
-    if runs < 2:
-        return f"{interval.point:.{digits}f} (1 run: no CI)"
-    return interval.format(digits)
-
-
-def _matrix_mean(scores: NDArray[np.float64]) -> float:
-    return float(np.mean(scores))
-
-
-def _family_score(result: EvalResult, family: str, key: str = "success") -> float:
-    return float(result.per_family[family][key])
-
-
-def _benchmark_rows(
-    by_agent: Mapping[str, Sequence[EvalResult]], families: Sequence[str], reps: int, seed: int
-) -> list[_AgentRow]:
-    """Per agent: the [runs, families] score matrices, bootstrapped over runs within each family (rliable)."""
-    rows = []
-    for agent, results in by_agent.items():
-        success_RF = np.asarray([[_family_score(r, f) for f in families] for r in results])
-        return_RF = np.asarray([[_family_score(r, f, "return") for f in families] for r in results])
-        ret = stratified_bootstrap_ci(return_RF, _matrix_mean, reps=reps, seed=seed)
-        rows.append(
-            _AgentRow(agent, len(results), aggregate(success_RF, reps=reps, seed=seed), ret, _env_steps_text(results))
-        )
-    return sorted(rows, key=lambda row: (-row.success["iqm"].point, row.agent))
-
-
-def _benchmark_notes(runs: Sequence[_Run], families: Sequence[str]) -> list[str]:
-    notes = []
-    all_families = {f for run in runs for f in run.result.per_family}
-    if len(all_families) > len(families):
-        notes.append(
-            f"the runs were evaluated on different task families; the table uses the {len(families)} families all "
-            f"runs share ({len(all_families) - len(families)} others left out)"
-        )
-    task_sets = {frozenset(run.result.per_task) for run in runs}
-    if len(task_sets) > 1:
-        notes.append(
-            "the runs were evaluated on different tasks (each seed draws its own task lists); scores are compared "
-            "per task family"
-        )
-    for field in ("eval_episodes_per_task", "adaptation_episodes"):
-        values = sorted({getattr(run.result, field) for run in runs})
-        if len(values) > 1:
-            notes.append(f"the runs differ in {field} ({values}); their numbers are not strictly comparable")
-    return notes
-
-
-def _benchmark_section(
-    name: str, runs: Sequence[_Run], out_dir: Path, reps: int, seed: int
-) -> tuple[list[str], list[Path]]:
-    """Markdown lines and written figures of one benchmark (distribution, split)."""
-    by_agent: dict[str, list[EvalResult]] = {}
-    for run in runs:
-        by_agent.setdefault(run.result.agent, []).append(run.result)
-    by_agent = dict(sorted(by_agent.items()))
-    shared = set.intersection(*(set(run.result.per_family) for run in runs))
-    if not shared:
-        counts = ", ".join(f"{run.source} ({sorted(run.result.per_family)})" for run in runs)
-        raise UserError(f"the runs on {name} share no task family, so they cannot be compared: {counts}")
-    families = sorted(shared, key=_natural_key)
-    rows = _benchmark_rows(by_agent, families, reps, seed)
-    lines = [
-        f"## {name}",
-        "",
-        f"{len(runs)} runs, {len(families)} task families; intervals resample runs within each family "
-        "(stratified bootstrap, as rliable); sorted by success IQM.",
-        "",
-    ]
-    lines += _table(
-        ["agent", "runs", "success IQM [95% CI]", "success mean [95% CI]", "return mean [95% CI]", "env steps"],
-        [
-            (
-                f"`{r.agent}`",
-                r.runs,
-                _ci_text(r.success["iqm"], r.runs),
-                _ci_text(r.success["mean"], r.runs),
-                _ci_text(r.ret, r.runs, 2),
-                r.env_steps,
-            )
-            for r in rows
-        ],
-    )
-    notes = _benchmark_notes(runs, families)
-    slug = _slug(name)
-    written = [
-        plot_adaptation_curve(by_agent, out_dir / f"{slug}-curve.png", reps=reps, seed=seed),
-        plot_per_task_success(by_agent, out_dir / f"{slug}-per_task.png"),
-    ]
-    run_dirs: dict[str, list[Path]] = {}
-    for run in runs:
-        if run.run_dir is not None:
-            run_dirs.setdefault(run.result.agent, []).append(run.run_dir)
-    if run_dirs:
-        data, train_notes = _training_data(dict(sorted(run_dirs.items())), ("eval/success", "eval/return"))
-        if data:
-            written.append(_plot_training(data, out_dir / f"{slug}-training.png", train_notes, list(by_agent)))
-        notes += train_notes
-    if notes:
-        lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
-    lines += [""] + [f"![{p.stem}]({p.name})" for p in written]
-    return lines, written
-
-
-def _seeds(result: EvalResult) -> str:
-    """The seeds that tell runs apart: training (from `metarl eval` results that record it) and evaluation."""
-    train = result.extra.get("train_seed")
-    evaluation = f"evaluation seed {result.seed}"
-    return evaluation if train is None else f"training seed {train}, {evaluation}"
-
-
-def compare(paths: Sequence[Path], out_dir: Path, reps: int = 2000, seed: int = 0) -> list[Path]:
-    """Compare evaluated runs: ``compare.md`` plus figures per benchmark in ``out_dir``; returns written paths.
-
-    Each path is a run directory (with ``config.json``; its ``eval/final.json``, else ``eval/latest.json``), a
-    directory of run directories (one level down, e.g. ``OUT/seed-0``, ``OUT/seed-1``), or an EvalResult JSON
-    file.  Results are grouped by benchmark (distribution and split) and by agent (``EvalResult.agent``); each
-    agent's success IQM and mean over the ``[runs, tasks]`` per-task success matrix get 95% stratified-bootstrap
-    intervals (``reps`` replicates, generator seed ``seed``).
-    """
-    runs = _collect_runs(paths)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    by_benchmark: dict[str, list[_Run]] = {}
-    for run in runs:
-        by_benchmark.setdefault(f"{run.result.distribution} ({run.result.split} split)", []).append(run)
-    lines = [
-        "# Comparison of meta-test results",
-        "",
-        f"{len(runs)} runs. A run's score on a task family is its mean success over that family's evaluated tasks "
-        "(success at any step of an episode, a fraction in [0, 1], after the full adaptation budget); seeds draw "
-        "their own task lists, so families are the unit that runs share. IQM = mean of the middle 50% of all "
-        "run×family scores; mean = mean of all of them. Intervals: 95% stratified bootstrap over runs (seeds) "
-        f"within each family, {reps} replicates (as in rliable); with one run there is no interval.",
-        "",
-    ]
-    written: list[Path] = []
-    for name in sorted(by_benchmark, key=_natural_key):
-        section, figures = _benchmark_section(name, by_benchmark[name], out_dir, reps, seed)
-        lines += [*section, ""]
-        written += figures
-    lines += ["## Inputs", ""]
-    lines += [f"- `{r.result.agent}` ({_seeds(r.result)}, {r.result.env_steps:,} env steps): {r.source}" for r in runs]
-    return [_write_text(out_dir / "compare.md", "\n".join(lines) + "\n"), *written]

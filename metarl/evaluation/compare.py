@@ -1,0 +1,338 @@
+"""`metarl compare`: evaluated runs side by side, seeds pooled only where they are seeds of one thing.
+
+A row pools the results that share agent, named config, protocol (mean-action or sampled evaluation episodes),
+reward feedback (the no-feedback control is its own, labelled row), env-step budget and episode counts; every
+other result gets its own row.  Each row's success IQM and mean over the ``[runs, families]`` score matrix carry
+95% stratified-bootstrap intervals (rliable's method, :mod:`metarl.evaluation.stats`).  Whatever compare did that
+a reader could not guess (a result read from the last periodic evaluation, an agent split over several rows,
+families left out) is said in ``compare.md`` and handed to ``say``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from metarl.errors import UserError
+from metarl.evaluation.report import (
+    md_table,
+    natural_key,
+    plot_adaptation_curve,
+    plot_per_task_success,
+    plot_training_data,
+    slug,
+    training_data,
+    write_text,
+)
+from metarl.evaluation.result import EvalResult, load_eval_result, protocol_name
+from metarl.evaluation.stats import Interval, aggregate, stratified_bootstrap_ci
+from metarl.run import CONFIG_FILE
+
+EVAL_DIR = "eval"
+FINAL_EVAL = "final.json"
+LATEST_EVAL = "latest.json"
+UNRECORDED = "not recorded"
+
+
+@dataclass(frozen=True)
+class RowKey:
+    """What results must share to be pooled as seeds of one row."""
+
+    agent: str
+    config: str
+    protocol: str
+    feedback: bool
+    env_steps: int
+    adaptation_episodes: int
+    eval_episodes: int
+
+    @property
+    def label(self) -> str:
+        return self.agent if self.feedback else f"{self.agent} (control: no reward feedback)"
+
+    def differences(self, other: RowKey) -> list[str]:
+        names = {"config": "config", "protocol": "protocol", "feedback": "reward feedback", "env_steps": "env steps",
+                 "adaptation_episodes": "adaptation episodes", "eval_episodes": "evaluation episodes"}  # fmt: skip
+        return [words for field, words in names.items() if getattr(self, field) != getattr(other, field)]
+
+
+def result_protocol(result: EvalResult) -> str:
+    """The protocol a result records; results written before it was recorded fall back on ``deterministic``."""
+    if isinstance(result.extra.get("protocol"), str):
+        return str(result.extra["protocol"])
+    if isinstance(result.extra.get("deterministic"), bool):
+        return protocol_name(result.extra["deterministic"])
+    return UNRECORDED
+
+
+def row_key(result: EvalResult) -> RowKey:
+    config = result.extra.get("config_name")
+    return RowKey(
+        agent=result.agent,
+        config=str(config) if config else UNRECORDED,
+        protocol=result_protocol(result),
+        feedback=bool(result.extra.get("feedback", True)),
+        env_steps=int(result.env_steps),
+        adaptation_episodes=int(result.adaptation_episodes),
+        eval_episodes=int(result.eval_episodes_per_task),
+    )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One evaluated run: the EvalResult file read, its result, and its run directory (None for a bare JSON file)."""
+
+    source: Path
+    result: EvalResult
+    run_dir: Path | None
+
+
+def _eval_file(run_dir: Path, latest: bool) -> Path:
+    final, last = run_dir / EVAL_DIR / FINAL_EVAL, run_dir / EVAL_DIR / LATEST_EVAL
+    if final.is_file():
+        return final
+    if latest and last.is_file():
+        return last
+    if last.is_file():
+        raise UserError(
+            f"{str(run_dir)!r} has no {EVAL_DIR}/{FINAL_EVAL} (a full `metarl eval`), only the last periodic "
+            f"evaluation {EVAL_DIR}/{LATEST_EVAL}; run `metarl eval {run_dir}` first, or pass --latest to compare "
+            "the periodic one"
+        )
+    raise UserError(
+        f"{str(run_dir)!r} has no eval results ({EVAL_DIR}/{FINAL_EVAL} or {EVAL_DIR}/{LATEST_EVAL}); "
+        f"run `metarl eval {run_dir}` first"
+    )
+
+
+def _runs_at(path: Path, latest: bool) -> list[_Run]:
+    """The runs a path stands for: a JSON file, a run directory, or a directory of run directories."""
+    if path.is_file():
+        return [_Run(path, load_eval_result(path), None)]
+    if not path.is_dir():
+        raise UserError(f"{str(path)!r} does not exist; give run directories, their parents, or EvalResult JSON files")
+    if (path / CONFIG_FILE).is_file():
+        dirs = [path]
+    else:
+        dirs = sorted((p for p in path.iterdir() if (p / CONFIG_FILE).is_file()), key=lambda p: natural_key(p.name))
+    if not dirs:
+        raise UserError(
+            f"{str(path)!r} is not a run directory (no {CONFIG_FILE}) and has no run directories one level down; "
+            "give run directories, their parents, or EvalResult JSON files"
+        )
+    runs = []
+    for run_dir in dirs:
+        source = _eval_file(run_dir, latest)
+        runs.append(_Run(source, load_eval_result(source), run_dir))
+    return runs
+
+
+def _collect_runs(paths: Sequence[Path], latest: bool) -> list[_Run]:
+    if not paths:
+        raise UserError("nothing to compare: give at least one run directory or EvalResult JSON file")
+    runs: list[_Run] = []
+    seen: set[Path] = set()
+    for path in paths:
+        for run in _runs_at(Path(path), latest):
+            key = run.source.resolve()
+            if key not in seen:  # the same run named twice (a dir and its parent) counts once
+                seen.add(key)
+                runs.append(run)
+    return runs
+
+
+@dataclass(frozen=True)
+class _Row:
+    key: RowKey
+    runs: int
+    success: dict[str, Interval]
+    ret: Interval
+
+
+def _ci_text(interval: Interval, runs: int, digits: int = 3) -> str:
+    if runs < 2:
+        return f"{interval.point:.{digits}f} (1 run: no CI)"
+    return interval.format(digits)
+
+
+def _matrix_mean(scores: NDArray[np.float64]) -> float:
+    return float(np.mean(scores))
+
+
+def _rows(groups: Mapping[RowKey, Sequence[EvalResult]], families: Sequence[str], reps: int, seed: int) -> list[_Row]:
+    """Per row: the [runs, families] score matrices, bootstrapped over runs within each family (rliable)."""
+    rows = []
+    for key, results in groups.items():
+        success_RF = np.asarray([[r.per_family[f]["success"] for f in families] for r in results])
+        return_RF = np.asarray([[r.per_family[f]["return"] for f in families] for r in results])
+        ret = stratified_bootstrap_ci(return_RF, _matrix_mean, reps=reps, seed=seed)
+        rows.append(_Row(key, len(results), aggregate(success_RF, reps=reps, seed=seed), ret))
+    return sorted(rows, key=lambda row: (-row.success["iqm"].point, row.key.label, row.key.env_steps))
+
+
+def _grouping_notes(groups: Mapping[RowKey, Sequence[EvalResult]]) -> list[str]:
+    """Which agents were split over several rows, and why."""
+    notes = []
+    by_agent: dict[str, list[RowKey]] = {}
+    for key in groups:
+        by_agent.setdefault(key.agent, []).append(key)
+    for agent, keys in sorted(by_agent.items()):
+        if len(keys) < 2:
+            continue
+        differ = sorted({d for a in keys for b in keys if a != b for d in a.differences(b)})
+        notes.append(f"`{agent}` has {len(keys)} rows, not pooled as seeds: its results differ in {', '.join(differ)}")
+    return notes
+
+
+def _family_notes(runs: Sequence[_Run], families: Sequence[str]) -> list[str]:
+    notes = []
+    all_families = {f for run in runs for f in run.result.per_family}
+    if len(all_families) > len(families):
+        notes.append(
+            f"the runs were evaluated on different task families; the table uses the {len(families)} families all "
+            f"runs share ({len(all_families) - len(families)} others left out)"
+        )
+    if len({frozenset(run.result.per_task) for run in runs}) > 1:
+        notes.append(
+            "the runs were evaluated on different tasks (each seed draws its own task lists); scores are compared "
+            "per task family"
+        )
+    return notes
+
+
+def _section(
+    name: str, runs: Sequence[_Run], out_dir: Path, reps: int, seed: int
+) -> tuple[list[str], list[Path], list[str]]:
+    """Markdown lines, written figures and notes of one benchmark (distribution, split)."""
+    groups: dict[RowKey, list[EvalResult]] = {}
+    for run in runs:
+        groups.setdefault(row_key(run.result), []).append(run.result)
+    shared = set.intersection(*(set(run.result.per_family) for run in runs))
+    if not shared:
+        counts = ", ".join(f"{run.source} ({sorted(run.result.per_family)})" for run in runs)
+        raise UserError(f"the runs on {name} share no task family, so they cannot be compared: {counts}")
+    families = sorted(shared, key=natural_key)
+    rows = _rows(groups, families, reps, seed)
+    # labels of the figures: the agent, plus what tells its rows apart when it has several
+    labels = {row.key: _figure_label(row.key, [k for k in groups if k.agent == row.key.agent]) for row in rows}
+    lines = [
+        f"## {name}",
+        "",
+        f"{len(runs)} runs in {len(rows)} rows, {len(families)} task families; intervals resample runs within each "
+        "family (stratified bootstrap, as rliable); sorted by success IQM.",
+        "",
+    ]
+    lines += md_table(
+        ["agent", "runs", "success IQM [95% CI]", "success mean [95% CI]", "return mean [95% CI]", "env steps",
+         "config", "protocol", "episodes (adapt + eval)"],
+        [(f"`{r.key.agent}`" + ("" if r.key.feedback else " control: no reward feedback"), r.runs,
+          _ci_text(r.success["iqm"], r.runs), _ci_text(r.success["mean"], r.runs), _ci_text(r.ret, r.runs, 2),
+          f"{r.key.env_steps:,}", r.key.config, r.key.protocol,
+          f"{r.key.adaptation_episodes} + {r.key.eval_episodes}") for r in rows],
+    )  # fmt: skip
+    notes = _grouping_notes(groups) + _family_notes(runs, families)
+    by_label = {labels[r.key]: groups[r.key] for r in rows}
+    stem = slug(name)
+    written = [
+        plot_adaptation_curve(by_label, out_dir / f"{stem}-curve.png", reps=reps, seed=seed),
+        plot_per_task_success(by_label, out_dir / f"{stem}-per_task.png"),
+    ]
+    run_dirs: dict[str, list[Path]] = {}
+    for run in runs:
+        if run.run_dir is not None:
+            run_dirs.setdefault(labels[row_key(run.result)], []).append(run.run_dir)
+    if run_dirs:
+        data, train_notes = training_data(run_dirs, ("eval/success", "eval/return"))
+        if data:
+            written.append(plot_training_data(data, out_dir / f"{stem}-training.png", train_notes, list(by_label)))
+        notes += train_notes
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
+    lines += [""] + [f"![{p.stem}]({p.name})" for p in written]
+    return lines, written, notes
+
+
+def _figure_label(key: RowKey, siblings: Sequence[RowKey]) -> str:
+    if len(siblings) < 2:
+        return key.label
+    differ = sorted({d for other in siblings if other != key for d in key.differences(other)})
+    parts = {
+        "config": key.config,
+        "protocol": key.protocol,
+        "env steps": f"{key.env_steps:,} steps",
+        "adaptation episodes": f"K={key.adaptation_episodes}",
+        "evaluation episodes": f"N={key.eval_episodes}",
+    }
+    extra = [parts[d] for d in differ if d in parts]
+    return key.label + (f" [{', '.join(extra)}]" if extra else "")
+
+
+def _seeds(result: EvalResult) -> str:
+    """The seeds that tell runs apart: training (from `metarl eval` results that record it) and evaluation."""
+    train = result.extra.get("train_seed")
+    evaluation = f"evaluation seed {result.seed}"
+    return evaluation if train is None else f"training seed {train}, {evaluation}"
+
+
+def compare(
+    paths: Sequence[Path],
+    out_dir: Path,
+    reps: int = 2000,
+    seed: int = 0,
+    *,
+    latest: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Compare evaluated runs: ``compare.md`` plus figures per benchmark in ``out_dir``; returns written paths.
+
+    Each path is a run directory (with ``config.json`` and ``eval/final.json``; with ``latest`` a run without it
+    is read from its last periodic evaluation ``eval/latest.json``, and compare says so), a directory of run
+    directories (one level down, e.g. ``OUT/seed-0``), or an EvalResult JSON file.  Results are grouped by
+    benchmark (distribution and split), then into rows by :class:`RowKey`.  ``say`` receives each note.
+    """
+    runs = _collect_runs(paths, latest)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    periodic = [run for run in runs if run.source.name == LATEST_EVAL and run.run_dir is not None]
+    if periodic:
+        notes.append(
+            f"{len(periodic)} run(s) have no {FINAL_EVAL} and were read from their last periodic evaluation "
+            f"({EVAL_DIR}/{LATEST_EVAL}, --latest): " + ", ".join(str(run.run_dir) for run in periodic)
+        )
+    by_benchmark: dict[str, list[_Run]] = {}
+    for run in runs:
+        by_benchmark.setdefault(f"{run.result.distribution} ({run.result.split} split)", []).append(run)
+    lines = [
+        "# Comparison of meta-test results",
+        "",
+        f"{len(runs)} runs. A row pools as seeds only the results of one agent, config, protocol, reward feedback "
+        "(a no-feedback control is its own row), env-step budget and episode counts. A run's score on a task family "
+        "is its mean success over that family's evaluated tasks (success at any step of an episode, a fraction in "
+        "[0, 1], after the full adaptation budget); seeds draw their own task lists, so families are the unit that "
+        "runs share. IQM = mean of the middle 50% of all run×family scores; mean = mean of all of them. Intervals: "
+        f"95% stratified bootstrap over runs (seeds) within each family, {reps} replicates (as in rliable); with one "
+        "run there is no interval.",
+        "",
+    ]
+    if notes:
+        lines += [f"- {note}" for note in notes] + [""]
+    written: list[Path] = []
+    for name in sorted(by_benchmark, key=natural_key):
+        section, figures, section_notes = _section(name, by_benchmark[name], out_dir, reps, seed)
+        lines += [*section, ""]
+        written += figures
+        notes += [f"{name}: {note}" for note in section_notes]
+    lines += ["## Inputs", ""]
+    lines += [
+        f"- `{row_key(r.result).label}` ({_seeds(r.result)}, {r.result.env_steps:,} env steps): {r.source}"
+        for r in runs
+    ]
+    if say is not None:
+        for note in notes:
+            say(note)
+    return [write_text(out_dir / "compare.md", "\n".join(lines) + "\n"), *written]
