@@ -8,7 +8,8 @@ on the same held-out goals two ways, one goal per round:
   protocols count the same number of evaluation episodes);
 * ``agent.meta_test`` through metarl's rollout engine.
 
-Then it shows the official evaluator's counting rule (the first N episodes *per task name*,
+On ML10/ML25/ML45 a round is one goal of every held-out class (one env each).  On ML1 it then shows the
+official evaluator's counting rule (the first N episodes *per task name*,
 whichever envs ended them) against metarl's (N per env) on the episodes of an ML1 vector env with
 several envs, where envs that succeed early end more episodes.
 
@@ -16,6 +17,7 @@ several envs, where envs that succeed early end more episodes.
     python benchmarks/official_eval.py --run RUN_DIR --rounds 10
     python benchmarks/official_eval.py --run RUN_DIR --rounds 50 --sampled-adaptation   # the reference protocol
     python benchmarks/official_eval.py --quick                  # K=1, N=1, 2 rounds
+    python benchmarks/official_eval.py --run benchmarks/results/ML10/rl2-ml10-s0 --rounds 10   # ML10: 5 goals a round
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from metarl.agents.rl2 import RL2Agent, RL2Config, RL2PolicyConfig  # noqa: E402
 from metarl.envs import make_distribution  # noqa: E402
 from metarl.evaluation.official import (  # noqa: E402
     cross_check,
-    ml1_test_envs,
+    official_benchmark,
     official_counting,
+    official_test_envs,
     per_env_counting,
 )
 from metarl.rollout import RolloutEngine  # noqa: E402
@@ -50,7 +53,7 @@ def counting_demo(agent: object, dist: object, envs_per_name: int, episodes: int
     """Run an ML1 vector env with several envs (terminate on success, as the official evaluation does) and
     count its ended episodes both ways."""
     info_in_obs = agent.metaworld_info_in_obs  # type: ignore[attr-defined]
-    envs = ml1_test_envs(agent, dist, envs_per_name=envs_per_name, seed=seed)  # type: ignore[arg-type]
+    envs = official_test_envs(agent, dist, envs_per_name=envs_per_name, seed=seed)  # type: ignore[arg-type]
     try:
         envs.call("toggle_sample_tasks_on_reset", False)
         envs.call("toggle_terminate_on_success", True)
@@ -78,8 +81,9 @@ def counting_demo(agent: object, dist: object, envs_per_name: int, episodes: int
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, default=None, help="a run directory on an ML1 distribution")
-    parser.add_argument("--rounds", type=int, default=5, help="held-out goals to score")
+    parser.add_argument("--run", type=Path, default=None, help="a run directory (ML1, ML10, ML25, ML45)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (a held-out goal of each test class) to score")
+    parser.add_argument("--distribution", default="ML1-reach-v3", help="without --run: the briefly trained RL²'s")
     parser.add_argument("--adaptation-episodes", type=int, default=10)
     parser.add_argument("--eval-episodes", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2 rounds, 1 adaptation and 1 evaluation episode")
@@ -100,21 +104,23 @@ def main() -> int:
         dist = make_run_distribution(train_cfg)
         agent = metarl.load(args.run)
     else:
-        dist = make_distribution("ML1-reach-v3", seed=args.seed)
+        dist = make_distribution(args.distribution, seed=args.seed)
         cfg = RL2Config(episodes_per_trial=2, policy=RL2PolicyConfig(mlp_hidden=(64,), gru_hidden=32))
         agent = RL2Agent(39, 4, cfg, episodes_per_task=2, seed=args.seed)
     with RolloutEngine(dist, num_workers=1, seed=args.seed, backend="inline") as engine:
         if args.run is None:
-            print("briefly training RL² on ML1-reach-v3 (2 iterations) ...", flush=True)
+            print(f"briefly training RL² on {args.distribution} (2 iterations) ...", flush=True)
             for i in range(2):
                 agent.meta_train_step(engine, dist.sample(4, "train", rng=[args.seed, i]))
         check = cross_check(agent, dist, engine, rounds=args.rounds, adaptation_episodes=args.adaptation_episodes,
                             eval_episodes=args.eval_episodes, seed=args.seed,
                             exact=not args.sampled_adaptation)  # fmt: skip
-    print(f"\n{'task':<34} {'official succ':>13} {'metarl succ':>11} {'official ret':>12} {'metarl ret':>10}")
-    for r in check.rounds:
-        print(f"{r.task_id:<34} {r.official_success:>13.2f} {r.metarl_success:>11.2f} "
-              f"{r.official_return:>12.1f} {r.metarl_return:>10.1f}")  # fmt: skip
+    families = sorted(check.rounds[0].official_per_family)
+    print(f"\n{'round':<6} {'class':<26} {'official succ':>13} {'metarl succ':>11}")
+    for i, r in enumerate(check.rounds):
+        for family in families:
+            print(f"{i:<6} {family:<26} {r.official_per_family[family]:>13.2f} {r.metarl_per_family[family]:>11.2f}")
+        print(f"{i:<6} {'(return, all classes)':<26} {r.official_return:>13.1f} {r.metarl_return:>11.1f}")
     print(f"\nmean success: official {check.official_success:.3f}, metarl {check.metarl_success:.3f}; "
           f"largest per-goal gap {check.max_success_gap:.2f}")  # fmt: skip
     if args.sampled_adaptation:
@@ -128,13 +134,17 @@ def main() -> int:
               "episodes on both (the evaluator's envs carry it in the observation, recurrent_info_in_obs), so success\n"
               "must agree and returns must agree wherever no episode ended early. `metarl eval` samples adaptation\n"
               "episodes and never ends an episode on success (the training env settings).")  # fmt: skip
-    demo = counting_demo(agent, dist, envs_per_name=5, episodes=args.eval_episodes, seed=args.seed)
-    print(f"\ncounting on one ML1 vector env with 5 envs and {args.eval_episodes} episode(s) each: "
-          f"official rule (first {args.eval_episodes} per task name) {demo['official_rule']:.3f}, "
-          f"per-env rule {demo['per_env_rule']:.3f} ({demo['episodes_ended']} episodes ended)")  # fmt: skip
+    demo = None
+    if official_benchmark(dist) == "ML1":  # the miscount needs several envs of one task name: ML1's case
+        demo = counting_demo(agent, dist, envs_per_name=5, episodes=args.eval_episodes, seed=args.seed)
+        print(f"\ncounting on one ML1 vector env with 5 envs and {args.eval_episodes} episode(s) each: "
+              f"official rule (first {args.eval_episodes} per task name) {demo['official_rule']:.3f}, "
+              f"per-env rule {demo['per_env_rule']:.3f} ({demo['episodes_ended']} episodes ended)")  # fmt: skip
     print(f"\n{time.perf_counter() - t0:.0f} s")
     if args.json:
         figures = {
+            "distribution": dist.name,
+            "run": str(args.run) if args.run else None,
             "exact": not args.sampled_adaptation,
             "official_success": check.official_success,
             "metarl_success": check.metarl_success,

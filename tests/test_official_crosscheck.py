@@ -92,11 +92,43 @@ def test_cross_check_agrees_with_the_official_evaluator_on_the_same_goals(succes
     assert len(check.rounds) == 3 and len({r.task_id for r in check.rounds}) >= 2
     for r in check.rounds:
         assert r.task_id in {t.id for t in dist.tasks("test")}
+        assert r.official_per_family == r.metarl_per_family == {"reach-v3": r.official_success}
         # one env per task name: both count the same 2 evaluation episodes of the same goal
         assert r.metarl_success == r.official_success, r
         if r.official_success == 0.0:  # no episode ended early on success: the same episodes, the same return
             assert r.metarl_return == pytest.approx(r.official_return, rel=1e-3), r
         assert math.isfinite(r.metarl_return) and r.metarl_return > 0
+
+
+def test_cross_check_on_ml10_scores_one_goal_of_every_held_out_class_per_round() -> None:
+    """ML10: Meta-World's ML10-test vector env, one env per test class; each round's five goals are read back and
+    meta-tested by metarl, and both sides agree class by class (exact mode)."""
+    torch.set_num_threads(1)
+    dist = make_distribution("ML10", seed=0)
+    test_families = sorted({t.family for t in dist.tasks("test")})
+    with RolloutEngine(dist, num_workers=1, seed=0, backend="inline") as engine:
+        cfg = RL2Config(episodes_per_trial=1, policy=RL2PolicyConfig(mlp_hidden=(32,), gru_hidden=16))
+        agent = RL2Agent(39, 4, cfg, episodes_per_task=1, seed=0)
+        check = cross_check(agent, dist, engine, rounds=2, adaptation_episodes=1, eval_episodes=1, seed=0)
+    assert len(check.rounds) == 2
+    test_ids = {t.id for t in dist.tasks("test")}
+    for r in check.rounds:
+        ids = r.task_id.split(", ")
+        assert len(ids) == 5 and set(ids) <= test_ids
+        assert sorted(r.official_per_family) == sorted(r.metarl_per_family) == test_families
+        assert r.official_per_family == r.metarl_per_family, r
+        assert r.official_success == pytest.approx(np.mean(list(r.official_per_family.values())))
+        assert math.isfinite(r.metarl_return) and math.isfinite(r.official_return)
+    assert check.rounds[0].task_id != check.rounds[1].task_id  # the evaluator draws new goals each round
+    assert check.max_success_gap == 0.0
+
+
+def test_cross_check_refuses_a_distribution_meta_world_has_no_evaluator_for() -> None:
+    from metarl.errors import UserError
+
+    dist = make_distribution("point-nav", seed=0)
+    with pytest.raises(UserError, match=r"runs on Meta-World's ML1 distributions and on ML10, ML25, ML45, got 'point"):
+        cross_check(None, dist, None, rounds=1, adaptation_episodes=1, eval_episodes=1)
 
 
 def _official_reach(success_reward: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

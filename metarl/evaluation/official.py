@@ -1,11 +1,12 @@
 """Cross-check against Meta-World's own evaluator, ``metaworld.evaluation.metalearning_evaluation``.
 
-:func:`cross_check` scores one agent both ways on the same held-out goals, one round per goal:
+:func:`cross_check` scores one agent both ways on the same held-out goals, one round at a time; a round is one
+goal of each held-out class (ML1: one goal; ML10: five, one per test class):
 
-* **official**: a Meta-World vector env with one env (so each task name has exactly one env
+* **official**: Meta-World's test vector env with one env per class (so each task name has exactly one env
   instance), the agent's ``MetaLearningAgent`` adapter, ``metalearning_evaluation`` with
-  ``num_evals=1``; the goal it sampled is read back from the env (``tasks[current_task_idx]``);
-* **metarl**: ``agent.meta_test`` on that same goal through the rollout engine.
+  ``num_evals=1``; the goals it sampled are read back from the envs (``tasks[current_task_idx]``);
+* **metarl**: ``agent.meta_test`` on those same goals through the rollout engine.
 
 The RL² adapter sees what metaworld-algorithms' RL² sees: the cross-check's envs are Meta-World's
 ``recurrent_info_in_obs=True`` envs (observation ⊕ previous action ⊕ reward / 10 ⊕ done), and the
@@ -48,11 +49,16 @@ from metarl.tasks import Task, TaskDistribution
 
 @dataclass
 class CrossCheckRound:
-    task_id: str
+    """One round: a goal per held-out class (ML1: one goal), both sides' mean success and return over the round's
+    evaluation episodes, and success per class (the official evaluator's own per-class figures)."""
+
+    task_id: str  # the round's goals, comma-separated
     official_success: float
     metarl_success: float
     official_return: float
     metarl_return: float
+    official_per_family: dict[str, float] = field(default_factory=dict)
+    metarl_per_family: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,7 +77,9 @@ class CrossCheck:
 
     @property
     def max_success_gap(self) -> float:
-        return float(max(abs(r.official_success - r.metarl_success) for r in self.rounds))
+        """The largest gap in success of one goal (one class of one round) between the two sides."""
+        gaps = [abs(r.official_per_family[f] - s) for r in self.rounds for f, s in r.metarl_per_family.items()]
+        return float(max(gaps))
 
 
 def official_counting(ended: list[tuple[int, bool]], num_episodes: int) -> float:
@@ -120,16 +128,37 @@ def pay_success_reward(envs: Any, success_reward: float) -> None:
         inner.env = SuccessReward(inner.env, success_reward)
 
 
-def ml1_test_envs(agent: Any, dist: TaskDistribution, *, envs_per_name: int, seed: int) -> Any:
-    """Meta-World's own ``ML1-test`` vector env (sync) for ``dist``'s one task family, as the agent's adapter
-    needs it (``recurrent_info_in_obs`` where the agent reads its reward from the observation) and paying
-    ``dist``'s ``success_reward`` where it has one."""
+MULTI_CLASS = ("ML10", "ML25", "ML45")
+"""The multi-class benchmarks the cross-check runs on, beside every ML1 distribution."""
+
+
+def official_benchmark(dist: TaskDistribution) -> str:
+    """Meta-World's name of ``dist``'s benchmark (``ML1`` or one of :data:`MULTI_CLASS`); refuses anything else."""
+    name = getattr(dist, "name", "")
+    if name.startswith("ML1-") and len(dist.families) == 1:
+        return "ML1"
+    if name in MULTI_CLASS:
+        return name
+    raise UserError(
+        f"the cross-check runs on Meta-World's ML1 distributions and on {', '.join(MULTI_CLASS)}, got {name!r}"
+    )
+
+
+def official_test_envs(agent: Any, dist: TaskDistribution, *, envs_per_name: int, seed: int) -> Any:
+    """Meta-World's own test vector env (sync; ``ML1-test`` for ``dist``'s one family, else ``ML10-test`` etc.
+    with ``envs_per_name`` envs per held-out class), as the agent's adapter needs it (``recurrent_info_in_obs``
+    where the agent reads its reward from the observation) and paying ``dist``'s ``success_reward`` where it has
+    one.  Both sides build the benchmark with the same seed, so every goal the evaluator draws is one of
+    ``dist``'s test tasks."""
+    benchmark = official_benchmark(dist)
+    families = {"env_name": next(iter(dist.families))} if benchmark == "ML1" else {}
+    classes = 1 if benchmark == "ML1" else len({t.family for t in dist.tasks("test")})
     envs: Any = gym.make_vec(
-        "Meta-World/ML1-test",
-        env_name=next(iter(dist.families)),
+        f"Meta-World/{benchmark}-test",
+        **families,
         seed=seed,
         vector_strategy="sync",
-        meta_batch_size=envs_per_name,
+        meta_batch_size=envs_per_name * classes,
         recurrent_info_in_obs=agent.metaworld_info_in_obs,
     )
     shaping = float(getattr(dist, "success_reward", 0.0))
@@ -148,10 +177,20 @@ def _find_task(dist: TaskDistribution, data: bytes, family: str) -> Task:
     )
 
 
-def _meta_test_as_official(agent: Any, engine: Any, task: Task, k: int, n: int, exact: bool) -> Any:
+def _current_tasks(dist: TaskDistribution, envs: Any) -> list[Task]:
+    """The goal each env of Meta-World's vector env holds now, as ``dist``'s test tasks."""
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    by_class = {cls.__name__: name for name, cls in ALL_V3_ENVIRONMENTS.items()}
+    names = [by_class[c] for c in envs.get_attr("task_name")]  # as the evaluator names its task names
+    held, index = envs.get_attr("tasks"), envs.get_attr("current_task_idx")
+    return [_find_task(dist, held[i][index[i]].data, names[i]) for i in range(envs.num_envs)]
+
+
+def _meta_test_as_official(agent: Any, engine: Any, tasks: list[Task], k: int, n: int, exact: bool) -> Any:
     """``agent.meta_test`` with evaluation episodes on the mean action; with ``exact``, adaptation episodes
     too where the agent can (RL²)."""
-    return agent.meta_test(engine, [task], k, n, True, sample_adaptation=not exact)
+    return agent.meta_test(engine, tasks, k, n, True, sample_adaptation=not exact)
 
 
 def cross_check(
@@ -165,14 +204,11 @@ def cross_check(
     seed: int = 0,
     exact: bool = True,
 ) -> CrossCheck:
-    """Score ``agent`` with Meta-World's evaluator and with ``meta_test`` on the same goals (ML1 only)."""
+    """Score ``agent`` with Meta-World's evaluator and with ``meta_test`` on the same goals: each round one goal
+    per held-out class (an ML1 distribution: its one class; ML10/ML25/ML45: every test class, one env each)."""
     from metaworld.evaluation import metalearning_evaluation
 
-    families = list(dist.families)
-    if len(families) != 1 or not dist.name.startswith("ML1-"):
-        raise UserError(f"the cross-check runs on an ML1 distribution, got {dist.name!r}")
-    env_name = families[0]
-    envs = ml1_test_envs(agent, dist, envs_per_name=1, seed=seed)
+    envs = official_test_envs(agent, dist, envs_per_name=1, seed=seed)
     out = CrossCheck()
     try:
         adapter = agent.metaworld_adapter(
@@ -180,20 +216,23 @@ def cross_check(
         )
         for _ in range(rounds):
             steps = agent.metaworld_adaptation_steps
-            success, mean_return, _ = metalearning_evaluation(
+            success, mean_return, per_name = metalearning_evaluation(
                 adapter, envs, num_evals=1, adaptation_steps=steps,
                 adaptation_episodes=adaptation_episodes, evaluation_episodes=eval_episodes,
             )  # fmt: skip
-            mw_task = envs.get_attr("tasks")[0][envs.get_attr("current_task_idx")[0]]
-            task = _find_task(dist, mw_task.data, env_name)
-            ours = _meta_test_as_official(agent, engine, task, adaptation_episodes, eval_episodes, exact)
+            tasks = _current_tasks(dist, envs)
+            ours = _meta_test_as_official(agent, engine, tasks, adaptation_episodes, eval_episodes, exact)
+            per_task = ours.eval_success.float().mean(-1)
+            by_family = {t.family: float(s) for t, s in zip(tasks, per_task, strict=True)}
             out.rounds.append(
                 CrossCheckRound(
-                    task_id=task.id,
+                    task_id=", ".join(t.id for t in tasks),
                     official_success=float(success),
-                    metarl_success=float(ours.eval_success.float().mean()),
+                    metarl_success=float(per_task.mean()),
                     official_return=float(mean_return),
-                    metarl_return=float(ours.eval_return.mean()),
+                    metarl_return=float(ours.eval_return.float().mean()),
+                    official_per_family={str(k): float(v) for k, v in sorted(per_name.items())},
+                    metarl_per_family=dict(sorted(by_family.items())),
                 )
             )
     finally:
