@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,20 @@ def test_no_feedback_control_is_written_beside_the_normal_evaluation(runs: dict[
     proc = metarl_cli("eval", str(runs["maml-trpo"]), *common, "--no-feedback", "--json", str(tmp_path / "m.json"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "curve's point 0" in proc.stderr
+
+
+def test_no_feedback_without_json_writes_its_own_file_and_leaves_final_json_alone(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    run = tmp_path / "rl2"
+    shutil.copytree(runs["rl2"], run)
+    common = ["--tasks-per-family", "2", "--adaptation-episodes", "1", "--eval-episodes", "1"]
+    proc = metarl_cli("eval", str(run), *common)
+    assert proc.returncode == 0, proc.stderr
+    final = (run / "eval/final.json").read_bytes()
+    proc = metarl_cli("eval", str(run), *common, "--no-feedback")
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "eval/final.json").read_bytes() == final
+    control = json.loads((run / "eval/no-feedback.json").read_text())
+    assert control["feedback"] is False and json.loads(final)["feedback"] is True
+    assert "no-feedback.json" in proc.stdout

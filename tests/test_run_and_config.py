@@ -196,3 +196,33 @@ def test_rl2_ml1_shaped_is_rl2_ml1_tuned_with_the_success_reward() -> None:
     tuned, shaped = get_config("rl2-ml1-tuned"), get_config("rl2-ml1-shaped")
     assert shaped.agent == tuned.agent
     assert shaped.train == dataclasses.replace(tuned.train, total_env_steps=5_000_000, env_success_reward=10.0)
+
+
+@pytest.mark.parametrize(
+    ("benchmark", "meta_batch", "train_classes", "test_classes", "every_steps"),
+    [("ml10", 20, 10, 5, 2_000_000), ("ml25", 50, 25, 4, 2_000_000), ("ml45", 45, 45, 5, 4_500_000)],
+)
+def test_multi_class_configs_run_the_reference_budget_on_the_fast_paths(
+    benchmark: str, meta_batch: int, train_classes: int, test_classes: int, every_steps: int
+) -> None:
+    """rl2-mlN and maml-trpo-mlN: 2M env steps per train class, the reference meta-batch, 10 episodes of 500 steps
+    per task, a held-out meta-test of 10 goals per test class every 2M env steps (ML45: 4.5M), on the fast learner
+    paths (RL²'s bf16 update, MAML-TRPO's quarter-task curvature); both validate."""
+    from metarl.agents.maml import MAMLConfig
+
+    rl2, maml = get_config(f"rl2-{benchmark}"), get_config(f"maml-trpo-{benchmark}")
+    for named, steps_per_iteration in ((rl2, meta_batch * 10 * 500), (maml, 2 * meta_batch * 10 * 500)):
+        train = from_dict(TrainConfig, to_dict(named.train))  # validated again, as a run's config.json is read
+        assert from_dict(type(named.agent), to_dict(named.agent)) == named.agent
+        assert train.benchmark == benchmark.upper() and train.meta_batch == meta_batch
+        assert train.episodes_per_task == 10 and train.total_env_steps == 2_000_000 * train_classes
+        assert train.eval_every * steps_per_iteration == every_steps, named.name
+        assert train.eval_tasks == 10 * test_classes
+        assert (train.adaptation_episodes, train.eval_episodes) == (10, 3)
+    assert isinstance(rl2.agent, RL2Config) and rl2.agent.episodes_per_trial == 10
+    assert rl2.agent.ppo.autocast_bf16 is True
+    assert isinstance(maml.agent, MAMLConfig) and maml.agent.hvp_subsample == 0.25
+    assert maml.agent.hidden == (512, 512) and maml.agent.inner_lr == 0.1 and maml.agent.max_kl == 0.01
+    # the only departures from the single-class settings are the fast paths
+    assert dataclasses.replace(rl2.agent.ppo, autocast_bf16=False) == RL2PPOConfig()
+    assert dataclasses.replace(maml.agent, hvp_subsample=1.0) == get_config("maml-trpo-ml1").agent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -271,3 +272,33 @@ def test_a_resume_on_another_gru_loop_says_it_is_not_bitwise(
     metarl.resume(run, iterations=3, progress=False)
     err = capsys.readouterr().err
     assert "the run so far used gru_loop compiled; it continues with gru_loop python" in err
+
+
+@pytest.mark.parametrize(("benchmark", "deterministic"), [("ML1-reach-v3", True), ("point-nav", False)])
+def test_periodic_meta_tests_use_and_record_the_benchmarks_protocol(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, benchmark: str, deterministic: bool
+) -> None:
+    """Meta-World's protocol (sampled adaptation, mean-action evaluation episodes) in the in-run meta-test as in
+    `metarl eval`, so the curve, the final figure and the maximum over training are one metric; elsewhere sampled."""
+    from metarl.agents.rl2 import RL2Agent
+    from metarl.evaluation.result import protocol_name
+
+    seen: list[bool] = []
+    original = RL2Agent.meta_test
+
+    def spy(self, engine, tasks, k, n, det=False, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(det)
+        return original(self, engine, tasks, k, n, det, **kwargs)
+
+    monkeypatch.setattr(RL2Agent, "meta_test", spy)
+    train, agent = _tiny_configs(2)
+    train = dataclasses.replace(
+        train, benchmark=benchmark, meta_batch=2, eval_every=1, eval_tasks=2, adaptation_episodes=1, eval_episodes=1
+    )
+    run = metarl.train(train, agent, out=tmp_path / "run", progress=False, config_name="my-config")
+    assert seen == [deterministic, deterministic]
+    for name in ("iter-000001.json", "iter-000002.json", "latest.json"):
+        result = json.loads((run / "eval" / name).read_text())
+        assert result["deterministic"] is deterministic and result["protocol"] == protocol_name(deterministic)
+        assert result["feedback"] is True and result["config_name"] == "my-config"
+    assert json.loads((run / "eval/latest.json").read_text())["iteration"] == 2
