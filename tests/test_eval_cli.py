@@ -134,8 +134,12 @@ def test_seeds_then_eval_then_compare_on_two_small_real_runs(tmp_path: Path) -> 
             assert ev.returncode == 0, ev.stderr
             assert json.loads((root / s / "eval" / "final.json").read_text())["train_seed"] == 1
     out = tmp_path / "cmp"
-    proc = metarl_cli("compare", str(root), "--out", str(out), "--reps", "200")
+    refused = metarl_cli("compare", str(root), "--out", str(out), "--reps", "200")
+    assert refused.returncode == 2 and "seed-0' has no eval/final.json" in refused.stderr
+    assert "Traceback" not in refused.stderr and refused.stderr.strip().count("\n") == 0
+    proc = metarl_cli("compare", str(root), "--out", str(out), "--reps", "200", "--latest")
     assert proc.returncode == 0, proc.stderr
+    assert "note: 1 run(s) have no final.json" in proc.stdout and "seed-0" in proc.stdout
     md = (out / "compare.md").read_text()
     assert "maml-trpo" in md and "point-nav" in md
     assert "(training seed 1, evaluation seed 0," in md  # the runs told apart by their training seeds
