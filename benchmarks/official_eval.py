@@ -95,6 +95,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     torch.set_num_threads(1)
     if args.quick:
         args.rounds, args.adaptation_episodes, args.eval_episodes = 2, 1, 1

@@ -27,8 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from metarl.evaluation.report import md_table, natural_key  # noqa: E402
-from metarl.evaluation.result import EvalResult, load_eval_result  # noqa: E402
-from metarl.evaluation.stats import Interval, columnwise_mean_ci  # noqa: E402
+from metarl.evaluation.result import EvalResult, load_eval_result, success_ci  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PAGES = ROOT / "docs" / "results"
@@ -127,12 +126,6 @@ def read_run(path: Path) -> Run:
     if (path / "eval" / "no-feedback.json").is_file():
         run.control = load_eval_result(path / "eval" / "no-feedback.json")
     return run
-
-
-def success_ci(result: EvalResult, family: str | None = None) -> Interval:
-    """Mean success over the held-out goals (of one class) with a 95% percentile-bootstrap interval over goals."""
-    goals = [v["success"] for v in result.per_task.values() if family is None or v.get("family") == family]
-    return columnwise_mean_ci(np.asarray(goals, dtype=np.float64)[:, None], reps=5000, seed=0)[0]
 
 
 def control_text(run: Run) -> str:

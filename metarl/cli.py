@@ -262,13 +262,12 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from metarl.evaluation.baselines import sb3_multitask, sb3_scratch
     from metarl.evaluation.report import write_eval_report
     from metarl.evaluation.runner import (
-        FINAL_EVAL,
         MW_ADAPTATION_EPISODES,
         MW_EVAL_EPISODES,
         is_metaworld,
         select_tasks,
     )
-    from metarl.run import atomic_write_json, prepare_run_dir, run_metadata
+    from metarl.run import EVAL_DIR, FINAL_EVAL, atomic_write_json, prepare_run_dir, run_metadata
 
     for name in ("total_env_steps", "tasks_per_family", "adaptation_episodes", "eval_episodes"):
         value = getattr(args, name)
@@ -302,7 +301,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             dist, tasks, algo=args.algo, adaptation_episodes=k, total_env_steps=args.total_env_steps,
             eval_episodes=n, seed=args.seed, deterministic=not args.stochastic, progress=report,
         )  # fmt: skip
-    path = result.save(out / "eval" / FINAL_EVAL)
+    path = result.save(out / EVAL_DIR / FINAL_EVAL)
     written = write_eval_report(result, out / "eval")
     print(f"{result.agent} on {len(tasks)} test task(s) of {dist.name}: success {result.success_mean:.3f}, "
           f"return {result.return_mean:.2f}")  # fmt: skip
@@ -333,8 +332,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from metarl.evaluation.report import write_eval_report
-    from metarl.evaluation.runner import FINAL_EVAL, NO_FEEDBACK_EVAL, EvalSettings, evaluate_run, evaluated_tasks
-    from metarl.run import is_run_dir
+    from metarl.evaluation.runner import EvalSettings, evaluate_run, evaluated_tasks
+    from metarl.run import EVAL_DIR, FINAL_EVAL, NO_FEEDBACK_EVAL, is_run_dir
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -369,7 +368,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.untrained and not args.json:
         raise UserError("--untrained needs --json PATH, so the run's own eval/final.json is kept")
     result = evaluate_run(run_dir, settings, checkpoint=checkpoint)
-    out = Path(args.json) if args.json else run_dir / "eval" / (NO_FEEDBACK_EVAL if args.no_feedback else FINAL_EVAL)
+    out = Path(args.json) if args.json else run_dir / EVAL_DIR / (NO_FEEDBACK_EVAL if args.no_feedback else FINAL_EVAL)
     result.save(out)
     # the control's report goes beside the trained agent's, never over it
     report_dir = out.parent if args.json else run_dir / "eval" / ("no-feedback" if args.no_feedback else "")

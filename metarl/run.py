@@ -45,6 +45,10 @@ META_FILE = "meta.json"
 PROGRESS_FILE = "progress.csv"
 CHECKPOINT_DIR = "checkpoints"
 LATEST_CHECKPOINT = "latest.pt"
+EVAL_DIR = "eval"
+LATEST_EVAL = "latest.json"  # the last periodic meta-test of a training run
+FINAL_EVAL = "final.json"  # `metarl eval`: every held-out task of the final checkpoint
+NO_FEEDBACK_EVAL = "no-feedback.json"  # `metarl eval --no-feedback`: the control beside final.json, never over it
 CHECKPOINT_FORMAT = 1
 
 

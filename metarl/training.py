@@ -37,7 +37,9 @@ from metarl.rollout.engine import resolve_device
 from metarl.run import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    EVAL_DIR,
     LATEST_CHECKPOINT,
+    LATEST_EVAL,
     META_FILE,
     ProgressLog,
     RunDirError,
@@ -54,8 +56,6 @@ from metarl.run import (
 )
 from metarl.stops import catch_sigterm, restore_sigterm
 from metarl.tasks import Task, TaskDistribution
-
-EVAL_DIR = "eval"
 
 
 @dataclass
@@ -268,7 +268,7 @@ class Trainer:
         result.extra["config_name"] = self.config_name
         eval_dir = self.run_dir / EVAL_DIR
         result.save(eval_dir / f"iter-{self.state.iteration:06d}.json")
-        result.save(eval_dir / "latest.json")
+        result.save(eval_dir / LATEST_EVAL)
         return result
 
     def run(self, *, progress: bool = True) -> Path:

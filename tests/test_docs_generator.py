@@ -64,6 +64,8 @@ def test_a_run_directory_becomes_a_page_with_its_figures(tmp_path: Path) -> None
     assert "| a-v3 | 0.75 [" in page and "| b-v3 | 0.00 [0.00, 0.00] |" in page
     assert "35.8%" in page and "31.6%" in page  # the published figures beside them
     assert "--no-feedback`" in page
+    with pytest.raises(ValueError, match=r"no tasks of family 'c-v3'; it has \['a-v3', 'b-v3'\]"):
+        generate.success_ci(read.final, "c-v3")  # type: ignore[arg-type]
 
 
 def test_the_committed_pages_are_what_the_generator_writes() -> None:

@@ -44,8 +44,8 @@ import metarl  # noqa: E402
 from metarl.agents.configs import get_config  # noqa: E402
 from metarl.errors import UserError  # noqa: E402
 from metarl.evaluation.result import EvalResult, load_eval_result  # noqa: E402
+from metarl.evaluation.result import success_ci as goal_success_ci  # noqa: E402
 from metarl.evaluation.runner import EvalSettings, evaluate_run  # noqa: E402
-from metarl.evaluation.stats import columnwise_mean_ci  # noqa: E402
 from metarl.run import is_run_dir  # noqa: E402
 
 AGENTS = ("rl2", "maml-trpo")
@@ -88,9 +88,8 @@ def with_field(config: Any, assignment: str) -> Any:
 
 def success_ci(result: EvalResult, seed: int = 0) -> dict[str, float]:
     """Mean held-out success with a 95% bootstrap interval over goals."""
-    per_goal = np.array([v["success"] for v in result.per_task.values()], dtype=np.float64)[:, None]
-    ci = columnwise_mean_ci(per_goal, reps=5000, seed=seed)[0]
-    return {"mean": ci.point, "low": ci.low, "high": ci.high, "goals": int(per_goal.shape[0])}
+    ci = goal_success_ci(result, seed=seed)
+    return {"mean": ci.point, "low": ci.low, "high": ci.high, "goals": len(result.per_task)}
 
 
 def summary(result: EvalResult) -> dict[str, Any]:

@@ -30,11 +30,8 @@ from metarl.evaluation.report import (
 )
 from metarl.evaluation.result import EvalResult, load_eval_result, protocol_name
 from metarl.evaluation.stats import Interval, aggregate, stratified_bootstrap_ci
-from metarl.run import CONFIG_FILE
+from metarl.run import CONFIG_FILE, EVAL_DIR, FINAL_EVAL, LATEST_EVAL
 
-EVAL_DIR = "eval"
-FINAL_EVAL = "final.json"
-LATEST_EVAL = "latest.json"
 UNRECORDED = "not recorded"
 
 

@@ -151,7 +151,7 @@ def official_test_envs(agent: Any, dist: TaskDistribution, *, envs_per_name: int
     one.  Both sides build the benchmark with the same seed, so every goal the evaluator draws is one of
     ``dist``'s test tasks."""
     benchmark = official_benchmark(dist)
-    families = {"env_name": next(iter(dist.families))} if benchmark == "ML1" else {}
+    families: dict[str, Any] = {"env_name": next(iter(dist.families))} if benchmark == "ML1" else {}
     classes = 1 if benchmark == "ML1" else len({t.family for t in dist.tasks("test")})
     envs: Any = gym.make_vec(
         f"Meta-World/{benchmark}-test",

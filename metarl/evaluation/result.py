@@ -12,8 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from metarl.agent import MetaLearner, MetaTestRollouts
 from metarl.errors import UserError
+from metarl.evaluation.stats import Interval, columnwise_mean_ci
 from metarl.run import atomic_write_json
 from metarl.tasks import Task
 
@@ -60,6 +63,15 @@ def load_eval_result(path: Path) -> EvalResult:
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read eval result {str(path)!r}: {exc}") from exc
     return EvalResult.from_json(data)
+
+
+def success_ci(result: EvalResult, family: str | None = None, seed: int = 0) -> Interval:
+    """Mean held-out success over the goals (of one ``family``) with a 95% percentile-bootstrap interval over goals
+    (5,000 replicates)."""
+    goals = [v["success"] for v in result.per_task.values() if family is None or v.get("family") == family]
+    if not goals:
+        raise UserError(f"the result has no tasks of family {family!r}; it has {sorted(result.per_family)}")
+    return columnwise_mean_ci(np.asarray(goals, dtype=np.float64)[:, None], reps=5000, seed=seed)[0]
 
 
 def protocol_name(deterministic: bool) -> str:

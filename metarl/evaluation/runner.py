@@ -23,8 +23,6 @@ from metarl.evaluation.result import EvalResult, evaluate
 from metarl.tasks import Task, TaskDistribution
 
 MW_ADAPTATION_EPISODES, MW_EVAL_EPISODES = 10, 3
-FINAL_EVAL = "final.json"
-NO_FEEDBACK_EVAL = "no-feedback.json"  # `metarl eval --no-feedback`: the control beside final.json, never over it
 
 
 @dataclass(frozen=True)
