@@ -264,20 +264,80 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Inverse of :func:`to_dict` for (nested) frozen dataclasses."""
-    if not isinstance(data, Mapping):
-        raise UserError(f"expected a mapping for {cls.__name__}, got {type(data).__name__}")
-    hints = _resolved_hints(cls)
+@dataclasses.dataclass(frozen=True)
+class RemovedField:
+    """A config field that a run's ``config.json`` may still hold after the field left the code.
+
+    ``default`` is the field's old default in :func:`to_dict` form: the setting the code still computes, so a
+    saved value equal to it loads and means what it meant.  Any other value is refused, naming ``commit``, the
+    last commit that had the field (a run that set it trains and evaluates there).  ``ignored`` marks a field
+    that never affected this config's agent (say, a TRPO setting saved in a MAML-PPO run): any value loads.
+    """
+
+    default: Any
+    commit: str
+    ignored: bool = False
+
+
+_REMOVED: dict[type, dict[str, RemovedField]] = {}
+
+
+def removed_fields(**fields: RemovedField) -> Callable[[type[T]], type[T]]:
+    """Class decorator: the fields that old ``config.json`` files of this config class may still hold."""
+
+    def register(cls: type[T]) -> type[T]:
+        _REMOVED[cls] = dict(fields)
+        return cls
+
+    return register
+
+
+def removed_field(cls: type, name: str) -> RemovedField | None:
+    """The record of ``name`` as a removed field of ``cls`` (or of a base class), if it is one."""
+    for klass in cls.__mro__:
+        found = _REMOVED.get(klass, {}).get(name)
+        if found is not None:
+            return found
+    return None
+
+
+def _drop_removed(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
     valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - valid)
-    if unknown:
-        raise UserError(f"unknown config field(s) {unknown} for {cls.__name__}; valid: {sorted(valid)}")
-    kwargs: dict[str, Any] = {}
+    kept: dict[str, Any] = {}
+    unknown = []
     for name, value in data.items():
+        if name in valid:
+            kept[name] = value
+            continue
+        record = removed_field(cls, name)
+        if record is None:
+            unknown.append(name)
+        elif not record.ignored and value != record.default:
+            raise UserError(
+                f"{where}{cls.__name__}.{name} = {value!r}: this setting was removed; only its old default "
+                f"{record.default!r} still loads (run this config at commit {record.commit}, the last with it)"
+            )
+    if unknown:
+        raise UserError(f"{where}unknown config field(s) {sorted(unknown)} for {cls.__name__}; valid: {sorted(valid)}")
+    return kept
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "") -> T:
+    """Inverse of :func:`to_dict` for (nested) frozen dataclasses.
+
+    Fields the code no longer has (see :class:`RemovedField`) load when they hold their old default and are
+    refused, naming the last commit that had them, when they do not; ``where`` (say, the file's path) starts
+    the messages.
+    """
+    prefix = f"{where}: " if where else ""
+    if not isinstance(data, Mapping):
+        raise UserError(f"{prefix}expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = _resolved_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in _drop_removed(cls, data, prefix).items():
         tp, _ = _base_type(hints[name])
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = from_dict(tp, value)  # type: ignore[arg-type]
+            kwargs[name] = from_dict(tp, value, where=where)  # type: ignore[arg-type]
         elif typing.get_origin(tp) is tuple and isinstance(value, list):
             kwargs[name] = tuple(value)
         else:

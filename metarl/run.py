@@ -252,9 +252,10 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, Any, str | None]:
     from metarl.config import TrainConfig, from_dict
 
     try:
-        data = json.loads((Path(run_dir) / CONFIG_FILE).read_text())
-        train_cfg = from_dict(TrainConfig, data["train"])
-        agent_cfg = from_dict(agent_config_class(train_cfg.agent), data["agent"])
+        path = Path(run_dir) / CONFIG_FILE
+        data = json.loads(path.read_text())
+        train_cfg = from_dict(TrainConfig, data["train"], where=str(path))
+        agent_cfg = from_dict(agent_config_class(train_cfg.agent), data["agent"], where=str(path))
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise RunDirError(f"{str(run_dir)!r} has an unreadable {CONFIG_FILE}: {exc}") from exc
     return train_cfg, agent_cfg, data.get("config_name")
