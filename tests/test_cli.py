@@ -92,13 +92,25 @@ def test_rollout_random_policy_on_held_out_tasks() -> None:
 
 
 def test_env_success_reward_on_a_distribution_without_it_is_one_line_and_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The flag sits beside the agent's own ``--success-reward`` (``ppo.success_reward``), reaching the distribution."""
+    """The one success-reward flag reaches the distribution, which names the option it lacks."""
     proc = run_cli(
         "train", "rl2", "--config", "rl2-point-nav", "--env-success-reward", "1", "--out", str(tmp_path / "run")
     )
     assert proc.returncode == 2, proc.stderr
     assert "unknown option(s) ['success_reward'] for distribution 'point-nav'" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "run").exists()
+
+
+def test_env_success_reward_is_the_one_spelling_of_the_success_reward(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``--env-success-reward`` (``TrainConfig.env_success_reward``) is the only success-reward flag of
+    ``metarl train``: the agent's own ``--success-reward`` (``ppo.success_reward``) is gone, so argparse refuses it."""
+    help_text = run_cli("train", "rl2", "--help").stdout
+    assert "--env-success-reward" in help_text
+    assert help_text.replace("--env-success-reward", "").count("success-reward") == 0
+    proc = run_cli("train", "rl2", "--config", "rl2-ml1", "--success-reward", "1", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2, proc.stderr
+    assert "unrecognized arguments: --success-reward 1" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -26,7 +26,7 @@ def _official_side(agent, dist, task, info_in_obs: bool) -> tuple[np.ndarray, li
     from metaworld.evaluation import Timestep
     from metaworld.wrappers import RNNBasedMetaRLWrapper
 
-    from metarl.agents.rl2_metaworld import RL2MetaWorldAgent
+    from metarl.agents.rl2.metaworld import RL2MetaWorldAgent
 
     adapter = RL2MetaWorldAgent(
         agent.policy, 1, deterministic=True, deterministic_adaptation=True, info_in_obs=info_in_obs

@@ -11,7 +11,7 @@ from _helpers import tiny_official_ml1_envs
 from metaworld.evaluation import Timestep, metalearning_evaluation
 
 from metarl.agents.rl2 import RL2Policy, RL2PolicyConfig
-from metarl.agents.rl2_metaworld import RL2MetaWorldAgent
+from metarl.agents.rl2.metaworld import RL2MetaWorldAgent
 
 
 def _policy() -> RL2Policy:

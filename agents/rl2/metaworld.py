@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from metarl.agents.rl2 import RL2Policy
+from metarl.agents.rl2.policy import RL2Policy
 from metarl.rollout.types import StepBatch
 
 
@@ -108,7 +108,8 @@ class RL2MetaWorldAgent:
 
     def adapt(self) -> None:
         """The hidden state after the adaptation episodes is the adapted 'policy'."""
-        self.adapted_hidden = self.hidden.clone()
+        memory = self.policy.memory
+        self.adapted_hidden = memory.gather(self.hidden, torch.arange(self.num_envs, device=self.policy.device))
 
     def eval_action(self, observations: Any) -> Any:
         """An evaluation action.  The evaluator calls no ``step`` here: the next input carries this action, a
@@ -122,11 +123,13 @@ class RL2MetaWorldAgent:
     def reset(self, env_mask: Any) -> None:
         """Start a new evaluation episode in the masked envs from the adapted hidden state."""
         mask = torch.as_tensor(env_mask, dtype=torch.bool, device=self.policy.device)
+        memory = self.policy.memory
         if self.adapted_hidden is None:  # before adaptation: a fresh trial
-            self.hidden = torch.where(mask.unsqueeze(-1), torch.zeros_like(self.hidden), self.hidden)
+            self.hidden = memory.reset(self.hidden, mask)
             self.trial_start = self.trial_start | mask
             return
-        self.hidden = torch.where(mask.unsqueeze(-1), self.adapted_hidden, self.hidden)
+        rows = mask.nonzero()[:, 0]
+        self.hidden = memory.scatter(self.hidden, rows, memory.gather(self.adapted_hidden, rows))
         self.prev_action = self.prev_action * (~mask).unsqueeze(-1)
         self.prev_reward = self.prev_reward * (~mask)
         self.prev_done = self.prev_done | mask
