@@ -22,36 +22,111 @@ rounding (``tests/test_gru.py``).  ``benchmarks/gru_backward.py`` measures both 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
+import os
+import shutil
 import sys
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from metarl.errors import UserError
 from metarl.native import native_gru_setting
 
 _SOURCE = Path(__file__).with_name("csrc") / "gru_cpu.cpp"
 _native_module: Any = None
 _native_tried = False
 
+BUILD_TIMEOUT_ENV = "METARL_GRU_BUILD_TIMEOUT"
+"""Seconds a build waits for another build's lock before the Python loop runs instead."""
+DEFAULT_BUILD_TIMEOUT_S = 600.0
+"""The wait without ``METARL_GRU_BUILD_TIMEOUT``: a real build takes about 20 s, so a lock held this long is stale."""
 
-def _built(name: str) -> bool:
-    """Whether torch's extension cache already holds ``name`` (then loading it takes well under a second)."""
+
+# -- private torch entry points: every use of them is here ----------------------------------------
+# The compiled loop leans on four things torch does not promise to keep; each is wrapped below so a torch upgrade
+# that moves one breaks one function, and each failure falls back to the Python loop (the same function):
+# - ``torch.utils.cpp_extension._get_build_directory``: where the extension builder keeps a build (its cache);
+# - the ``lock`` file the builder creates in that directory while it builds (``_jit_compile``'s ``FileBaton``): it
+#   waits without limit while the file exists, so a build killed half-way blocks every later one;
+# - ``torch.ops.mkldnn._reorder_linear_weight``: the recurrent weight reordered once for oneDNN's bfloat16 product;
+# - ``mkldnn::_linear_pointwise``, looked up by name in ``csrc/gru_cpu.cpp``: that product (the pair torch.compile's
+#   CPU backend uses for frozen weights), checked against ``addmm`` once by :func:`_reordered_weights`.
+
+_BUILD_LOCK = "lock"
+
+
+def _build_directory(name: str) -> Path | None:
+    """torch's build directory for the extension ``name`` (created if missing), or None where torch lacks it."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
 
-        return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists()
+        return Path(_get_build_directory(name, verbose=False))
     except (ImportError, OSError, RuntimeError):
-        return False
+        return None
+
+
+def _reorder_linear_weight(weight: torch.Tensor, batch: int) -> torch.Tensor:
+    """``weight`` reordered for oneDNN's product with ``batch`` rows (``mkldnn::_linear_pointwise`` reads it)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, batch)  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_timeout_s() -> float:
+    """``METARL_GRU_BUILD_TIMEOUT`` in seconds (default :data:`DEFAULT_BUILD_TIMEOUT_S`)."""
+    text = os.environ.get(BUILD_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_BUILD_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise UserError(f"{BUILD_TIMEOUT_ENV} must be a non-negative number of seconds, got {text!r}")
+    return value
+
+
+def _lock_released(build_dir: Path, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for no build to hold ``build_dir``'s lock; False if it is still there."""
+    lock = build_dir / _BUILD_LOCK
+    deadline = time.monotonic() + timeout_s
+    while lock.exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(0.1, max(timeout_s / 10, 0.001)))
+    return True
+
+
+@contextlib.contextmanager
+def _ninja_on_path() -> Iterator[None]:
+    """The ``ninja`` package's binary on ``PATH`` for the build when no other ninja is there (a venv used without
+    activating it): torch's builder looks ninja up on ``PATH``."""
+    old = os.environ.get("PATH", "")
+    try:
+        if shutil.which("ninja") is None:
+            with contextlib.suppress(ImportError):
+                import ninja  # type: ignore[import-untyped,import-not-found,unused-ignore]  # a declared dependency
+
+                os.environ["PATH"] = os.pathsep.join([str(ninja.BIN_DIR), old])
+        yield
+    finally:
+        os.environ["PATH"] = old
 
 
 def native_gru() -> Any:
     """The compiled time loops (``csrc/gru_cpu.cpp``), built once per torch version with torch's C++ extension
-    builder (needs a C++ compiler and ninja; about 20 s, then cached), or None: turned off, not an x86 CPU with
-    AVX2, or the build failed (a warning says why; the Python loop computes the same function)."""
+    builder (needs a C++ compiler and ninja, a package dependency; about 20 s, then cached), or None: turned off,
+    not an x86 CPU with AVX2, the build failed, or another build's lock outlasted ``METARL_GRU_BUILD_TIMEOUT``
+    (a warning says which; the Python loop computes the same function)."""
     global _native_module, _native_tried
     if _native_tried:
         return _native_module
@@ -60,15 +135,27 @@ def native_gru() -> Any:
         return None
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return None
+    timeout = build_timeout_s()
     try:
         from torch.utils.cpp_extension import load
 
         digest = hashlib.sha1(_SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
         name = f"metarl_gru_cpu_{digest}"
-        if not _built(name):
+        build_dir = _build_directory(name)
+        if build_dir is not None and not _lock_released(build_dir, timeout):
+            warnings.warn(
+                f"metarl: the compiled GRU loop's build directory has been locked for {timeout:g} s (a build still "
+                f"running, or one killed half-way); the CPU update runs the Python loop: the same function, slower.  "
+                f"If no build is running, delete {build_dir / _BUILD_LOCK} ({BUILD_TIMEOUT_ENV} sets the wait)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
+        if build_dir is None or not (build_dir / f"{name}.so").exists():
             print("metarl: building the compiled GRU loop for the CPU update (once per torch version, ~20 s)",
                   file=sys.stderr, flush=True)  # fmt: skip
-        _native_module = load(name=name, sources=[str(_SOURCE)], extra_cflags=["-O3", "-mavx2", "-mfma"])
+        with _ninja_on_path():
+            _native_module = load(name=name, sources=[str(_SOURCE)], extra_cflags=["-O3", "-mavx2", "-mfma"])
     except Exception as exc:  # any build failure means the Python loop
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         warnings.warn(
@@ -95,13 +182,13 @@ _packing: bool | None = None
 
 def _reordered_weights(native: Any) -> bool:
     """Whether the compiled loop may run its bfloat16 products with the recurrent weight reordered once for oneDNN
-    (``mkldnn._reorder_linear_weight`` / ``_linear_pointwise``, the pair torch.compile's CPU backend uses for
-    frozen weights): checked once, on a small product that must equal ``addmm``'s."""
+    (the private pair listed at the top of this module): checked once, on a small product that must equal
+    ``addmm``'s."""
     global _packing
     if _packing is None:
         try:
             x, w, b = (torch.randn(*s).to(torch.bfloat16) for s in ((4, 16), (24, 16), (24,)))
-            y = native.packed_product(x, torch.ops.mkldnn._reorder_linear_weight(w, 4), b)
+            y = native.packed_product(x, _reorder_linear_weight(w, 4), b)
             _packing = bool(torch.equal(y, torch.addmm(b, x, w.t())))
         except (AttributeError, RuntimeError):
             _packing = False
@@ -170,7 +257,7 @@ class _GRUSequence(torch.autograd.Function):
                 h_in[0].copy_(h0)
             packed = None
             if low == torch.bfloat16 and _reordered_weights(native):
-                packed = torch.ops.mkldnn._reorder_linear_weight(w_hh.to(dtype).contiguous(), batch)
+                packed = _reorder_linear_weight(w_hh.to(dtype).contiguous(), batch)
             ctx.packed = packed is not None
             native.forward_loop(xp.contiguous(), hs, h_in, gh, rz, n, wt, bias, low is not None, packed)
         else:
@@ -190,7 +277,7 @@ class _GRUSequence(torch.autograd.Function):
             dgh_c = hs.new_empty(steps, batch, 3 * g, dtype=dtype)
             dxp = hs.new_empty(steps, batch, 3 * g, dtype=dtype)
             w = w_hh.to(dtype).contiguous()
-            packed = torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(), batch) if ctx.packed else None
+            packed = _reorder_linear_weight(w.t().contiguous(), batch) if ctx.packed else None
             dh0 = native_gru().backward_loop(dout.contiguous(), hs, gh, rz, n, w, dgh_c, dxp, packed)
             flat = dgh_c.view(steps * batch, 3 * g)
             dw = torch.mm(flat.t(), h_in[:steps].reshape(-1, g)).to(w_hh.dtype)

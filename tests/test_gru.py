@@ -18,6 +18,7 @@ from torch import nn
 
 import metarl.agents.gru as gru_module
 from metarl.agents.gru import gru_sequence
+from metarl.errors import UserError
 from metarl.native import native_gru_setting
 
 
@@ -147,6 +148,74 @@ def test_a_failed_build_warns_once_and_the_python_loop_runs(monkeypatch: pytest.
     gru, x, h0 = _case(5, 2, 3, 8)
     with torch.no_grad():
         assert _rel(gru_sequence(gru, x, h0), gru(x, h0.unsqueeze(0))[0]) < 1e-5
+
+
+def _fresh_build(monkeypatch: pytest.MonkeyPatch, build_dir: Path, load: object) -> None:
+    """``native_gru`` about to build afresh into ``build_dir`` with ``load`` as torch's builder, on any host."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    monkeypatch.setattr(gru_module, "_native_tried", False)
+    monkeypatch.setattr(gru_module, "_native_module", None)
+    monkeypatch.setattr(gru_module, "_build_directory", lambda name: build_dir)
+    monkeypatch.setattr(cpp_extension, "load", load)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(gru_module.sys, "platform", "linux")
+    monkeypatch.delenv("METARL_NATIVE_GRU", raising=False)
+
+
+def test_a_stale_build_lock_times_out_with_one_warning_and_the_python_loop_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """torch's builder waits without limit while its build directory holds a ``lock`` file (a build killed half-way
+    leaves one); metarl waits ``METARL_GRU_BUILD_TIMEOUT`` seconds, warns once and runs the Python loop."""
+    import time
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a locked build must not reach torch's builder, which would wait forever")
+
+    (tmp_path / "lock").touch()
+    _fresh_build(monkeypatch, tmp_path, never)
+    monkeypatch.setenv("METARL_GRU_BUILD_TIMEOUT", "0.3")
+    start = time.monotonic()
+    with pytest.warns(RuntimeWarning, match=r"locked for 0\.3 s .*Python loop.*delete .*lock") as record:
+        assert gru_module.native_gru() is None
+    assert 0.3 <= time.monotonic() - start < 10 and len(record) == 1
+    assert gru_module.native_gru() is None  # tried once: no second wait
+    gru, x, h0 = _case(5, 2, 3, 8)
+    with torch.no_grad():
+        assert _rel(gru_sequence(gru, x, h0), gru(x, h0.unsqueeze(0))[0]) < 1e-5
+
+
+def test_a_lock_released_within_the_timeout_lets_the_build_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A build that finishes while we wait (its lock removed) is waited for, not skipped."""
+    import threading
+    import warnings
+
+    built = object()
+    calls: list[str] = []
+
+    def load(*, name: str, **kwargs: object) -> object:
+        calls.append(name)
+        return built
+
+    lock = tmp_path / "lock"
+    lock.touch()
+    _fresh_build(monkeypatch, tmp_path, load)
+    monkeypatch.setenv("METARL_GRU_BUILD_TIMEOUT", "30")
+    threading.Timer(0.3, lock.unlink).start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gru_module.native_gru() is built
+    assert len(calls) == 1 and calls[0].startswith("metarl_gru_cpu_")
+
+
+@pytest.mark.parametrize("bad", ["soon", "-1", "nan"])
+def test_a_bad_build_timeout_is_one_line(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    monkeypatch.setenv("METARL_GRU_BUILD_TIMEOUT", bad)
+    with pytest.raises(UserError, match=r"METARL_GRU_BUILD_TIMEOUT must be a non-negative number of seconds, got"):
+        gru_module.build_timeout_s()
+    monkeypatch.delenv("METARL_GRU_BUILD_TIMEOUT")
+    assert gru_module.build_timeout_s() == gru_module.DEFAULT_BUILD_TIMEOUT_S
 
 
 @pytest.mark.parametrize(("setting", "expected"), [("0", False), ("1", True)])
