@@ -75,7 +75,7 @@ def _build_directory(name: str) -> Path | None:
 
 def _reorder_linear_weight(weight: torch.Tensor, batch: int) -> torch.Tensor:
     """``weight`` reordered for oneDNN's product with ``batch`` rows (``mkldnn::_linear_pointwise`` reads it)."""
-    return torch.ops.mkldnn._reorder_linear_weight(weight, batch)  # type: ignore[no-any-return]
+    return torch.ops.mkldnn._reorder_linear_weight(weight, batch)
 
 
 # ---------------------------------------------------------------------------------------------
