@@ -302,7 +302,7 @@ def removed_field(cls: type, name: str) -> RemovedField | None:
 
 
 def _drop_removed(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]:
-    valid = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    valid = {f.name for f in dataclasses.fields(cls)}
     kept: dict[str, Any] = {}
     unknown = []
     for name, value in data.items():
