@@ -17,7 +17,7 @@ From these it prints the share of a forward step that is the product, and ``fuse
 one element-wise call, what a compiled kernel fusing each step's element-wise calls into one pass could reach.
 
     python benchmarks/dev/gru_step.py                     # threads 1 and 2, B = 20 (the rl2-ml10 chunk), 5 rounds
-    python benchmarks/dev/gru_step.py --threads 2 --json benchmarks/results/gru-step-2cores.json
+    python benchmarks/dev/gru_step.py --threads 2 --json benchmarks/results/dev/gru-step-2cores.json
     python benchmarks/dev/gru_step.py --quick             # B = 4, 10 steps, 1 round: a smoke run, not a measurement
 """
 

@@ -55,11 +55,11 @@ AGENTS = {"rl2": "rl2-ml10", "maml": "maml-trpo-ml10"}
 PATHS = ("sync_1t", "best")
 # Opt-in agent flags the best path turns on, each because the check its issue asks for passed.  RL²'s bfloat16
 # autocast: an ML1-reach learning run with it matched float32 at equal env steps
-# (benchmarks/results/rl2-ml1-reach-s0-targetkl002-noactioninput-bf16-1M.json: held-out 0.60 with the mean
+# (benchmarks/results/ablations/ML1-reach/rl2-kl02-noact-bf16-s0-1M.json: held-out 0.60 with the mean
 # action, 0.91 sampled, at 1M steps; float32's run: 0.48 and 0.83).  MAML's hvp_subsample 0.25: the TRPO step
 # with the curvature from a quarter of the tasks points the same way as the full one (cosine 0.998, norm ratio
 # 1.03, same KL and surrogate gain; benchmarks/dev/profile_learner.py --agents maml), and an ML1-reach learning run
-# with it matched the full curvature's (benchmarks/results/maml-trpo-ml1-reach-s0-hvp025-1M.json: 0.18 -> 0.92
+# with it matched the full curvature's (benchmarks/results/ablations/ML1-reach/maml-trpo-hvp025-s0-1M.json: 0.18 -> 0.92
 # over the inner step at 1M steps; full: 0.10 -> 0.94).  --overlap has no learning run yet, so it stays out
 # (measured apart as rl2_overlap).
 BEST_FLAGS: dict[str, list[str]] = {"rl2": ["ppo.autocast_bf16=True"], "maml": ["hvp_subsample=0.25"]}
