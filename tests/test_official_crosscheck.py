@@ -182,8 +182,8 @@ def test_official_counting_over_counts_envs_that_finish_early() -> None:
 
 
 def test_official_eval_counting_demo_runs_on_a_shaped_distribution() -> None:
-    """benchmarks/learning/official_eval.py's demo of the evaluator's counting rule: every env ends its episodes, and the
-    two rules read the same ended episodes (it once imported a helper that no longer existed)."""
+    """benchmarks/learning/official_eval.py's demo of the evaluator's counting rule: every env ends its episodes, and
+    the two rules read the same ended episodes (it once imported a helper that no longer existed)."""
     import sys
     from pathlib import Path
 
