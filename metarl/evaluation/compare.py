@@ -130,7 +130,7 @@ def _runs_at(path: Path, latest: bool) -> list[_Run]:
     if path.is_file():
         return _results_in_file(path)
     if not path.is_dir():
-        raise UserError(f"{str(path)!r} does not exist; give run directories, their parents, or EvalResult JSON files")
+        raise UserError(f"{str(path)!r} does not exist; give run directories, their parents, or result JSON files")
     if (path / CONFIG_FILE).is_file():
         dirs = [path]
     else:
@@ -385,7 +385,8 @@ def compare(
 
     Each path is a run directory (with ``config.json`` and ``eval/final.json``; with ``latest`` a run without it
     is read from its last periodic evaluation ``eval/latest.json``, and compare says so), a directory of run
-    directories (one level down, e.g. ``OUT/seed-0``), or an EvalResult JSON file.  Results are grouped by
+    directories (one level down, e.g. ``OUT/seed-0``), an EvalResult JSON file, or a learning-benchmark result
+    JSON (:mod:`metarl.evaluation.benchmark_json`: one result per evaluation it holds).  Results are grouped by
     benchmark (distribution and split), then into rows by :class:`RowKey`.  ``say`` receives each note.
     """
     runs = _collect_runs(paths, latest)
