@@ -35,7 +35,7 @@ lint:
 	$(BIN)/mypy
 
 bench:  ## the rollout-engine benchmark (quick version)
-	$(BIN)/python benchmarks/sampler.py --quick
+	$(BIN)/python benchmarks/speed/sampler.py --quick
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -16,7 +16,7 @@ Adam step, so each product is 20 rows wide and the calls around it cost as much 
 Under CPU bfloat16 autocast the products run in bfloat16 (the recurrent weight cast once per call, not per step)
 while the state and the gates stay float32; the gates' gradients are rounded to bfloat16 for the products, as
 autocast rounds every product's operands.  Without autocast everything is float32 and matches ``nn.GRU`` to
-rounding (``tests/test_gru.py``).  ``benchmarks/gru_backward.py`` measures both against ``nn.GRU``, with and without
+rounding (``tests/test_gru.py``).  ``benchmarks/dev/gru_backward.py`` measures both against ``nn.GRU``, with and without
 :func:`metarl.allocator.keep_freed_memory` (the batched passes touch a few MB each, fresh pages without it).
 """
 

@@ -6,7 +6,7 @@ exceeds the trim threshold, so a learner that allocates the same few-megabyte ac
 pays page faults for them each time: on RL²'s update a [250, 20, 256] float32 element-wise op took 1.4 ms with
 fresh pages against 0.35 ms on reused ones.  :func:`keep_freed_memory` raises both thresholds (``mallopt``), as
 PyTorch's CPU performance guide's advice to use jemalloc or tcmalloc does for the same reason;
-``benchmarks/gru_backward.py`` measures the difference.  It changes where memory comes from, never a
+``benchmarks/dev/gru_backward.py`` measures the difference.  It changes where memory comes from, never a
 number computed; it does nothing where the C library is not glibc, or when the environment sets
 ``METARL_KEEP_FREED_MEMORY=0`` (e.g. with jemalloc or tcmalloc preloaded, or to measure without it).
 """

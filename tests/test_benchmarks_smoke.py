@@ -1,4 +1,4 @@
-"""Smoke tests of benchmarks/sampler.py: step counting of every loop, the policies, the JSON output.
+"""Smoke tests of benchmarks/speed/sampler.py: step counting of every loop, the policies, the JSON output.
 
 No timing assertions: speed is what the benchmark reports, not what tests check.
 """
@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import sampler  # noqa: E402
 from benchmarks._common import (  # noqa: E402
     BenchEnvs,
     GRUPolicy,
@@ -33,6 +32,7 @@ from benchmarks._common import (  # noqa: E402
     median,
     ray_loopback_env,
 )
+from benchmarks.speed import sampler  # noqa: E402
 from metarl.rollout.types import StepBatch  # noqa: E402
 
 REQUIRED_KEYS = {m + suffix for m in sampler.METHODS for suffix in ("", "_20")}
@@ -264,10 +264,10 @@ def test_paired_ratio_pairs_measurements_of_the_same_round() -> None:
 
 
 def test_training_benchmark_quick_writes_every_key(tmp_path: Path) -> None:
-    """`benchmarks/training.py --quick --overlap`: one round of the limit, of both paths of both agents and of RL²
+    """`benchmarks/speed/training.py --quick --overlap`: one round of the limit, of both paths of both agents and of RL²
     with --overlap (meta-batch 2, 2 episodes per task), each measurement in its own process; every figure the
     issue names is there and sane."""
-    from benchmarks import training
+    from benchmarks.speed import training
 
     out = tmp_path / "training.json"
     assert training.main(["--quick", "--overlap", "--workers", "2", "--json", str(out)]) == 0
@@ -292,7 +292,7 @@ def test_training_benchmark_quick_writes_every_key(tmp_path: Path) -> None:
 
 
 def test_training_benchmark_flags_replace_nested_config_fields() -> None:
-    from benchmarks import training
+    from benchmarks.speed import training
     from metarl.agents.rl2 import RL2Config
 
     base = RL2Config()
@@ -310,7 +310,7 @@ def training_cores() -> int:
 
 
 def test_training_benchmark_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks import training
+    from benchmarks.speed import training
 
     with pytest.raises(SystemExit) as exc:
         training.parse_args(["--rounds", "0"])
@@ -318,10 +318,10 @@ def test_training_benchmark_refuses_bad_arguments(capsys: pytest.CaptureFixture[
 
 
 def test_profile_learner_quick_times_and_profiles_both_learners(tmp_path: Path) -> None:
-    """`benchmarks/profile_learner.py --quick` (meta-batch 2): the RL² update takes its full schedule (no
+    """`benchmarks/dev/profile_learner.py --quick` (meta-batch 2): the RL² update takes its full schedule (no
     target_kl), each profile lists operators whose own time fits in the profiled phase, and the MAML step with
     the curvature from all tasks compares with itself as the identity."""
-    from benchmarks import profile_learner
+    from benchmarks.dev import profile_learner
 
     out = tmp_path / "profile.json"
     assert profile_learner.main(["--quick", "--threads", "1", "--top", "5", "--json", str(out)]) == 0
@@ -339,13 +339,13 @@ def test_profile_learner_quick_times_and_profiles_both_learners(tmp_path: Path) 
 
 
 def test_gru_backward_quick_agrees_with_nn_gru_and_writes_its_figures(tmp_path: Path) -> None:
-    """`benchmarks/gru_backward.py --quick`: the fused GRU's gradients are nn.GRU's (the comparison is of the same
+    """`benchmarks/dev/gru_backward.py --quick`: the fused GRU's gradients are nn.GRU's (the comparison is of the same
     maths), bfloat16's point the same way, and the JSON holds all eight timings with their speeds."""
     import subprocess
 
     out = tmp_path / "gru.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gru_backward.py"), "--quick", "--json", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "dev" / "gru_backward.py"), "--quick", "--json", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -365,20 +365,20 @@ def test_gru_backward_quick_agrees_with_nn_gru_and_writes_its_figures(tmp_path: 
     assert figures["allocator_kept"] is (sys.platform.startswith("linux") and "glibc" in " ".join(platform.libc_ver()))
     assert "(--quick: not the reference shapes)" in proc.stdout
     bad = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gru_backward.py"), "--rounds", "0"],
+        [sys.executable, str(ROOT / "benchmarks" / "dev" / "gru_backward.py"), "--rounds", "0"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].endswith("got 2 and 0")
 
 
 def test_gru_step_quick_writes_consistent_per_step_figures(tmp_path: Path) -> None:
-    """`benchmarks/gru_step.py --quick`: a figure per thread count, all positive, and the derived ones (the
+    """`benchmarks/dev/gru_step.py --quick`: a figure per thread count, all positive, and the derived ones (the
     product's share of a forward step, the fused-kernel floor) computed from the measured ones."""
     import subprocess
 
     out = tmp_path / "step.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gru_step.py"), "--quick", "--threads", "1", "2",
+        [sys.executable, str(ROOT / "benchmarks" / "dev" / "gru_step.py"), "--quick", "--threads", "1", "2",
          "--json", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -395,7 +395,7 @@ def test_gru_step_quick_writes_consistent_per_step_figures(tmp_path: Path) -> No
         assert f["fused_step_floor"] == pytest.approx(best + f["elementwise_call"])
     assert "(--quick: not the reference shapes)" in proc.stdout
     bad = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gru_step.py"), "--threads", "0"],
+        [sys.executable, str(ROOT / "benchmarks" / "dev" / "gru_step.py"), "--threads", "0"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "got [0], 20 and 5" in bad.stderr.strip().splitlines()[-1]
@@ -403,10 +403,10 @@ def test_gru_step_quick_writes_consistent_per_step_figures(tmp_path: Path) -> No
 
 def test_readme_learner_speed_table_is_the_committed_training_run() -> None:
     """The README's and docs/scaling.md's whole-iteration figures and speed-ups are those of
-    `benchmarks/results/training-ml10-2cores.json` (and the RL²-only runs' JSONs), and its GRU figures those of
-    `gru-backward-2threads.json`
+    `benchmarks/results/speed/training-ml10-2cores.json` (and the RL²-only runs' JSONs), and its GRU figures those of
+    `benchmarks/results/dev/gru-backward-2threads.json`
     (a rerun that updates one and not the other fails here)."""
-    data = json.loads((ROOT / "benchmarks/results/training-ml10-2cores.json").read_text())
+    data = json.loads((ROOT / "benchmarks/results/speed/training-ml10-2cores.json").read_text())
     readme, scaling = (ROOT / "README.md").read_text(), (ROOT / "docs/scaling.md").read_text()
     for key in ("rl2_sync_1t", "rl2_best", "maml_sync_1t", "maml_best"):
         sampling, learning, per_100k = (data[f"{key}_{k}"] for k in ("sampling_s", "learning_s", "learning_s_per_100k"))
@@ -418,16 +418,16 @@ def test_readme_learner_speed_table_is_the_committed_training_run() -> None:
         ratio = data[f"{agent}_sync_1t_learning_s_per_100k"] / data[f"{agent}_best_learning_s_per_100k"]
         assert f"{ratio:.2f}x" in readme and f"{ratio:.2f}x" in scaling, agent
     assert f"{data['limit']:,.0f} steps/s" in readme and f"{data['limit']:,.0f} steps/s" in scaling
-    five = json.loads((ROOT / "benchmarks/results/training-rl2-ml10-2cores-5rounds.json").read_text())
+    five = json.loads((ROOT / "benchmarks/results/speed/training-rl2-ml10-2cores-5rounds.json").read_text())
     ratio = five["rl2_sync_1t_learning_s_per_100k"] / five["rl2_best_learning_s_per_100k"]
     assert five["meta"]["rounds"] == 5 and f"**{ratio:.2f}x**" in readme and f"**{ratio:.2f}x**" in scaling
     assert f"{five['rl2_best']:,.0f} steps/s end to end, {five['rl2_best'] / five['limit']:.2f}" in readme
-    compiled = json.loads((ROOT / "benchmarks/results/training-rl2-ml10-2cores-compiled.json").read_text())
+    compiled = json.loads((ROOT / "benchmarks/results/speed/training-rl2-ml10-2cores-compiled.json").read_text())
     ratio = compiled["rl2_sync_1t_learning_s_per_100k"] / compiled["rl2_best_learning_s_per_100k"]
     for doc in (readme, scaling):
         assert f"**{ratio:.2f}x**" in doc and f"{compiled['rl2_best']:,.0f} steps/s" in doc
         assert f"{compiled['rl2_best'] / compiled['limit']:.2f} of a `limit` of {compiled['limit']:,.0f}" in doc
-    gru = json.loads((ROOT / "benchmarks/results/gru-backward-2threads.json").read_text())
+    gru = json.loads((ROOT / "benchmarks/results/dev/gru-backward-2threads.json").read_text())
     for key in ("nn_gru_float32_default", "nn_gru_bf16_default", "fused_float32_kept", "fused_bf16_kept",
                 "compiled_float32_kept", "compiled_bf16_kept"):  # fmt: skip
         assert f"{gru[key]:.1f}" in readme and f"{gru[key]:.1f}" in scaling, key

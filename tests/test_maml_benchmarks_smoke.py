@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import maml_inference  # noqa: E402
+from benchmarks.dev import maml_inference  # noqa: E402
 from benchmarks.learning import maml_point_nav  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def test_inference_measure_checks_equality_and_reports_a_ratio() -> None:
 def test_inference_script_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "inf.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/maml_inference.py"), "--quick", "--rows-per-task", "1",
+        [sys.executable, str(ROOT / "benchmarks/dev/maml_inference.py"), "--quick", "--rows-per-task", "1",
          "--device", "cpu", "--json", str(out)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip

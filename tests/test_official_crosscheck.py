@@ -182,15 +182,15 @@ def test_official_counting_over_counts_envs_that_finish_early() -> None:
 
 
 def test_official_eval_counting_demo_runs_on_a_shaped_distribution() -> None:
-    """benchmarks/official_eval.py's demo of the evaluator's counting rule: every env ends its episodes, and the
-    two rules read the same ended episodes (it once imported a helper that no longer existed)."""
+    """benchmarks/learning/official_eval.py's demo of the evaluator's counting rule: every env ends its episodes, and
+    the two rules read the same ended episodes (it once imported a helper that no longer existed)."""
     import sys
     from pathlib import Path
 
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)
-    from benchmarks.official_eval import counting_demo
+    from benchmarks.learning.official_eval import counting_demo
 
     torch.set_num_threads(1)
     dist = make_distribution("ML1-reach-v3", seed=0, success_reward=10.0)

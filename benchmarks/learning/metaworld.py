@@ -2,14 +2,19 @@
 held-out goal with the Meta-World protocol, beside the adaptation control and an untrained agent.
 
     python benchmarks/learning/metaworld.py --agent rl2 --benchmark ML1-reach-v3 --total-env-steps 5000000 \\
-        --out runs/rl2-ml1 --json benchmarks/results/rl2-ml1-reach-s0.json
+        --out runs/rl2-ml1 --json benchmarks/results/ML1-reach/rl2-s0-5M.json
     python benchmarks/learning/metaworld.py --agent maml-trpo --benchmark ML10 --max-minutes 60 --eval-every 2 \\
         --out runs/maml-ml10 --json maml-ml10.json
+    python benchmarks/learning/metaworld.py --agent rl2 --config rl2-ml1-tuned --env-success-reward 10 \\
+        --target-kl 0.02 --seed 1 --out runs/x --json x.json   # any field flag of `metarl train`
     python benchmarks/learning/metaworld.py ... --eval-only      # only evaluate the run in --out
 
 Training uses ``AGENT-ml1`` / ``AGENT-ml10`` / ``AGENT-ml45`` (the ML1 config with the benchmark named here for
-other ML1 tasks), or the named config ``--config`` gives (e.g. ``rl2-ml1-tuned``).  A run directory that
-already holds a run is resumed to the budget instead of restarted.
+other ML1 tasks), or the named config ``--config`` gives (e.g. ``rl2-ml1-tuned``).  Its fields are overridden by
+the same flags as in ``metarl train AGENT`` (``--total-env-steps``, ``--env-success-reward``, ``--target-kl``, ...;
+``--help`` lists them), built by the same functions; a budget flag (``--total-env-steps`` or ``--max-minutes``)
+replaces the config's budget rather than adding a second one.  A run directory that already holds a run is
+resumed to the budget instead of restarted.
 Evaluation is ``metarl eval --deterministic`` (10 adaptation episodes, sampled; 3 evaluation episodes on the
 mean action; every held-out goal, each counted exactly), the same with sampled evaluation episodes
 (``heldout_sampled``), then the adaptation control: RL² with the reward input zeroed (``--no-feedback``);
@@ -42,6 +47,8 @@ import numpy as np  # noqa: E402
 
 import metarl  # noqa: E402
 from metarl.agents.configs import get_config  # noqa: E402
+from metarl.cli import _agent_sections  # noqa: E402
+from metarl.config import TrainConfig, add_dataclass_flags, overrides_from_args, replace_checked  # noqa: E402
 from metarl.errors import UserError  # noqa: E402
 from metarl.evaluation.result import EvalResult, load_eval_result  # noqa: E402
 from metarl.evaluation.result import success_ci as goal_success_ci  # noqa: E402
@@ -67,25 +74,6 @@ def _relative(arg: str) -> str:
     return os.path.relpath(arg) if os.path.isabs(arg) else arg
 
 
-def with_field(config: Any, assignment: str) -> Any:
-    """``config`` with one (possibly nested, dotted) field replaced by a Python literal: ``ppo.target_kl=0.02``."""
-    import ast
-
-    path, _, text = assignment.partition("=")
-    if not text:
-        raise ValueError("expected FIELD=VALUE")
-    head, _, rest = path.partition(".")
-    if head not in {f.name for f in dataclasses.fields(config)}:
-        raise ValueError(f"{type(config).__name__} has no field {head!r}")
-    if rest:
-        return dataclasses.replace(config, **{head: with_field(getattr(config, head), f"{rest}={text}")})
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text  # a bare word: a string setting
-    return dataclasses.replace(config, **{head: value})
-
-
 def success_ci(result: EvalResult, seed: int = 0) -> dict[str, float]:
     """Mean held-out success with a 95% bootstrap interval over goals."""
     ci = goal_success_ci(result, seed=seed)
@@ -100,6 +88,9 @@ def summary(result: EvalResult) -> dict[str, Any]:
         "per_family": result.per_family,
         "env_steps": result.env_steps,
         "feedback": result.extra.get("feedback", True),
+        "adaptation_episodes": result.adaptation_episodes,
+        "eval_episodes_per_task": result.eval_episodes_per_task,
+        "eval_seed": result.seed,
     }
 
 
@@ -141,9 +132,22 @@ def training_curves(run: Path) -> dict[str, Any]:
     }
 
 
+def _canonical(parser: argparse.ArgumentParser, benchmark: str) -> str:
+    """The registered spelling of a benchmark name, checked up front with the list of valid ones."""
+    from metarl.envs import canonical_name
+
+    try:
+        return canonical_name(benchmark)
+    except UserError as exc:
+        parser.error(str(exc))
+
+
 def named_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, Any]:
     """The named config to train with: ``--config``, else the agent's config for the benchmark."""
-    name = args.config or config_name(args.agent, args.benchmark)
+    benchmark = getattr(args, "TrainConfig.benchmark")
+    if args.config is None and benchmark is None:
+        parser.error("name a --benchmark (ML1-<task>-v3, ML10 or ML45) or a --config")
+    name = args.config or config_name(args.agent, _canonical(parser, benchmark))
     try:
         named = get_config(name)
     except ValueError as exc:
@@ -153,64 +157,63 @@ def named_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> t
     return name, named
 
 
-def train_config(parser: argparse.ArgumentParser, args: argparse.Namespace, named: Any) -> Any:
-    """The named config's train settings with the command line's budget, seed and flags."""
-    changes: dict[str, Any] = {"benchmark": args.benchmark, "seed": args.seed}
-    if args.total_env_steps is not None or args.max_minutes is not None:
-        changes.update(total_env_steps=args.total_env_steps, max_minutes=args.max_minutes)
-    for flag in ("eval_every", "torch_threads", "workers", "meta_batch", "episodes_per_task"):
-        if getattr(args, flag) is not None:
-            changes[flag] = getattr(args, flag)
-    if args.success_reward is not None:
-        changes["env_success_reward"] = args.success_reward
-    if args.overlap:
-        changes["overlap"] = True
+def train_config(parser: argparse.ArgumentParser, args: argparse.Namespace, named: Any) -> tuple[Any, dict[str, Any]]:
+    """The named config's train settings with the command line's field flags (``metarl train``'s), and those flags."""
+    given = overrides_from_args(args, TrainConfig)
+    changes = dict(given)
+    if "benchmark" in changes:
+        changes["benchmark"] = _canonical(parser, changes["benchmark"])
+    for budget, other in (("total_env_steps", "max_minutes"), ("max_minutes", "total_env_steps")):
+        if budget in given and other not in given:  # the budget given replaces the config's
+            changes[other] = None
     if args.quick:
         changes.update(meta_batch=2, iterations=1, total_env_steps=None, max_minutes=None, eval_every=0)
     try:
-        return dataclasses.replace(named.train, **changes)
-    except ValueError as exc:  # UserError: a flag's value out of range
+        return replace_checked(named.train, changes), given
+    except UserError as exc:  # a flag's value out of range
         parser.error(str(exc))
 
 
-def main() -> int:
+def agent_config(parser: argparse.ArgumentParser, args: argparse.Namespace, agent_cfg: Any) -> tuple[Any, list[str]]:
+    """The named config's agent settings with the command line's agent field flags, and those flags as
+    ``FIELD=VALUE`` (nested fields dotted: ``ppo.target_kl=0.02``), the notation the result JSON records."""
+    overrides: list[str] = []
+    try:
+        for section in _agent_sections(args.agent):
+            changes = overrides_from_args(args, section)
+            if not changes:
+                continue
+            if section is type(agent_cfg):
+                agent_cfg = replace_checked(agent_cfg, changes)
+                overrides += [f"{k}={v!r}" for k, v in changes.items()]
+                continue
+            field = next(f.name for f in dataclasses.fields(agent_cfg) if type(getattr(agent_cfg, f.name)) is section)
+            agent_cfg = dataclasses.replace(agent_cfg, **{field: replace_checked(getattr(agent_cfg, field), changes)})
+            overrides += [f"{field}.{k}={v!r}" for k, v in changes.items()]
+    except UserError as exc:
+        parser.error(str(exc))
+    return agent_cfg, overrides
+
+
+def _agent_from_argv(argv: list[str]) -> str | None:
+    """``--agent`` (needed before parsing, to add the agent's field flags)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--agent", default=None)
+    known, _ = pre.parse_known_args(argv)
+    return known.agent if known.agent in AGENTS else None
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The benchmark's own flags, then ``metarl train``'s field flags for the ``--agent`` in ``argv``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agent", required=True, choices=AGENTS)
-    parser.add_argument("--benchmark", required=True, help="ML1-<task>-v3, ML10 or ML45")
     parser.add_argument(
         "--config", default=None,
         help="the named config to train with (default: AGENT-ml1, AGENT-ml10 or AGENT-ml45 by the benchmark), "
         "e.g. rl2-ml1-tuned",
     )  # fmt: skip
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--total-env-steps", type=int, default=None, help="training budget in env steps")
-    budget.add_argument("--max-minutes", type=float, default=None, help="training budget in wall-clock minutes")
     parser.add_argument("--out", type=Path, required=True, help="run directory (resumed if it holds a run)")
     parser.add_argument("--json", type=Path, required=True, help="where the figures go")
-    parser.add_argument("--seed", type=int, default=0, help="training seed")
-    parser.add_argument("--eval-every", type=int, default=None, help="iterations between periodic held-out tests")
-    parser.add_argument("--torch-threads", type=int, default=None, help="learner threads (default: the config's)")
-    parser.add_argument("--workers", type=int, default=None, help="rollout workers (default: the config's)")
-    parser.add_argument(
-        "--meta-batch", type=int, default=None, help="tasks (RL²: trials) per iteration (default: the config's)"
-    )
-    parser.add_argument(
-        "--episodes-per-task", type=int, default=None,
-        help="episodes per task per iteration (RL²: a multiple of the trial's episodes; default: the config's)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--success-reward", type=float, default=None, metavar="C",
-        help="add C to the env reward at every successful step, in training and evaluation alike "
-        "(metarl train --env-success-reward; default 0: Meta-World's reward)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--overlap", action="store_true",
-        help="RL² only: sample the next batch while the learner updates (metarl train --overlap true)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=VALUE",
-        help="override an agent-config field, e.g. ppo.target_kl=0.02 or inner_lr=0.005 (repeatable)",
-    )  # fmt: skip
     parser.add_argument("--eval-only", action="store_true", help="evaluate the run in --out; do not train")
     parser.add_argument("--checkpoint", type=Path, default=None, help="with --eval-only: this checkpoint file")
     parser.add_argument("--no-untrained", action="store_true", help="skip the untrained agent's evaluation")
@@ -223,16 +226,22 @@ def main() -> int:
         "--quick", action="store_true",
         help="smoke test: meta-batch 2, one iteration, periodic tests off, 2 held-out goals per family (not a result)",
     )  # fmt: skip
-    args = parser.parse_args()
+    # the field flags of `metarl train AGENT`, built by the same functions
+    add_dataclass_flags(parser, TrainConfig, title="training (metarl train's flags)", skip=("agent",))
+    agent = _agent_from_argv(argv)
+    for section in _agent_sections(agent):
+        nested = tuple(f.name for f in dataclasses.fields(section) if dataclasses.is_dataclass(f.default))
+        add_dataclass_flags(parser, section, title=f"{agent}: {section.__name__}", skip=nested)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
     name, named = named_config(parser, args)
-    train_cfg = train_config(parser, args, named)
-    agent_cfg = named.agent
-    for item in args.set:
-        try:
-            agent_cfg = with_field(agent_cfg, item)
-        except (ValueError, TypeError, SyntaxError) as exc:
-            parser.error(f"--set {item}: {exc}")
+    train_cfg, train_overrides = train_config(parser, args, named)
+    agent_cfg, overrides = agent_config(parser, args, named.agent)
     if args.goals_per_family is not None and args.goals_per_family < 1:
         parser.error(f"--goals-per-family must be a positive integer, got {args.goals_per_family}")
     goals = 2 if args.quick else args.goals_per_family  # per family; None: every held-out goal
@@ -243,9 +252,8 @@ def main() -> int:
     if not args.eval_only:
         try:
             if is_run_dir(args.out):
-                metarl.resume(
-                    args.out, total_env_steps=args.total_env_steps, max_minutes=args.max_minutes, progress=False
-                )
+                budgets = {k: v for k, v in train_overrides.items() if k in ("total_env_steps", "max_minutes")}
+                metarl.resume(args.out, progress=False, **budgets)
             else:
                 metarl.train(train_cfg, agent_cfg, out=args.out, config_name=name, progress=False)
         except UserError as exc:  # settings the agent refuses (e.g. episodes per task vs. per trial)
@@ -256,19 +264,20 @@ def main() -> int:
     trained = json.loads((run / "config.json").read_text())["train"]
     figures: dict[str, Any] = {
         "agent": args.agent,
-        "benchmark": args.benchmark,
+        "benchmark": trained["benchmark"],
         "config": name,
-        "seed": args.seed,
-        "command": " ".join([Path(sys.executable).name, *(_relative(a) for a in sys.argv)]),
+        "seed": trained["seed"],
+        "command": " ".join([Path(sys.executable).name, _relative(sys.argv[0]), *(_relative(a) for a in argv)]),
         "host": {"machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version()},
         "train_wall_minutes_this_call": train_minutes,
         "quick": args.quick,
         "checkpoint": _relative(str(args.checkpoint)) if args.checkpoint else "latest",
-        "overrides": args.set,
+        "overrides": overrides,  # the agent field flags, FIELD=VALUE
+        "train_overrides": train_overrides,  # the training field flags given
         "overlap": trained["overlap"],  # as trained, resumes too
         "meta_batch": trained["meta_batch"],
         "episodes_per_task": trained["episodes_per_task"],
-        "success_reward": trained.get("env_success_reward", trained.get("success_reward", 0.0)),
+        "env_success_reward": trained.get("env_success_reward", 0.0),
         "goals_per_family": goals,  # null: every held-out goal
     }
     curves = training_curves(run)
@@ -311,7 +320,8 @@ def main() -> int:
     h, c = figures["heldout"], figures["control"]
     env_steps = int(h["env_steps"])  # behind the evaluated checkpoint
     print(
-        f"{args.agent} on {args.benchmark}: {env_steps:,} env steps, {figures['train_wall_minutes']:.1f} min training"
+        f"{args.agent} on {figures['benchmark']}: {env_steps:,} env steps, "
+        f"{figures['train_wall_minutes']:.1f} min training"
     )
     tail = curves["train_success"][-5:]
     print(f"  meta-train success (last {len(tail)} iterations): {np.mean(tail) if tail else float('nan'):.3f}")

@@ -2,7 +2,12 @@
 
 A row pools the results that share agent, named config, protocol (mean-action or sampled evaluation episodes),
 reward feedback (the no-feedback control is its own, labelled row), env-step budget and episode counts; every
-other result gets its own row.  Each row's success IQM and mean over the ``[runs, families]`` score matrix carry
+other result gets its own row.  Besides EvalResult files and run directories, compare reads the learning
+benchmark's result JSONs (:mod:`metarl.evaluation.benchmark_json`); results it would pool must then also agree on
+the run settings those record (overrides, success reward, meta-batch, ...) and be of distinct training seeds, or
+compare refuses them, naming the setting that differs.  Where a row and its control row hold the same training
+seeds, the gap between them (success with feedback minus without, per seed) gets its own interval.  Each row's
+success IQM and mean over the ``[runs, families]`` score matrix carry
 95% stratified-bootstrap intervals (rliable's method, :mod:`metarl.evaluation.stats`).  Whatever compare did that
 a reader could not guess (a result read from the last periodic evaluation, an agent split over several rows,
 families left out) is said in ``compare.md`` and handed to ``say``.
@@ -10,14 +15,17 @@ families left out) is said in ``compare.md`` and handed to ``say``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from metarl.errors import UserError
+from metarl.evaluation.benchmark_json import UNKNOWN_BEFORE, benchmark_results, is_benchmark_result
 from metarl.evaluation.report import (
     md_table,
     natural_key,
@@ -106,12 +114,23 @@ def _eval_file(run_dir: Path, latest: bool) -> Path:
     )
 
 
+def _results_in_file(path: Path) -> list[_Run]:
+    """An EvalResult file, or a learning-benchmark result JSON (one result per evaluation it holds)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read eval result {str(path)!r}: {exc}") from None
+    if is_benchmark_result(data):
+        return [_Run(path, result, None) for result in benchmark_results(path, data)]
+    return [_Run(path, load_eval_result(path), None)]
+
+
 def _runs_at(path: Path, latest: bool) -> list[_Run]:
     """The runs a path stands for: a JSON file, a run directory, or a directory of run directories."""
     if path.is_file():
-        return [_Run(path, load_eval_result(path), None)]
+        return _results_in_file(path)
     if not path.is_dir():
-        raise UserError(f"{str(path)!r} does not exist; give run directories, their parents, or EvalResult JSON files")
+        raise UserError(f"{str(path)!r} does not exist; give run directories, their parents, or result JSON files")
     if (path / CONFIG_FILE).is_file():
         dirs = [path]
     else:
@@ -132,10 +151,10 @@ def _collect_runs(paths: Sequence[Path], latest: bool) -> list[_Run]:
     if not paths:
         raise UserError("nothing to compare: give at least one run directory or EvalResult JSON file")
     runs: list[_Run] = []
-    seen: set[Path] = set()
+    seen: set[tuple[Path, int]] = set()
     for path in paths:
-        for run in _runs_at(Path(path), latest):
-            key = run.source.resolve()
+        for i, run in enumerate(_runs_at(Path(path), latest)):
+            key = (run.source.resolve(), i)  # a benchmark JSON holds several results
             if key not in seen:  # the same run named twice (a dir and its parent) counts once
                 seen.add(key)
                 runs.append(run)
@@ -206,8 +225,12 @@ def _section(
 ) -> tuple[list[str], list[Path], list[str]]:
     """Markdown lines, written figures and notes of one benchmark (distribution, split)."""
     groups: dict[RowKey, list[EvalResult]] = {}
+    sources: dict[RowKey, list[Path]] = {}
     for run in runs:
         groups.setdefault(row_key(run.result), []).append(run.result)
+        sources.setdefault(row_key(run.result), []).append(run.source)
+    for key, results in groups.items():
+        _check_one_setting(results, sources[key])
     shared = set.intersection(*(set(run.result.per_family) for run in runs))
     if not shared:
         counts = ", ".join(f"{run.source} ({sorted(run.result.per_family)})" for run in runs)
@@ -231,13 +254,13 @@ def _section(
           f"{r.key.env_steps:,}", r.key.config, r.key.protocol,
           f"{r.key.adaptation_episodes} + {r.key.eval_episodes}") for r in rows],
     )  # fmt: skip
+    lines += _gap_table(groups, families, reps, seed) + _settings_lines(rows, groups)
     notes = _grouping_notes(groups) + _family_notes(runs, families)
     by_label = {labels[r.key]: groups[r.key] for r in rows}
     stem = slug(name)
-    written = [
-        plot_adaptation_curve(by_label, out_dir / f"{stem}-curve.png", reps=reps, seed=seed),
-        plot_per_task_success(by_label, out_dir / f"{stem}-per_task.png"),
-    ]
+    written = [plot_adaptation_curve(by_label, out_dir / f"{stem}-curve.png", reps=reps, seed=seed)]
+    if any(r.per_task for results in by_label.values() for r in results):  # benchmark JSONs keep families only
+        written.append(plot_per_task_success(by_label, out_dir / f"{stem}-per_task.png"))
     run_dirs: dict[str, list[Path]] = {}
     for run in runs:
         if run.run_dir is not None:
@@ -251,6 +274,80 @@ def _section(
         lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     lines += [""] + [f"![{p.stem}]({p.name})" for p in written]
     return lines, written, notes
+
+
+def _check_one_setting(results: Sequence[EvalResult], sources: Sequence[Path]) -> None:
+    """Refuse to pool results whose recorded run settings differ, or two of one training seed."""
+    given = [(r.extra.get("benchmark_settings"), path) for r, path in zip(results, sources, strict=True)]
+    recorded = [(settings, path) for settings, path in given if isinstance(settings, dict)]
+    if recorded:
+        (first, first_path), *others = recorded
+        for settings, path in others:
+            for name, value in settings.items():
+                if name in UNKNOWN_BEFORE and (value is None or first.get(name) is None):
+                    continue
+                if value != first.get(name):
+                    raise UserError(
+                        f"{str(path)!r} differs from {str(first_path)!r} in {name}: {value!r} against "
+                        f"{first.get(name)!r}; compare pools seeds of one setting only"
+                    )
+    seeds = [r.extra["train_seed"] for r in results if r.extra.get("train_seed") is not None]
+    if len(set(seeds)) != len(seeds):
+        raise UserError(
+            f"training seeds repeat ({seeds}) among results of one row; give each seed's result once: "
+            + ", ".join(map(str, sources))
+        )
+
+
+def _gap_table(
+    groups: Mapping[RowKey, Sequence[EvalResult]], families: Sequence[str], reps: int, seed: int
+) -> list[str]:
+    """Success with reward feedback minus the control's, per training seed, where both rows hold the same seeds."""
+    rows = []
+    for key, control in groups.items():
+        twin = groups.get(replace(key, feedback=True)) if not key.feedback else None
+        if twin is None:
+            continue
+        by_seed = [{r.extra.get("train_seed"): r for r in rs} for rs in (twin, control)]
+        if None in by_seed[0] or set(by_seed[0]) != set(by_seed[1]) or len(by_seed[0]) != len(twin):
+            continue  # seeds not recorded, or not the same ones
+        seeds = sorted(s for s in by_seed[0] if s is not None)
+
+        def mean_success(result: EvalResult) -> float:
+            return float(np.mean([result.per_family[f]["success"] for f in families]))
+
+        gap = np.asarray([[mean_success(by_seed[0][s]) - mean_success(by_seed[1][s])] for s in seeds])
+        agg = aggregate(gap, reps=reps, seed=seed)
+        rows.append((f"`{key.agent}` ({key.config}, {key.env_steps:,} env steps)", len(seeds),
+                     _ci_text(agg["iqm"], len(seeds)), _ci_text(agg["mean"], len(seeds)),
+                     ", ".join(f"{v:+.2f}" for v in gap[:, 0])))  # fmt: skip
+    if not rows:
+        return []
+    head = ["agent", "seeds", "gap IQM [95% CI]", "gap mean [95% CI]", "per seed"]
+    intro = "Adaptation gap: success with reward feedback minus the control's, per training seed."
+    return ["", intro, "", *md_table(head, rows)]
+
+
+def _settings_lines(rows: Sequence[_Row], groups: Mapping[RowKey, Sequence[EvalResult]]) -> list[str]:
+    """The run settings the learning benchmark's JSONs record, per row that has them."""
+    lines = []
+    for row in rows:
+        settings: Any = groups[row.key][0].extra.get("benchmark_settings")
+        if not isinstance(settings, dict):
+            continue
+        said = [f"overrides {' '.join(f'`{o}`' for o in settings['overrides']) or 'none'}"]
+        if settings.get("env_success_reward"):
+            said.append(f"`--env-success-reward {settings['env_success_reward']:g}`")
+        for name in ("meta_batch", "episodes_per_task", "goals_per_family"):
+            if settings.get(name) is not None:
+                said.append(f"{name} {settings[name]}")
+        if settings.get("overlap"):
+            said.append("`--overlap true`")
+        seeds = sorted(r.extra["train_seed"] for r in groups[row.key])
+        label = f"`{row.key.agent}`" + ("" if row.key.feedback else " control")
+        lines.append(f"- {label} ({row.key.config}, {row.key.env_steps:,} env steps): {', '.join(said)}; "
+                     f"training seeds {seeds}")  # fmt: skip
+    return ["", "Run settings (learning-benchmark results):", "", *lines] if lines else []
 
 
 def _figure_label(key: RowKey, siblings: Sequence[RowKey]) -> str:
@@ -288,7 +385,8 @@ def compare(
 
     Each path is a run directory (with ``config.json`` and ``eval/final.json``; with ``latest`` a run without it
     is read from its last periodic evaluation ``eval/latest.json``, and compare says so), a directory of run
-    directories (one level down, e.g. ``OUT/seed-0``), or an EvalResult JSON file.  Results are grouped by
+    directories (one level down, e.g. ``OUT/seed-0``), an EvalResult JSON file, or a learning-benchmark result
+    JSON (:mod:`metarl.evaluation.benchmark_json`: one result per evaluation it holds).  Results are grouped by
     benchmark (distribution and split), then into rows by :class:`RowKey`.  ``say`` receives each note.
     """
     runs = _collect_runs(paths, latest)

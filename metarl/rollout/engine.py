@@ -19,7 +19,8 @@ Layers (each usable on its own):
 * :class:`~metarl.rollout.collect.Collection`: one ``collect``: (task, trial) work units handed
   to free slots of their family, the per-step batched policy call, trajectory assembly, faults.
 
-Where the time goes on a 2-core machine (measured with ``benchmarks/_engine_probe.py``): a driver
+Where the time goes on a 2-core machine (measured with a probe removed since; it is ``benchmarks/_engine_probe.py``
+at commit bce0993, and ``benchmarks/speed/sampler.py`` measures both layouts today): a driver
 process that shares a core with a worker finds its caches cold at every policy call (an MLP call
 costs 3-4x its warm time right after MuJoCo ran on that core) and evicts the worker's, and a worker
 that blocks lets its core halt and come back cold.  Hence the defaults: the driver steps worker

@@ -22,8 +22,8 @@ run one after the other (``MEASURE_ORDER``, each metarl row next to ``limit``), 
 rounds and reversed on odd ones.  The ratios are medians over rounds of the ratio within a round:
 the machine's speed drifts by tens of percent over minutes, far less over seconds.
 
-    python benchmarks/sampler.py --quick               # < 3 minutes
-    python benchmarks/sampler.py --json sampler.json   # the full run, ~10 minutes on 2 cores
+    python benchmarks/speed/sampler.py --quick               # < 3 minutes
+    python benchmarks/speed/sampler.py --json sampler.json   # the full run, ~10 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks._common` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks._common import (
     BenchEnvs,

@@ -13,11 +13,11 @@ official evaluator's counting rule (the first N episodes *per task name*,
 whichever envs ended them) against metarl's (N per env) on the episodes of an ML1 vector env with
 several envs, where envs that succeed early end more episodes.
 
-    python benchmarks/official_eval.py                          # brief RL² training, 5 rounds, K=10, N=3
-    python benchmarks/official_eval.py --run RUN_DIR --rounds 10
-    python benchmarks/official_eval.py --run RUN_DIR --rounds 50 --sampled-adaptation   # the reference protocol
-    python benchmarks/official_eval.py --quick                  # K=1, N=1, 2 rounds
-    python benchmarks/official_eval.py --run benchmarks/results/ML10/rl2-ml10-s0 --rounds 10   # ML10: 5 goals a round
+    python benchmarks/learning/official_eval.py                  # brief RL² training, 5 rounds, K=10, N=3
+    python benchmarks/learning/official_eval.py --run RUN_DIR --rounds 10
+    python benchmarks/learning/official_eval.py --run RUN_DIR --rounds 50 --sampled-adaptation  # the reference protocol
+    python benchmarks/learning/official_eval.py --quick          # K=1, N=1, 2 rounds
+    python benchmarks/learning/official_eval.py --run benchmarks/results/ML10/rl2-ml10-s0 --rounds 10  # 5 goals a round
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this file's folder comes first on sys.path, where ``metaworld.py`` would hide the ``metaworld``
+# package from every import below.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

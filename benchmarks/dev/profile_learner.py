@@ -2,9 +2,9 @@
 shaped like one ``rl2-ml10`` / ``maml-trpo-ml10`` iteration (no simulator: the learner's cost depends on the
 shapes, not on what the numbers mean).
 
-    python benchmarks/profile_learner.py                    # both agents, the reference shapes, every core
-    python benchmarks/profile_learner.py --threads 1 --agents rl2 --top 20
-    python benchmarks/profile_learner.py --quick            # meta-batch 2: a smoke run, not a profile
+    python benchmarks/dev/profile_learner.py                    # both agents, the reference shapes, every core
+    python benchmarks/dev/profile_learner.py --threads 1 --agents rl2 --top 20
+    python benchmarks/dev/profile_learner.py --quick            # meta-batch 2: a smoke run, not a profile
 
 For each agent it prints the wall-clock of each phase of the update and torch.profiler's operators sorted by
 their own CPU time (``self``: time inside the operator, not its callees), with the share of the phase. RL²'s
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks._common` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 

@@ -4,9 +4,9 @@ time loop (``fused_*``) and with its compiled one (``compiled_*``, where it buil
 bfloat16 autocast, each with glibc's default allocator settings and with ``metarl.allocator.keep_freed_memory``
 (what ``metarl train`` sets).
 
-    python benchmarks/gru_backward.py                 # 2 threads, 5 alternating rounds
-    python benchmarks/gru_backward.py --threads 1 --rounds 7
-    python benchmarks/gru_backward.py --quick         # small shapes, 1 round: a smoke run, not a measurement
+    python benchmarks/dev/gru_backward.py                 # 2 threads, 5 alternating rounds
+    python benchmarks/dev/gru_backward.py --threads 1 --rounds 7
+    python benchmarks/dev/gru_backward.py --quick         # small shapes, 1 round: a smoke run, not a measurement
 
 An allocator setting holds for a whole process, so each round runs one child process per setting (in
 alternating order), and each child times the four variants (in alternating order), 5 passes each.  Prints the
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks._common` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 from torch import nn

@@ -6,8 +6,8 @@ weights with one ``torch.func.vmap``; ``LoopTaskPolicy`` is the reference loop (
 task present).  Both are timed side by side on the same rows (rows of a task in random order),
 after checking they return the same actions.
 
-    python benchmarks/maml_inference.py                 # 20 and 45 tasks, 2x64 and 2x512, CPU (+ CUDA if present)
-    python benchmarks/maml_inference.py --quick --json out.json
+    python benchmarks/dev/maml_inference.py                 # 20 and 45 tasks, 2x64 and 2x512, CPU (+ CUDA if present)
+    python benchmarks/dev/maml_inference.py --quick --json out.json
 
 Targets (issue: MAML family): >= 5x at 45 tasks with the 2x64 policy on CPU; >= 10x on CUDA.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

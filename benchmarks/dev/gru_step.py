@@ -16,9 +16,9 @@ script times, in one process and in alternating rounds:
 From these it prints the share of a forward step that is the product, and ``fused_step_floor``: the product plus
 one element-wise call, what a compiled kernel fusing each step's element-wise calls into one pass could reach.
 
-    python benchmarks/gru_step.py                     # threads 1 and 2, B = 20 (the rl2-ml10 chunk), 5 rounds
-    python benchmarks/gru_step.py --threads 2 --json benchmarks/results/gru-step-2cores.json
-    python benchmarks/gru_step.py --quick             # B = 4, 10 steps, 1 round: a smoke run, not a measurement
+    python benchmarks/dev/gru_step.py                     # threads 1 and 2, B = 20 (the rl2-ml10 chunk), 5 rounds
+    python benchmarks/dev/gru_step.py --threads 2 --json benchmarks/results/dev/gru-step-2cores.json
+    python benchmarks/dev/gru_step.py --quick             # B = 4, 10 steps, 1 round: a smoke run, not a measurement
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks._common` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 from torch import nn

@@ -13,13 +13,13 @@ fresh process per measurement (so that its peak memory is its own), in two ways:
               seconds are the wait for that collect after the update (what sampling adds to the iteration).
 
 and, in the same rounds, ``limit``: ``--workers`` bare processes stepping the ML10 train tasks' envs round-robin
-with random actions, no policy and no IPC (``benchmarks/sampler.py``'s limit), as steps/s.  Rounds alternate
+with random actions, no policy and no IPC (``benchmarks/speed/sampler.py``'s limit), as steps/s.  Rounds alternate
 the order (forward, reversed, ...) and every figure is the median over rounds.  Printed and written
 (``--json``): sampling and learning seconds, learning seconds per 100k samples, end-to-end steps/s and its
 ratio to ``limit``, and the learner process's peak memory (max RSS of the driver, where the update runs).
 
-    python benchmarks/training.py --quick                    # a few minutes: meta-batch 2, 2 episodes/task
-    python benchmarks/training.py --rounds 3 --json training.json   # the reference settings (about an hour
+    python benchmarks/speed/training.py --quick                    # a few minutes: meta-batch 2, 2 episodes/task
+    python benchmarks/speed/training.py --rounds 3 --json training.json   # the reference settings (about an hour
                                                                      # on 2 cores, mostly MAML's 1-thread TRPO)
 
 ``--quick`` shrinks the meta-batch and the episodes per task and says so in the table and the JSON.
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks._common` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks._common import (
     alternating_orders,
@@ -55,11 +55,11 @@ AGENTS = {"rl2": "rl2-ml10", "maml": "maml-trpo-ml10"}
 PATHS = ("sync_1t", "best")
 # Opt-in agent flags the best path turns on, each because the check its issue asks for passed.  RL²'s bfloat16
 # autocast: an ML1-reach learning run with it matched float32 at equal env steps
-# (benchmarks/results/rl2-ml1-reach-s0-targetkl002-noactioninput-bf16-1M.json: held-out 0.60 with the mean
+# (benchmarks/results/ablations/ML1-reach/rl2-kl02-noact-bf16-s0-1M.json: held-out 0.60 with the mean
 # action, 0.91 sampled, at 1M steps; float32's run: 0.48 and 0.83).  MAML's hvp_subsample 0.25: the TRPO step
 # with the curvature from a quarter of the tasks points the same way as the full one (cosine 0.998, norm ratio
-# 1.03, same KL and surrogate gain; benchmarks/profile_learner.py --agents maml), and an ML1-reach learning run
-# with it matched the full curvature's (benchmarks/results/maml-trpo-ml1-reach-s0-hvp025-1M.json: 0.18 -> 0.92
+# 1.03, same KL and surrogate gain; benchmarks/dev/profile_learner.py --agents maml), and an ML1-reach learning run
+# with it matched the full curvature's (benchmarks/results/ablations/ML1-reach/maml-trpo-hvp025-s0-1M.json: 0.18 -> 0.92
 # over the inner step at 1M steps; full: 0.10 -> 0.94).  --overlap has no learning run yet, so it stays out
 # (measured apart as rl2_overlap).
 BEST_FLAGS: dict[str, list[str]] = {"rl2": ["ppo.autocast_bf16=True"], "maml": ["hvp_subsample=0.25"]}
@@ -67,10 +67,24 @@ BEST_FLAGS: dict[str, list[str]] = {"rl2": ["ppo.autocast_bf16=True"], "maml": [
 OLD_FLAGS: dict[str, list[str]] = {"rl2": ["ppo.autocast_bf16=False"], "maml": ["hvp_subsample=1.0"]}
 
 
-def with_flags(agent: Any, flags: Sequence[str]) -> Any:
-    """``agent`` with each ``FIELD=VALUE`` applied as the learning benchmark's ``--set`` applies it."""
-    from benchmarks.learning.metaworld import with_field
+def with_field(config: Any, assignment: str) -> Any:
+    """``config`` with one (possibly nested, dotted) field replaced by a Python literal: ``ppo.autocast_bf16=True``
+    (the notation the learning benchmark's JSONs record their agent overrides in)."""
+    import ast
 
+    path, _, text = assignment.partition("=")
+    if not text:
+        raise ValueError("expected FIELD=VALUE")
+    head, _, rest = path.partition(".")
+    if head not in {f.name for f in dataclasses.fields(config)}:
+        raise ValueError(f"{type(config).__name__} has no field {head!r}")
+    if rest:
+        return dataclasses.replace(config, **{head: with_field(getattr(config, head), f"{rest}={text}")})
+    return dataclasses.replace(config, **{head: ast.literal_eval(text)})
+
+
+def with_flags(agent: Any, flags: Sequence[str]) -> Any:
+    """``agent`` with each ``FIELD=VALUE`` of ``flags`` applied."""
     for flag in flags:
         agent = with_field(agent, flag)
     return agent
@@ -130,7 +144,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def measure_limit(workers: int, episodes: int) -> float:
     """steps/s of ``workers`` bare processes stepping one env of each ML10 train class (two per class)."""
-    from benchmarks.sampler import LimitPool, alternate_assignment
+    from benchmarks.speed.sampler import LimitPool, alternate_assignment
 
     bench = ml10_train_envs(per_class=2)
     pool = LimitPool(bench, alternate_assignment(bench.num_envs, workers))
