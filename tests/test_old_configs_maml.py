@@ -123,7 +123,7 @@ def test_the_committed_ml10_run_resumes_and_evaluates_from_the_cli(tmp_path: Pat
     out = tmp_path / "eval.json"
     proc = metarl_cli(
         "eval", str(run), "--tasks-per-family", "1", "--adaptation-episodes", "1", "--eval-episodes", "1",
-        "--workers", "1", "--json", str(out),
+        "--workers", "1", "--json", str(out), timeout=900,  # 5 ML10 envs built in one worker: slow on a busy host
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
