@@ -10,8 +10,7 @@ import torch
 from _helpers import tiny_official_ml1_envs
 from metaworld.evaluation import Timestep, metalearning_evaluation
 
-from metarl.agents.maml import MAMLAgent, MAMLConfig, adapt_params, task_batch
-from metarl.agents.maml_metaworld import MAMLMetaWorldAgent
+from metarl.agents.maml import MAMLAgent, MAMLConfig, MAMLMetaWorldAgent, adapt_params, task_batch
 
 
 def _agent() -> MAMLAgent:

@@ -8,7 +8,9 @@ from typing import Any
 import torch
 
 from metarl.agents.distributions import gaussian_log_prob
-from metarl.agents.maml import MAMLAgent, Params, TaskPolicy, task_batch
+from metarl.agents.maml.agent import MAMLAgent
+from metarl.agents.maml.inner import task_batch
+from metarl.agents.maml.policy import Params, TaskPolicy
 from metarl.rollout.types import Trajectories
 
 
