@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from metarl.envs import make_distribution
-from metarl.policies import RandomPolicy
+from metarl.rollout.policies import RandomPolicy
 from metarl.rollout import RolloutEngine
 from metarl.rollout.types import StepBatch
 

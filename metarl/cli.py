@@ -85,7 +85,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     import numpy as np
 
     from metarl.envs import make_distribution
-    from metarl.policies import RandomPolicy
+    from metarl.rollout.policies import RandomPolicy
     from metarl.rollout import RolloutEngine
 
     if args.episodes <= 0 or args.tasks <= 0 or args.workers <= 0:
