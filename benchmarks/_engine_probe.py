@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from metarl.envs import make_distribution
-from metarl.rollout.policies import RandomPolicy
 from metarl.rollout import RolloutEngine
+from metarl.rollout.policies import RandomPolicy
 from metarl.rollout.types import StepBatch
 
 try:  # the benchmark's own policies, when run from the repository
