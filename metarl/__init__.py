@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "train": "metarl.training",
     "resume": "metarl.training",
+    "train_seeds": "metarl.training",
     "load": "metarl.run",
     "evaluate": "metarl.evaluation",
     "EvalResult": "metarl.evaluation",
@@ -37,6 +38,7 @@ __all__ = [
     "load",
     "resume",
     "train",
+    "train_seeds",
 ]
 
 

@@ -85,8 +85,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     import numpy as np
 
     from metarl.envs import make_distribution
-    from metarl.policies import RandomPolicy
     from metarl.rollout import RolloutEngine
+    from metarl.rollout.policies import RandomPolicy
 
     if args.episodes <= 0 or args.tasks <= 0 or args.workers <= 0:
         raise UserError("--episodes, --tasks and --workers must be positive integers")
@@ -109,42 +109,28 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent_from_argv(argv: Sequence[str]) -> str | None:
-    """The AGENT of ``metarl train AGENT ...`` (needed before parsing, to add its flags)."""
+def _train_target(argv: Sequence[str]) -> tuple[str | None, str | None]:
+    """The AGENT and ``--config`` NAME of ``metarl train AGENT --config NAME ...``, needed before parsing: the
+    agent's flags are added to the parser, with the config's values as their defaults in help."""
     args = list(argv)
-    if len(args) >= 2 and args[0] == "train" and not args[1].startswith("-"):
-        return args[1]
-    if "--config" in args[:-1]:
+    agent = args[1] if len(args) >= 2 and args[0] == "train" and not args[1].startswith("-") else None
+    config = args[args.index("--config") + 1] if "--config" in args[:-1] else None
+    if agent is None and config is not None:
         from metarl.agents.configs import NAMED_CONFIGS
 
-        cfg = NAMED_CONFIGS.get(args[args.index("--config") + 1])
-        return cfg.train.agent if cfg else None
-    return None
+        named = NAMED_CONFIGS.get(config)
+        agent = named.train.agent if named else None
+    return agent, config
 
 
-def _agent_sections(agent: str | None) -> list[type]:
-    """The dataclasses whose fields become flags for ``agent`` (nested configs flattened)."""
-    import dataclasses
-
-    from metarl.agents import AGENTS, agent_config_class
-
-    if agent is None or agent not in AGENTS:
-        return []
-    top = agent_config_class(agent)
-    nested = [f.default.__class__ for f in dataclasses.fields(top) if dataclasses.is_dataclass(f.default)]
-    return [top, *nested]
-
-
-def _add_train_parser(sub: Any, agent: str | None) -> None:
-    import dataclasses
-
+def _add_train_parser(sub: Any, argv: Sequence[str]) -> None:
     from metarl.agents import AGENTS
-    from metarl.config import TrainConfig, add_dataclass_flags
+    from metarl.overrides import add_config_flags, shown_config
 
     train = sub.add_parser(
         "train",
         help="meta-train an agent (`metarl train rl2 --config rl2-point-nav`)",
-        description="Meta-train an agent. Flags override the named config's fields.",
+        description="Meta-train an agent. Flags override the named config's fields; help shows its values.",
     )
     train.add_argument("agent", nargs="?", help=f"agent to train: one of {sorted(AGENTS)}")
     train.add_argument("--config", default=None, help="named reference config (see `metarl configs`)")
@@ -156,60 +142,41 @@ def _add_train_parser(sub: Any, agent: str | None) -> None:
         "--seeds",
         type=int,
         nargs="+",
-        default=None,
         metavar="S",
         help="train one run per seed, under OUT/seed-S (then `metarl compare OUT`)",
     )
     train.add_argument("--jobs", type=int, default=1, help="with --seeds: runs at a time, each in its own process")
-    add_dataclass_flags(train, TrainConfig, title="training", skip=("agent",))
-    for section in _agent_sections(agent):
-        nested = {f.name for f in dataclasses.fields(section) if dataclasses.is_dataclass(f.default)}
-        add_dataclass_flags(train, section, title=f"{agent}: {section.__name__}", skip=tuple(nested))
+    agent, config = _train_target(argv)
+    shown = shown_config(agent, config) if "-h" in argv or "--help" in argv else None
+    add_config_flags(train, agent, shown)
     train.set_defaults(func=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from metarl.agents.configs import default_config, get_config
-    from metarl.config import TrainConfig, overrides_from_args, replace_checked
-    from metarl.training import resume, train
+    from metarl.config import TrainConfig, overrides_from_args
+    from metarl.overrides import apply_overrides, named_config
+    from metarl.training import resume, train, train_seeds
 
     progress = not args.no_progress
-    train_overrides = overrides_from_args(args, TrainConfig)
     if args.resume:
-        allowed = {"total_env_steps", "iterations", "max_minutes"}
-        extra = sorted(set(train_overrides) - allowed)
+        train_overrides = overrides_from_args(args, TrainConfig)
+        extra = sorted(set(train_overrides) - {"total_env_steps", "iterations", "max_minutes"})
         if args.seeds:
             raise UserError("--resume continues one run; resume each seed's run directory on its own")
         if extra or args.agent or args.config:
             given = extra + (["agent"] if args.agent else []) + (["--config"] if args.config else [])
             raise UserError(f"--resume continues a run as configured; only budgets can change, but got {given}")
-        run_dir = resume(args.resume, progress=progress, **train_overrides)
-        print(f"run continued in {run_dir}")
+        print(f"run continued in {resume(args.resume, progress=progress, **train_overrides)}")
         return 0
-    if args.config is None and args.agent is None:
-        raise UserError("name an agent (`metarl train rl2`) or a config (`--config rl2-point-nav`)")
-    named = get_config(args.config) if args.config else default_config(args.agent)
-    if args.agent and named.train.agent != args.agent:
-        raise UserError(f"config {named.name!r} is for agent {named.train.agent!r}, not {args.agent!r}")
-    train_cfg = replace_checked(named.train, train_overrides)
-    if "benchmark" in train_overrides:  # validate the name up front, with the list of valid ones
-        from metarl.envs import canonical_name
-
-        train_cfg = dataclasses.replace(train_cfg, benchmark=canonical_name(train_cfg.benchmark))
-    agent_cfg = named.agent
-    for section in _agent_sections(train_cfg.agent):
-        changes = overrides_from_args(args, section)
-        if not changes:
-            continue
-        if section is type(agent_cfg):
-            agent_cfg = replace_checked(agent_cfg, changes)
-        else:
-            field = next(f.name for f in dataclasses.fields(agent_cfg) if type(getattr(agent_cfg, f.name)) is section)
-            agent_cfg = dataclasses.replace(agent_cfg, **{field: replace_checked(getattr(agent_cfg, field), changes)})
+    named = named_config(args.agent, args.config)
+    train_cfg, agent_cfg = apply_overrides(named, args)
     if args.seeds:
-        return _train_seeds(args, train_cfg, agent_cfg, named.name, progress)
+        root, run_dirs = train_seeds(train_cfg, agent_cfg, args.seeds, out=args.out, config_name=named.name,
+                                     jobs=args.jobs, overwrite=args.overwrite, progress=progress)  # fmt: skip
+        for run_dir in run_dirs:
+            print(f"run saved in {run_dir}")
+        print(f"compare them with: metarl compare {root} --out {root / 'compare'}")
+        return 0
     run_dir = train(
         train_cfg, agent_cfg, out=args.out, config_name=named.name, overwrite=args.overwrite, progress=progress
     )
@@ -217,95 +184,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_one_seed(train_cfg: Any, agent_cfg: Any, out: str, config_name: str, overwrite: bool, progress: bool) -> str:
-    from metarl.training import train
-
-    return str(train(train_cfg, agent_cfg, out=out, config_name=config_name, overwrite=overwrite, progress=progress))
-
-
-def _train_seeds(args: argparse.Namespace, train_cfg: Any, agent_cfg: Any, config_name: str, progress: bool) -> int:
-    """``--seeds S1 S2 ...``: one run per seed under ``OUT/seed-S`` (``--jobs`` at a time, each in its own process)."""
-    import dataclasses
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-    from pathlib import Path
-
-    from metarl.training import default_run_dir
-
-    seeds = list(args.seeds)
-    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds must be distinct non-negative integers, got {seeds}")
-    if args.jobs <= 0:
-        raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
-    root = Path(args.out) if args.out else default_run_dir(config_name, train_cfg.agent)
-    jobs = [(dataclasses.replace(train_cfg, seed=s), root / f"seed-{s}") for s in seeds]
-    if args.jobs == 1:
-        done = [_train_one_seed(cfg, agent_cfg, str(out), config_name, args.overwrite, progress) for cfg, out in jobs]
-    else:
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-            futures = [
-                pool.submit(_train_one_seed, cfg, agent_cfg, str(out), config_name, args.overwrite, False)
-                for cfg, out in jobs
-            ]
-            done = [f.result() for f in futures]
-    for run_dir in done:
-        print(f"run saved in {run_dir}")
-    print(f"compare them with: metarl compare {root} --out {root / 'compare'}")
-    return 0
-
-
 def cmd_baseline(args: argparse.Namespace) -> int:
     """Non-meta-learning SB3 baselines on held-out tasks, written as an evaluated run directory."""
     from pathlib import Path
 
-    from metarl.envs import canonical_name, make_distribution
-    from metarl.evaluation.baselines import sb3_multitask, sb3_scratch
-    from metarl.evaluation.report import write_eval_report
-    from metarl.evaluation.runner import (
-        MW_ADAPTATION_EPISODES,
-        MW_EVAL_EPISODES,
-        is_metaworld,
-        select_tasks,
-    )
-    from metarl.run import EVAL_DIR, FINAL_EVAL, atomic_write_json, prepare_run_dir, run_metadata
+    from metarl.evaluation.baselines import BaselineSettings, run_baseline
 
-    for name in ("total_env_steps", "tasks_per_family", "adaptation_episodes", "eval_episodes"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    if args.multitask and args.algo != "ppo":
-        raise UserError(f"--multitask trains SB3 PPO; got --algo {args.algo}")
-    dist = make_distribution(canonical_name(args.benchmark), seed=args.seed)
-    mw = is_metaworld(dist)
-    k = args.adaptation_episodes or (MW_ADAPTATION_EPISODES if mw else 10)
-    n = args.eval_episodes or (MW_EVAL_EPISODES if mw else 3)
-    tasks = select_tasks(dist, "test", args.tasks_per_family, args.seed)
-    out = prepare_run_dir(Path(args.out), resume=False, overwrite=args.overwrite)
-    settings = {
-        "kind": "sb3-multitask" if args.multitask else "sb3-scratch", "algo": args.algo,
-        "benchmark": dist.name, "seed": args.seed, "tasks": len(tasks), "adaptation_episodes": k,
-        "eval_episodes": n, "total_env_steps": args.total_env_steps, "deterministic": not args.stochastic,
-    }  # fmt: skip
-    atomic_write_json(out / "config.json", {"baseline": settings})
-    atomic_write_json(out / "meta.json", run_metadata())
-    if args.multitask:
-        steps = args.total_env_steps or 1_000_000
-        result = sb3_multitask(dist, tasks, total_env_steps=steps, eval_episodes=n, seed=args.seed,
-                               deterministic=not args.stochastic)  # fmt: skip
-    else:
+    settings = BaselineSettings(
+        benchmark=args.benchmark, algo=args.algo, multitask=args.multitask, total_env_steps=args.total_env_steps,
+        tasks_per_family=args.tasks_per_family, adaptation_episodes=args.adaptation_episodes,
+        eval_episodes=args.eval_episodes, seed=args.seed, deterministic=not args.stochastic,
+    )  # fmt: skip
 
-        def report(done: int, total: int) -> None:
-            print(f"  task {done}/{total} trained and evaluated", flush=True)
+    def report(done: int, total: int) -> None:
+        print(f"  task {done}/{total} trained and evaluated", flush=True)
 
-        result = sb3_scratch(
-            dist, tasks, algo=args.algo, adaptation_episodes=k, total_env_steps=args.total_env_steps,
-            eval_episodes=n, seed=args.seed, deterministic=not args.stochastic, progress=report,
-        )  # fmt: skip
-    path = result.save(out / EVAL_DIR / FINAL_EVAL)
-    written = write_eval_report(result, out / "eval")
-    print(f"{result.agent} on {len(tasks)} test task(s) of {dist.name}: success {result.success_mean:.3f}, "
-          f"return {result.return_mean:.2f}")  # fmt: skip
-    for p in (path, *written):
+    result, written = run_baseline(settings, Path(args.out), overwrite=args.overwrite, progress=report)
+    print(f"{result.agent} on {len(result.per_task)} test task(s) of {result.distribution}: "
+          f"success {result.success_mean:.3f}, return {result.return_mean:.2f}")  # fmt: skip
+    for p in written:
         print(f"wrote {p}")
     return 0
 
@@ -331,66 +228,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Meta-test a trained run on held-out tasks; write the EvalResult JSON, report.md and PNGs."""
     from pathlib import Path
 
-    from metarl.evaluation.report import write_eval_report
-    from metarl.evaluation.runner import EvalSettings, evaluate_run, evaluated_tasks
-    from metarl.run import EVAL_DIR, FINAL_EVAL, NO_FEEDBACK_EVAL, is_run_dir
+    from metarl.evaluation.runner import EvalSettings, evaluate_and_write
 
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"no run directory {str(run_dir)!r}")
-    if not is_run_dir(run_dir):
-        raise UserError(f"{str(run_dir)!r} is not a metarl run directory (no config.json/meta.json)")
-    if "baseline" in json.loads((run_dir / "config.json").read_text()):
-        raise UserError(f"{str(run_dir)!r} holds a baseline; its evaluation is already in eval/final.json")
-    checkpoint = Path(args.checkpoint) if args.checkpoint else None
-    if checkpoint is not None and not checkpoint.is_file():
-        raise UserError(f"no checkpoint file {str(checkpoint)!r}")
-    for name in ("adaptation_episodes", "eval_episodes", "tasks_per_family", "workers"):
-        value = getattr(args, name)
-        if value is not None and (value < 0 or (value == 0 and name != "adaptation_episodes")):
-            flag = "--" + name.replace("_", "-")
-            raise UserError(
-                f"{flag} must be {'non-negative' if name == 'adaptation_episodes' else 'positive'}, got {value}"
-            )
     settings = EvalSettings(
-        split=args.split,
-        adaptation_episodes=args.adaptation_episodes,
-        eval_episodes=args.eval_episodes,
-        tasks_per_family=args.tasks_per_family,
-        deterministic=args.deterministic,
-        seed=args.seed,
-        workers=args.workers,
-        untrained=args.untrained,
-        feedback=not args.no_feedback,
-    )
-    if args.untrained and args.checkpoint:
-        raise UserError("--untrained evaluates a fresh agent; it takes no --checkpoint")
-    if args.untrained and not args.json:
-        raise UserError("--untrained needs --json PATH, so the run's own eval/final.json is kept")
-    result = evaluate_run(run_dir, settings, checkpoint=checkpoint)
-    out = Path(args.json) if args.json else run_dir / EVAL_DIR / (NO_FEEDBACK_EVAL if args.no_feedback else FINAL_EVAL)
-    result.save(out)
-    # the control's report goes beside the trained agent's, never over it
-    report_dir = out.parent if args.json else run_dir / "eval" / ("no-feedback" if args.no_feedback else "")
-    written = write_eval_report(result, report_dir)
-    if args.video:
-        from metarl.evaluation.video import record_videos
-
-        by_id = set(result.per_task)
-        tasks = [t for t in evaluated_tasks(run_dir, settings) if t.id in by_id]
-        videos, problem = record_videos(
-            run_dir, checkpoint, tasks, result.adaptation_episodes, Path(args.video), seed=settings.seed
-        )
-        if problem:
-            print(f"metarl: {problem}", file=sys.stderr)
-        written += videos
+        split=args.split, adaptation_episodes=args.adaptation_episodes, eval_episodes=args.eval_episodes,
+        tasks_per_family=args.tasks_per_family, deterministic=args.deterministic, seed=args.seed,
+        workers=args.workers, untrained=args.untrained, feedback=not args.no_feedback,
+    )  # fmt: skip
+    result, written, problem = evaluate_and_write(
+        Path(args.run_dir), settings, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        json_path=Path(args.json) if args.json else None, video_dir=Path(args.video) if args.video else None,
+    )  # fmt: skip
+    if problem:
+        print(f"metarl: {problem}", file=sys.stderr)
     unit = result.curve["unit"].replace("_", " ")
     print(
         f"{result.agent} on {len(result.per_task)} {result.split} task(s) of {result.distribution}: "
         f"success {result.success_mean:.3f}, return {result.return_mean:.2f} "
         f"(after {result.curve['x'][-1]} {unit}; {result.eval_episodes_per_task} evaluation episodes per task)"
     )
-    print(f"wrote {out}")
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -399,6 +255,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_configs(args: argparse.Namespace) -> int:
     from metarl.agents.configs import NAMED_CONFIGS
 
+    if args.name is not None:
+        return _show_config(args.name, args.json)
     rows = []
     for cfg in NAMED_CONFIGS.values():
         budget = f"{cfg.train.total_env_steps:,} steps" if cfg.train.total_env_steps else f"{cfg.train.iterations} it"
@@ -411,6 +269,25 @@ def cmd_configs(args: argparse.Namespace) -> int:
         return 0
     cols = [("name", "name"), ("agent", "agent"), ("benchmark", "benchmark"), ("budget", "budget"), ("description", "")]
     print(_table(rows, cols))
+    return 0
+
+
+def _show_config(name: str, as_json: bool) -> int:
+    """``metarl configs NAME``: every setting of one named config, as the flag that overrides it and its value."""
+    from metarl.agents.configs import get_config
+    from metarl.config import to_dict
+    from metarl.overrides import config_settings
+
+    named = get_config(name)
+    if as_json:
+        print(json.dumps({"name": named.name, "description": named.description, "train": to_dict(named.train),
+                          "agent": to_dict(named.agent)}, indent=2))  # fmt: skip
+        return 0
+    print(f"{named.name}: {named.description}")
+    print(f"metarl train {named.train.agent} --config {named.name} runs with these settings; a flag overrides one")
+    for title, settings in config_settings(named):
+        print(f"\n{title}:")
+        print("\n".join(f"  {flag:<28} {'not set' if value == 'None' else value}" for flag, value in settings))
     return 0
 
 
@@ -440,7 +317,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     roll.add_argument("--seed", type=int, default=0, help="seed of the task lists, sampling and the envs")
     roll.set_defaults(func=cmd_rollout)
 
-    _add_train_parser(sub, _agent_from_argv(argv))
+    _add_train_parser(sub, argv)
     ev = sub.add_parser(
         "eval",
         help="meta-test a trained run on held-out tasks (JSON, report.md, PNGs in RUN_DIR/eval/)",
@@ -451,21 +328,18 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     ev.add_argument(
         "--adaptation-episodes",
         type=int,
-        default=None,
         metavar="K",
         help="adaptation episodes per task (Meta-World default 10, else the run's)",
     )
     ev.add_argument(
         "--eval-episodes",
         type=int,
-        default=None,
         metavar="N",
         help="evaluation episodes per task (Meta-World default 3, else the run's)",
     )
     ev.add_argument(
         "--tasks-per-family",
         type=int,
-        default=None,
         metavar="M",
         help="evaluate M tasks per family, drawn with --seed (default: all tasks)",
     )
@@ -493,7 +367,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", default=None, metavar="PATH", help="a checkpoint file (default: the latest)")
     ev.add_argument(
         "--json",
-        default=None,
         metavar="PATH",
         help="write the EvalResult here (default: RUN_DIR/eval/final.json; with --no-feedback "
         "RUN_DIR/eval/no-feedback.json)",
@@ -501,7 +374,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     ev.add_argument("--workers", type=int, default=None, help="rollout workers (default: the run's)")
     ev.add_argument(
         "--video",
-        default=None,
         metavar="DIR",
         help="also record one evaluation episode per task as a GIF in DIR (needs an OpenGL backend)",
     )
@@ -543,7 +415,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sb3.add_argument(
         "--total-env-steps",
         type=int,
-        default=None,
         metavar="N",
         help="env steps per task (scratch; default: the adaptation budget) or in all (--multitask; 1M)",
     )
@@ -554,7 +425,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sb3.add_argument(
         "--adaptation-episodes",
         type=int,
-        default=None,
         metavar="K",
         help="the adaptation budget in episodes (Meta-World default 10, else 10)",
     )
@@ -565,7 +435,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sb3.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     sb3.set_defaults(func=cmd_baseline)
 
-    configs = sub.add_parser("configs", help="list the named reference configs")
+    configs = sub.add_parser("configs", help="list the named reference configs, or every setting of one")
+    configs.add_argument("name", nargs="?", metavar="NAME", help="a named config: print every setting it holds")
     configs.add_argument("--json", action="store_true", help="print JSON instead of a table")
     configs.set_defaults(func=cmd_configs)
     return parser

@@ -203,8 +203,19 @@ def _resolved_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, *, title: str, skip: tuple[str, ...] = ()) -> None:
-    """Add ``--field-name`` flags for every field of ``cls`` (defaults are ``None`` = not given)."""
+def flag_name(field: str) -> str:
+    """The command-line flag of a config field: ``meta_batch`` -> ``--meta-batch``."""
+    return "--" + field.replace("_", "-")
+
+
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser, cls: type, *, title: str, skip: tuple[str, ...] = (), values: Any = None
+) -> None:
+    """Add ``--field-name`` flags for every field of ``cls`` (defaults are ``None`` = not given).
+
+    Help shows the field values of ``values`` (an instance of ``cls``, say a named config's section) as the
+    defaults, for they are what a run gets without the flag; without it, the class's own defaults.
+    """
     group = parser.add_argument_group(title)
     docs = field_docs(cls)
     hints = _resolved_hints(cls)
@@ -212,14 +223,16 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, *, title: st
         if f.name in skip:
             continue
         tp, optional = _base_type(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
+        if values is not None:
+            default = getattr(values, f.name)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else None
         help_text = docs.get(f.name, "")
-        shown = "" if default is None else f" (default: {_show(default)})"
+        shown = "" if default is None else f" (default: {show_value(default)})"
         nargs = "+" if typing.get_origin(tp) is tuple else None
         parse = typing.get_args(tp)[0] if nargs else _parser_for(tp, f.name)
         group.add_argument(
-            flag,
+            flag_name(f.name),
             dest=f"{cls.__name__}.{f.name}",
             type=parse,
             nargs=nargs,
@@ -229,7 +242,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, *, title: st
         )
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A config value as a user writes it after its flag (tuples space-separated)."""
     if isinstance(value, tuple):
         return " ".join(map(str, value))
     return str(value)

@@ -1,7 +1,7 @@
 """The agent-agnostic training loop: sample tasks, one meta-iteration, log, meta-test, checkpoint.
 
-``train(...)`` starts a run, ``resume(RUN_DIR)`` continues one exactly (on CPU with a fixed seed,
-2 iterations + resume + 2 iterations gives the same parameters as 4 uninterrupted), and
+``train(...)`` starts a run (``train_seeds(...)`` one per seed), ``resume(RUN_DIR)`` continues one exactly (on CPU
+with a fixed seed, 2 iterations + resume + 2 iterations gives the same parameters as 4 uninterrupted), and
 ``load(RUN_DIR)`` (from :mod:`metarl.run`) returns the trained agent.
 """
 
@@ -11,7 +11,7 @@ import dataclasses
 import random
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,6 +356,52 @@ def train(
         raise
     trainer.save_config()
     return trainer.run(progress=progress)
+
+
+def _train_one_seed(
+    train_cfg: TrainConfig, agent_cfg: Any, out: str, config_name: str | None, overwrite: bool, progress: bool
+) -> str:
+    """One run of :func:`train_seeds` (module level, so a spawned process can unpickle it)."""
+    return str(train(train_cfg, agent_cfg, out=out, config_name=config_name, overwrite=overwrite, progress=progress))
+
+
+def train_seeds(
+    train_cfg: TrainConfig,
+    agent_cfg: Any,
+    seeds: Sequence[int],
+    *,
+    out: str | Path | None = None,
+    config_name: str | None = None,
+    jobs: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[Path, list[Path]]:
+    """One run per seed under ``OUT/seed-S`` (``metarl train --seeds``); returns ``OUT`` and the run directories.
+
+    ``train_cfg``'s seed is replaced by each of ``seeds`` in turn.  With ``jobs`` above 1 that many runs go at a
+    time, each in its own spawned process (CUDA and the rollout workers need a fresh interpreter), without
+    progress bars; one failed run fails the call.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    seeds = list(seeds)
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds must be distinct non-negative integers, got {seeds}")
+    if jobs <= 0:
+        raise UserError(f"--jobs must be a positive integer, got {jobs}")
+    root = Path(out) if out else default_run_dir(config_name, train_cfg.agent)
+    runs = [(dataclasses.replace(train_cfg, seed=s), root / f"seed-{s}") for s in seeds]
+    if jobs == 1:
+        done = [_train_one_seed(cfg, agent_cfg, str(path), config_name, overwrite, progress) for cfg, path in runs]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = [
+                pool.submit(_train_one_seed, cfg, agent_cfg, str(path), config_name, overwrite, False)
+                for cfg, path in runs
+            ]
+            done = [f.result() for f in futures]
+    return root, [Path(d) for d in done]
 
 
 def resume(

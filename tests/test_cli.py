@@ -182,3 +182,46 @@ def test_boundary_checks_raise_the_user_error_family(make: Any, kinds: tuple[typ
     with pytest.raises(UserError) as info:
         make()
     assert isinstance(info.value, kinds)  # still a ValueError for Python callers
+
+
+def test_configs_name_prints_every_setting_of_the_config() -> None:
+    """`metarl configs NAME`: every field of the training config and of the agent config (nested sections too),
+    each as the flag that overrides it, with the named config's value; --json gives the config as a run saves it."""
+    from metarl.agents.configs import get_config
+    from metarl.config import show_value, to_dict
+
+    named = get_config("rl2-ml10")
+    proc = run_cli("configs", "rl2-ml10")
+    assert proc.returncode == 0, proc.stderr
+    shown = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("  --"):
+            flag, _, value = line.strip().partition(" ")
+            shown[flag] = value.strip()
+    expected = {}
+    sections = [named.train, named.agent, named.agent.policy, named.agent.ppo]
+    for section in sections:
+        for name, value in vars(section).items():
+            if name != "agent" and not hasattr(value, "__dataclass_fields__"):
+                expected["--" + name.replace("_", "-")] = "not set" if value is None else show_value(value)
+    assert shown == expected
+    assert shown["--meta-batch"] == "20" and shown["--benchmark"] == "ML10"  # the config's values, not the defaults
+    data = json.loads(run_cli("configs", "rl2-ml10", "--json").stdout)
+    assert data["train"] == to_dict(named.train) and data["agent"] == to_dict(named.agent)
+
+
+def test_configs_with_a_bad_name_is_one_line_naming_the_valid_ones_and_exit_2() -> None:
+    proc = run_cli("configs", "rl2-ml11")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert "unknown config 'rl2-ml11'; choose one of" in proc.stderr and "'rl2-ml10'" in proc.stderr
+
+
+def test_train_help_with_a_config_shows_the_configs_values() -> None:
+    """`metarl train AGENT --config NAME --help` shows what a run of NAME gets without the flag."""
+    text = " ".join(run_cli("train", "maml-trpo", "--config", "maml-trpo-ml10", "--help").stdout.split())
+    assert "Tasks sampled per meta-iteration. (default: 20)" in text  # TrainConfig's own default is 10
+    assert "(default: 512 512)" in text and "(defaults: config maml-trpo-ml10)" in text  # MAMLConfig.hidden
+    plain = " ".join(run_cli("train", "--config", "rl2-point-nav", "--help").stdout.split())
+    assert "Tasks sampled per meta-iteration. (default: 20)" in plain  # the agent from the config
+    assert "and after adaptation). (default: 4)" in plain  # episodes_per_task of rl2-point-nav (default 10)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import platform
 import sys
@@ -47,12 +46,12 @@ import numpy as np  # noqa: E402
 
 import metarl  # noqa: E402
 from metarl.agents.configs import get_config  # noqa: E402
-from metarl.cli import _agent_sections  # noqa: E402
 from metarl.config import TrainConfig, add_dataclass_flags, overrides_from_args, replace_checked  # noqa: E402
 from metarl.errors import UserError  # noqa: E402
 from metarl.evaluation.result import EvalResult, load_eval_result  # noqa: E402
 from metarl.evaluation.result import success_ci as goal_success_ci  # noqa: E402
 from metarl.evaluation.runner import EvalSettings, evaluate_run  # noqa: E402
+from metarl.overrides import add_agent_flags, agent_override_strings, apply_agent_overrides  # noqa: E402
 from metarl.run import is_run_dir  # noqa: E402
 
 AGENTS = ("rl2", "maml-trpo")
@@ -175,24 +174,12 @@ def train_config(parser: argparse.ArgumentParser, args: argparse.Namespace, name
 
 
 def agent_config(parser: argparse.ArgumentParser, args: argparse.Namespace, agent_cfg: Any) -> tuple[Any, list[str]]:
-    """The named config's agent settings with the command line's agent field flags, and those flags as
-    ``FIELD=VALUE`` (nested fields dotted: ``ppo.target_kl=0.02``), the notation the result JSON records."""
-    overrides: list[str] = []
+    """The named config's agent settings with the command line's agent field flags (applied as ``metarl train``
+    applies them), and those flags as ``FIELD=VALUE``, the notation the result JSON records."""
     try:
-        for section in _agent_sections(args.agent):
-            changes = overrides_from_args(args, section)
-            if not changes:
-                continue
-            if section is type(agent_cfg):
-                agent_cfg = replace_checked(agent_cfg, changes)
-                overrides += [f"{k}={v!r}" for k, v in changes.items()]
-                continue
-            field = next(f.name for f in dataclasses.fields(agent_cfg) if type(getattr(agent_cfg, f.name)) is section)
-            agent_cfg = dataclasses.replace(agent_cfg, **{field: replace_checked(getattr(agent_cfg, field), changes)})
-            overrides += [f"{field}.{k}={v!r}" for k, v in changes.items()]
+        return apply_agent_overrides(args.agent, agent_cfg, args), agent_override_strings(args.agent, agent_cfg, args)
     except UserError as exc:
         parser.error(str(exc))
-    return agent_cfg, overrides
 
 
 def _agent_from_argv(argv: list[str]) -> str | None:
@@ -228,10 +215,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     )  # fmt: skip
     # the field flags of `metarl train AGENT`, built by the same functions
     add_dataclass_flags(parser, TrainConfig, title="training (metarl train's flags)", skip=("agent",))
-    agent = _agent_from_argv(argv)
-    for section in _agent_sections(agent):
-        nested = tuple(f.name for f in dataclasses.fields(section) if dataclasses.is_dataclass(f.default))
-        add_dataclass_flags(parser, section, title=f"{agent}: {section.__name__}", skip=nested)
+    add_agent_flags(parser, _agent_from_argv(argv))
     return parser
 
 

@@ -8,12 +8,17 @@
 * ``sb3_multitask``: one SB3 PPO trained on the training tasks (through the engine's SB3 VecEnv,
   tasks resampled per episode) and evaluated zero-shot on the held-out tasks.  Label
   ``sb3-ppo-multitask``; its curve has the single point x = 0.
+
+:func:`run_baseline` (``metarl baseline sb3``) runs either on a benchmark's held-out tasks and writes an evaluated
+run directory: ``config.json`` (the baseline's settings), ``meta.json``, ``eval/final.json`` and its report.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -193,3 +198,72 @@ def sb3_multitask(
         "sb3-ppo-multitask", tasks, succ, ret, [0], 0, int(model.num_timesteps), seed,
         {"deterministic": deterministic, "wall_s": time.perf_counter() - t0},
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    """What ``metarl baseline sb3`` runs; ``None`` counts take the defaults (10 adaptation and 3 evaluation
+    episodes per task, Meta-World's protocol; all held-out tasks).  Checked up front; messages name the flags."""
+
+    benchmark: str
+    algo: str = "ppo"
+    multitask: bool = False
+    """One PPO on the training tasks, evaluated zero-shot (else one agent per held-out task, from scratch)."""
+    total_env_steps: int | None = None
+    """Env steps per task (scratch; default: the adaptation budget) or in all (multitask; default 1M)."""
+    tasks_per_family: int | None = None
+    adaptation_episodes: int | None = None
+    eval_episodes: int | None = None
+    seed: int = 0
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("total_env_steps", "tasks_per_family", "adaptation_episodes", "eval_episodes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if self.multitask and self.algo != "ppo":
+            raise UserError(f"--multitask trains SB3 PPO; got --algo {self.algo}")
+
+
+def run_baseline(
+    settings: BaselineSettings,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[EvalResult, list[Path]]:
+    """Run the baseline ``settings`` describe and write it to the run directory ``out`` (refused when it holds a
+    run, unless ``overwrite``); returns the result and the files written (``eval/final.json`` first).
+
+    ``progress(done, total)`` is called after each task of a from-scratch baseline.
+    """
+    from metarl.envs import canonical_name, make_distribution
+    from metarl.evaluation.report import write_eval_report
+    from metarl.evaluation.runner import MW_ADAPTATION_EPISODES, MW_EVAL_EPISODES, is_metaworld, select_tasks
+    from metarl.run import EVAL_DIR, FINAL_EVAL, atomic_write_json, prepare_run_dir, run_metadata
+
+    s = settings
+    dist = make_distribution(canonical_name(s.benchmark), seed=s.seed)
+    mw = is_metaworld(dist)
+    k = s.adaptation_episodes or (MW_ADAPTATION_EPISODES if mw else 10)
+    n = s.eval_episodes or (MW_EVAL_EPISODES if mw else 3)
+    tasks = select_tasks(dist, "test", s.tasks_per_family, s.seed)
+    out = prepare_run_dir(Path(out), resume=False, overwrite=overwrite)
+    record = {
+        "kind": "sb3-multitask" if s.multitask else "sb3-scratch", "algo": s.algo, "benchmark": dist.name,
+        "seed": s.seed, "tasks": len(tasks), "adaptation_episodes": k, "eval_episodes": n,
+        "total_env_steps": s.total_env_steps, "deterministic": s.deterministic,
+    }  # fmt: skip
+    atomic_write_json(out / "config.json", {"baseline": record})
+    atomic_write_json(out / "meta.json", run_metadata())
+    if s.multitask:
+        result = sb3_multitask(dist, tasks, total_env_steps=s.total_env_steps or 1_000_000, eval_episodes=n,
+                               seed=s.seed, deterministic=s.deterministic)  # fmt: skip
+    else:
+        result = sb3_scratch(
+            dist, tasks, algo=s.algo, adaptation_episodes=k, total_env_steps=s.total_env_steps, eval_episodes=n,
+            seed=s.seed, deterministic=s.deterministic, progress=progress,
+        )  # fmt: skip
+    path = result.save(out / EVAL_DIR / FINAL_EVAL)
+    return result, [path, *write_eval_report(result, out / EVAL_DIR)]

@@ -42,6 +42,15 @@ class EvalSettings:
     feedback: bool = True
     """False: the adaptation control (RL²: the reward input reads 0 throughout the trial)."""
 
+    def __post_init__(self) -> None:
+        """Counts checked up front, before a run is loaded; the messages name them as `metarl eval`'s flags."""
+        for name in ("adaptation_episodes", "eval_episodes", "tasks_per_family", "workers"):
+            value = getattr(self, name)
+            minimum = 0 if name == "adaptation_episodes" else 1
+            if value is not None and value < minimum:
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag} must be {'non-negative' if minimum == 0 else 'positive'}, got {value}")
+
 
 def is_metaworld(dist: TaskDistribution) -> bool:
     return type(dist).__module__.endswith("envs.metaworld")
@@ -156,3 +165,58 @@ def evaluate_run(
         }
     )
     return result
+
+
+def evaluate_and_write(
+    run_dir: Path,
+    settings: EvalSettings,
+    *,
+    checkpoint: Path | None = None,
+    json_path: Path | None = None,
+    video_dir: Path | None = None,
+) -> tuple[EvalResult, list[Path], str | None]:
+    """``metarl eval``: meta-test ``run_dir`` and write the EvalResult with its report (and GIFs in ``video_dir``).
+
+    The JSON goes to ``json_path``, else ``RUN_DIR/eval/final.json`` (``no-feedback.json`` for the control, whose
+    report goes to ``eval/no-feedback/``, never over the trained agent's); the report beside it.  Returns the
+    result, the files written (the JSON first) and why videos could not be recorded, if they could not.  A
+    directory that is not a trained run, a missing checkpoint and an untrained agent that would overwrite the
+    run's own result are refused before anything runs.
+    """
+    import json
+
+    from metarl.evaluation.report import write_eval_report
+    from metarl.run import CONFIG_FILE, EVAL_DIR, FINAL_EVAL, NO_FEEDBACK_EVAL, is_run_dir
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"no run directory {str(run_dir)!r}")
+    if not is_run_dir(run_dir):
+        raise UserError(f"{str(run_dir)!r} is not a metarl run directory (no config.json/meta.json)")
+    if "baseline" in json.loads((run_dir / CONFIG_FILE).read_text()):
+        raise UserError(f"{str(run_dir)!r} holds a baseline; its evaluation is already in eval/final.json")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise UserError(f"no checkpoint file {str(checkpoint)!r}")
+    if settings.untrained and checkpoint is not None:
+        raise UserError("--untrained evaluates a fresh agent; it takes no --checkpoint")
+    if settings.untrained and json_path is None:
+        raise UserError("--untrained needs --json PATH, so the run's own eval/final.json is kept")
+    result = evaluate_run(run_dir, settings, checkpoint=checkpoint)
+    if json_path is not None:
+        out, report_dir = Path(json_path), Path(json_path).parent
+    else:
+        out = run_dir / EVAL_DIR / (FINAL_EVAL if settings.feedback else NO_FEEDBACK_EVAL)
+        report_dir = run_dir / EVAL_DIR / ("" if settings.feedback else "no-feedback")
+    result.save(out)
+    written = [out, *write_eval_report(result, report_dir)]
+    problem = None
+    if video_dir is not None:
+        from metarl.evaluation.video import record_videos
+
+        by_id = set(result.per_task)
+        tasks = [t for t in evaluated_tasks(run_dir, settings) if t.id in by_id]
+        videos, problem = record_videos(
+            run_dir, checkpoint, tasks, result.adaptation_episodes, Path(video_dir), seed=settings.seed
+        )
+        written += videos
+    return result, written, problem

@@ -1,4 +1,5 @@
-"""Simple reference policies that follow the engine's :class:`~metarl.rollout.Policy` contract."""
+"""Simple reference policies that follow the engine's :class:`~metarl.rollout.Policy` contract (the random policy of
+`metarl rollout`); they live beside the engine because they are written against its :class:`StepBatch`."""
 
 from __future__ import annotations
 
