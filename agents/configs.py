@@ -1,7 +1,7 @@
 """Named reference configs, ``AGENT-BENCHMARK``: each names its agent and benchmark, so
 ``metarl train rl2 --config rl2-ml10`` needs nothing else.  Flags override fields.
 
-Meta-World settings follow metaworld-algorithms (the Meta-World+ reference; REFERENCE.md):
+Meta-World settings follow metaworld-algorithms (the Meta-World+ reference; docs/reference.md):
 meta-batch 20/50/45 tasks for ML10/ML25/ML45, 10 episodes of 500 steps per task per iteration,
 2M env steps per training class.
 """

@@ -1,13 +1,21 @@
-"""Write the results pages in docs/results/ from the run directories committed under benchmarks/results/.
+"""Write the results pages in docs/results/ and the generated blocks of README.md and docs/scaling.md from the
+results committed under benchmarks/results/.
 
-    python docs/generate.py            # (re)write the pages and their figures
-    python docs/generate.py --check    # exit 1 when a committed page differs from what the script writes
+    python docs/generate.py            # (re)write the pages, the blocks and the figures
+    python docs/generate.py --check    # exit 1 when committed Markdown differs from what the script writes
 
-A benchmark's page is generated from ``benchmarks/results/<BENCHMARK>/<config>-s<seed>/``: its ``config.json``,
-``meta.json`` (the command), ``progress.csv`` (meta-train success, wall-clock), ``eval/iter-*.json`` (the periodic
-held-out meta-tests: the curve and the maximum over training), ``eval/final.json`` (``metarl eval`` on every
-held-out goal) and ``eval/no-feedback.json`` (RL²'s adaptation control; MAML's is its curve's point 0).  The
-published figures the pages stand beside are in :data:`PUBLISHED`, with their sources (docs/reference.md).
+Every result schema the repository commits under ``benchmarks/results/<benchmark>/`` is read:
+
+- run directories ``<config>-s<seed>/``: ``config.json``, ``meta.json`` (the command), ``progress.csv`` (meta-train
+  success, wall-clock), ``eval/iter-*.json`` (the periodic held-out meta-tests: the curve and the maximum over
+  training), ``eval/final.json`` (``metarl eval`` on every held-out goal) and ``eval/no-feedback.json`` (RL²'s
+  adaptation control; MAML's is its curve's point 0);
+- the learning benchmark's JSONs (``benchmarks/learning/metaworld.py --json``: held-out, sampled, control);
+- the MAML return benchmarks' JSONs (``final_sampled``/``final_mean_action``, e.g. cheetah-dir);
+- the official evaluator's cross-checks (``official_success``) and ``metarl compare`` reports (``*.md``, linked);
+- ``speed/``: the training-iteration, GPU-iteration and sampler benchmarks.
+
+The published figures the pages stand beside are in :data:`PUBLISHED`, with their sources (docs/reference.md).
 Markdown is compared by ``--check``; PNGs are rewritten, never compared (their bytes vary across matplotlib builds).
 """
 
@@ -26,12 +34,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from metarl.evaluation.benchmark_json import is_benchmark_result  # noqa: E402
 from metarl.evaluation.report import md_table, natural_key  # noqa: E402
 from metarl.evaluation.result import EvalResult, load_eval_result, success_ci  # noqa: E402
+from metarl.evaluation.stats import aggregate  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PAGES = ROOT / "docs" / "results"
-BENCHMARKS = ("ML10", "ML45")
+README = ROOT / "README.md"
+SCALING = ROOT / "docs" / "scaling.md"
+NOT_BENCHMARKS = ("ablations", "dev", "speed")
+"""Folders of ``benchmarks/results/`` that are not a benchmark's results (the ablations are in docs/experiments.md)."""
 TRAIN_SUCCESS_ITERATIONS = 10
 """Meta-train success is the mean of ``charts/success_rate`` over a run's last this many iterations."""
 
@@ -54,6 +67,11 @@ PUBLISHED: dict[str, dict[str, list[Published]]] = {
             Published("Meta-World (arXiv 1910.10897 v2, Table 1)", 0.316, "maximum over training, 10 seeds", 0.444),
             Published("Meta-World+ (arXiv 2505.11289, ML10 plots)", 0.35, "about, read from its plots"),
         ],
+    },
+    "cheetah-dir": {
+        "maml-trpo": [
+            Published("learn2learn MAML-TRPO example, mean of 3 seeds", 260.0, "return after one step, 300 its")
+        ]
     },
     "ML45": {
         "rl2": [Published("Meta-World (arXiv 1910.10897 v2, Table 1)", 0.333, "maximum over training, 10 seeds", 0.70)],
@@ -141,32 +159,6 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def _plot(benchmark: str, runs: list[Run], path: Path) -> None:
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import EngFormatter
-
-    fig = Figure(figsize=(7.5, 4.2))
-    ax = fig.subplots()
-    agents = sorted({r.agent for r in runs})
-    for run in runs:
-        if run.curve:
-            x, y = zip(*run.curve, strict=True)
-            ax.plot(x, y, marker="o", ms=3, color=f"C{agents.index(run.agent)}", label=f"{run.config} s{run.seed}")
-    for agent, refs in PUBLISHED.get(benchmark, {}).items():
-        color = f"C{agents.index(agent)}" if agent in agents else "grey"
-        for j, ref in enumerate(refs):
-            ax.axhline(ref.figure, color=color, ls=("--", ":")[j % 2], lw=1,
-                       label=f"{agent}: {ref.source.split(' (')[0]} {ref.figure:.1%}")  # fmt: skip
-    ax.set_xlabel("env steps")
-    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.set_ylabel("held-out success (periodic meta-test)")
-    ax.set_ylim(-0.02, 1.0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_title(f"{benchmark}: held-out success during training (seed 0, Meta-World protocol)")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-
-
 def benchmark_page(benchmark: str, runs: list[Run]) -> str:
     lines = [
         f"# {benchmark}",
@@ -226,15 +218,402 @@ def benchmark_page(benchmark: str, runs: list[Run]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pages() -> dict[Path, tuple[str, list[Run], str]]:
-    """``{page path: (benchmark, runs, markdown)}`` for every benchmark with committed run directories."""
+# --- the learning benchmark's JSONs (benchmarks/learning/metaworld.py --json) -------------------------------------
+
+
+@dataclass
+class BenchJSON:
+    """One learning-benchmark result: a training run and the evaluations of its final checkpoint."""
+
+    path: Path
+    data: dict
+
+    @property
+    def label(self) -> str:
+        """The named config and what the run changed (short: the JSON records every setting)."""
+        d = self.data
+        extra = list(d.get("overrides") or [])
+        reward = d.get("env_success_reward", d.get("success_reward")) or 0
+        if reward:
+            extra.append(f"success reward {reward:g}")
+        return f"`{d['config']}`" + (f" ({', '.join(extra)})" if extra else "")
+
+    @property
+    def env_steps(self) -> int:
+        return int(self.data["heldout"].get("env_steps") or self.data["training"]["env_steps"][-1])
+
+    def evaluation(self, key: str) -> str:
+        value = (self.data.get(key) or {}).get("success")
+        if isinstance(value, dict):
+            return f"{value['mean']:.2f} [{value['low']:.2f}, {value['high']:.2f}]"
+        return "n/a" if value is None else f"{value:.2f}"
+
+    def control(self) -> str:
+        control = self.data.get("control") or {}
+        if isinstance(control.get("success"), dict):
+            return self.evaluation("control")
+        curve = (self.data.get("heldout") or {}).get("curve") or {}
+        return f"{curve['success'][0]:.2f} (before)" if curve.get("success") else "n/a"
+
+    def train_success(self) -> str:
+        values = [v for v in self.data["training"].get("train_success") or [] if v is not None][-5:]
+        return f"{np.mean(values):.2f}" if values else "n/a"
+
+    def curve(self) -> list[tuple[int, float]]:
+        return [(int(r["env_steps"]), float(r["success"])) for r in self.data["training"].get("periodic_heldout") or []]
+
+
+def _json_files(folder: Path) -> list[tuple[Path, dict]]:
+    return [(f, json.loads(f.read_text())) for f in sorted(folder.glob("*.json"), key=lambda p: natural_key(p.name))]
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def bench_section(jsons: list[BenchJSON]) -> list[str]:
+    lines = [
+        "## Runs of the learning benchmark",
+        "",
+        "`benchmarks/learning/metaworld.py` trains with a named config, then scores the final checkpoint on every "
+        "held-out goal: *held-out* with the mean action in the evaluation episodes (Meta-World's protocol), *sampled* "
+        "with sampled ones, each with a 95% bootstrap interval over goals; *control* is RL² with its reward input "
+        "zeroed, or MAML's success before the inner step; *meta-train* is training success over the last 5 "
+        "iterations; *training* is wall-clock minutes on the machine the JSON names.",
+        "",
+    ]
+    rows = [
+        (f"[{j.path.name}](../../{_rel(j.path)})", j.label, j.data["seed"], f"{j.env_steps:,}",
+         f"{j.data.get('train_wall_minutes', 0):.0f} min", j.evaluation("heldout"), j.evaluation("heldout_sampled"),
+         j.control(), j.train_success())
+        for j in jsons
+    ]  # fmt: skip
+    header = ["JSON", "config", "seed", "env steps", "training", "held-out", "sampled", "control", "meta-train"]
+    return lines + md_table(header, rows) + [""]
+
+
+def crosscheck_section(files: list[tuple[Path, dict]]) -> list[str]:
+    lines = [
+        "## Cross-check against Meta-World's own evaluator",
+        "",
+        "`benchmarks/learning/official_eval.py` scores one checkpoint with `metaworld.evaluation` and with metarl's "
+        "meta-test on the same goals (*exact*: mean action in adaptation episodes too, so both sides must agree "
+        "goal by goal; otherwise adaptation is sampled, as in the protocol).",
+        "",
+    ]
+    rows = [
+        (f"[{f.name}](../../{_rel(f)})", "exact" if d.get("exact") else "sampled adaptation", len(d.get("rounds", [])),
+         f"{d['official_success']:.2f}", f"{d['metarl_success']:.2f}")
+        for f, d in files
+    ]  # fmt: skip
+    return lines + md_table(["JSON", "mode", "rounds", "Meta-World's evaluator", "metarl"], rows) + [""]
+
+
+def return_section(files: list[tuple[Path, dict]]) -> list[str]:
+    lines = ["## Return before and after one inner step", ""]
+    for f, d in files:
+        minutes = d["train_wall_s"] / 60
+        lines += [f"[{f.name}](../../{_rel(f)}): `{d['config']}` s{d['seed']}, {d['env_steps']:,} env steps "
+                  f"({d['iterations']} iterations), {minutes:.0f} min of training. Target: {d['target']}.",
+                  ""]  # fmt: skip
+        rows = []
+        for key, name in (("final_sampled", "sampled actions"), ("final_mean_action", "mean action")):
+            r = d[key]
+            per_task = " / ".join(f"{v:.1f}" for v in r["per_task_after"].values())
+            rows.append((name, f"{r['return_before']:.1f}", f"**{r['return_after_one_step']:.1f}**", per_task))
+        lines += md_table(["evaluation", "before the inner step", "after one inner step", "per task after"], rows)
+        meta_train = d.get("meta_train_last10_post_adaptation_return")
+        if meta_train is not None:
+            lines += ["", f"Meta-train return after the inner step, last 10 iterations: {meta_train:.0f}."]
+        lines += ["", "Commands:", "", *[f"- `{c}`" for c in d.get("commands", [])], ""]
+    return lines
+
+
+def _plot(
+    title: str,
+    ylabel: str,
+    curves: list[tuple[str, str, list[tuple[int, float]]]],
+    refs: dict[str, list[Published]],
+    path: Path,
+    ylim: tuple[float, float] | None = (-0.02, 1.0),
+) -> None:
+    """One figure: each curve is ``(label, agent, [(env steps, value)])``; published figures as horizontal lines."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
+    agents = sorted({agent for _, agent, _ in curves} | set(refs))
+    for label, agent, points in curves:
+        if points:
+            x, y = zip(*points, strict=True)
+            ax.plot(x, y, marker="o", ms=3, color=f"C{agents.index(agent)}", label=label)
+    for agent, published in refs.items():
+        for j, ref in enumerate(published):
+            ax.axhline(ref.figure, color=f"C{agents.index(agent)}", ls=("--", ":")[j % 2], lw=1,
+                       label=f"{agent}: {ref.source.split(' (')[0]} {ref.figure:g}")  # fmt: skip
+    ax.set_xlabel("env steps")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(title)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+@dataclass
+class Page:
+    text: str
+    figures: list = field(default_factory=list)  # (callable, path) pairs, drawn by main() unless --check
+
+
+def benchmark_folder_page(benchmark: str, folder: Path) -> Page | None:
+    """The page of one ``benchmarks/results/<benchmark>/`` folder: every schema found in it."""
+    dirs = sorted((p for p in folder.glob("*") if (p / "config.json").is_file()), key=lambda p: natural_key(p.name))
+    runs = [read_run(d) for d in dirs]
+    files = _json_files(folder)
+    jsons = [BenchJSON(f, d) for f, d in files if is_benchmark_result(d)]
+    checks = [(f, d) for f, d in files if "official_success" in d]
+    returns = [(f, d) for f, d in files if "final_sampled" in d]
+    compares = sorted(folder.glob("*.md"), key=lambda p: natural_key(p.name))
+    if not (runs or jsons or returns):
+        return None
+    figures = []
+    if runs:
+        lines = [*benchmark_page(benchmark, runs).rstrip("\n").splitlines(), ""]
+        curves = [(f"{r.config} s{r.seed}", r.agent, r.curve) for r in runs]
+        curves += [(j.path.stem, j.data["agent"], j.curve()) for j in jsons]
+        figures.append((lambda c=curves: _plot(f"{benchmark}: held-out success during training",
+                        "held-out success (periodic meta-test)", c, PUBLISHED.get(benchmark, {}),
+                        PAGES / f"{benchmark}-training.png"), PAGES / f"{benchmark}-training.png"))  # fmt: skip
+    else:
+        lines = [f"# {benchmark}", "", GENERATED, ""]
+        if jsons:
+            lines += [f"![held-out success during training]({benchmark}-training.png)", ""]
+            curves = [(j.path.stem, j.data["agent"], j.curve()) for j in jsons]
+            figures.append((lambda c=curves: _plot(f"{benchmark}: periodic held-out success (sampled, 10 goals)",
+                            "held-out success (periodic meta-test)", c, {}, PAGES / f"{benchmark}-training.png"),
+                            PAGES / f"{benchmark}-training.png"))  # fmt: skip
+        if returns:
+            lines += [f"![return after one inner step during training]({benchmark}-training.png)", ""]
+            curves = [(f"{d['config']} s{d['seed']}", d["agent"],
+                       [(int(m["env_steps"]), float(m["return_after_one_step"])) for m in d["periodic_meta_tests"]])
+                      for _, d in returns]  # fmt: skip
+            figures.append((lambda c=curves: _plot(f"{benchmark}: return after one inner step (periodic meta-test)",
+                            "return", c, PUBLISHED.get(benchmark, {}), PAGES / f"{benchmark}-training.png", None),
+                            PAGES / f"{benchmark}-training.png"))  # fmt: skip
+            lines += return_section(returns)
+    if jsons:
+        lines += bench_section(jsons)
+    if checks:
+        lines += crosscheck_section(checks)
+    if compares:
+        lines += ["## Seeds pooled by `metarl compare`", ""]
+        lines += [f"- [{c.name}](../../{_rel(c)})" for c in compares] + [""]
+    return Page("\n".join(lines).rstrip("\n") + "\n", figures)
+
+
+GENERATED = "<!-- generated by docs/generate.py from benchmarks/results/; do not edit -->"
+
+
+def benchmarks() -> list[str]:
+    return sorted((p.name for p in RESULTS.iterdir() if p.is_dir() and p.name not in NOT_BENCHMARKS), key=natural_key)
+
+
+# --- speed --------------------------------------------------------------------------------------------------------
+
+TRAINING_PATHS = (
+    ("rl2_sync_1t", "RL² ML10, old path"),
+    ("rl2_best", "RL² ML10, best path"),
+    ("rl2_overlap", "RL² ML10, best path + `--overlap`"),
+    ("maml_sync_1t", "MAML-TRPO ML10, old path"),
+    ("maml_best", "MAML-TRPO ML10, best path"),
+)
+
+
+def training_table(data: dict) -> list[str]:
+    """A ``benchmarks/speed/training.py`` JSON: one row per measured path, and each agent's learning speed-up."""
+    rows = []
+    for key, name in TRAINING_PATHS:
+        if key not in data:
+            continue
+        flags = ", ".join(data.get(f"{key}_flags") or []) or "defaults"
+        rows.append((name, f"{data.get(f'{key}_threads', '?')} threads, {flags}", f"{data[f'{key}_env_steps']:,}",
+                     f"{data[f'{key}_sampling_s']:.1f} s", f"{data[f'{key}_learning_s']:.1f} s",
+                     f"{data[f'{key}_learning_s_per_100k']:.1f} s", f"{data[key]:,.0f}",
+                     f"{data[key] / data['limit']:.2f}", f"{data[f'{key}_peak_rss_mib']:,.0f} MiB"))  # fmt: skip
+    header = ["path", "learner", "env steps", "sampling", "learning", "per 100k", "steps/s", "/ limit", "peak memory"]
+    lines = md_table(header, rows)
+    lines += ["", f"`limit` (2 bare processes stepping the same envs, random actions): {data['limit']:,.0f} steps/s."]
+    for agent in ("rl2", "maml"):
+        if f"{agent}_sync_1t" in data and f"{agent}_best" in data:
+            ratio = data[f"{agent}_sync_1t_learning_s_per_100k"] / data[f"{agent}_best_learning_s_per_100k"]
+            lines.append(f"Learning per 100k samples, old path / best path, {agent}: **{ratio:.2f}x**.")
+    return lines
+
+
+def iteration_table(data: dict) -> list[str]:
+    """``speed/iteration-*.json``: one training iteration per row on a lent GPU machine."""
+    rows = [
+        (f"`{r['key']}`", f"{r['env_steps']:,}", f"{r['sampling_s']:.1f} s", f"{r['learning_s']:.2f} s",
+         f"{r['iteration_s']:.1f} s", f"{r['steps_per_s']:,}", f"{r['peak_gpu_mib']:,} MiB",
+         f"{r['peak_host_used_mib'] / 1024:.1f} GiB")
+        for r in data["rows"]
+    ]  # fmt: skip
+    header = ["row", "env steps", "sampling", "learning", "iteration", "steps/s", "peak GPU", "peak host"]
+    return [data["what"][:1].upper() + data["what"][1:] + ".", "", *md_table(header, rows)]
+
+
+SAMPLER_METHODS = ("limit", "limit_strict", "gym_sync", "gym_async", "sb3_subproc", "metarl_mlp", "metarl_gru",
+                   "metarl_ray")  # fmt: skip
+
+
+def sampler_table(data: dict) -> list[str]:
+    """``benchmarks/speed/sampler.py`` JSON: steps/s with 10 and 20 envs, against ``limit``."""
+    rows = []
+    for m in SAMPLER_METHODS:
+        if data.get(m) is not None:
+            twenty = data.get(f"{m}_20")
+            rows.append((f"`{m}`", f"{data[m]:,.0f}", f"{data[m] / data['limit']:.2f}",
+                         "n/a" if twenty is None else f"{twenty:,.0f}",
+                         "n/a" if twenty is None else f"{twenty / data['limit_20']:.2f}"))  # fmt: skip
+    machine = data["meta"]["machine"]
+    note = f"{machine['cpu_count']} cores ({machine['cpu']}), {data['meta']['settings']['workers']} workers."
+    return [note, "", *md_table(["method", "steps/s, 10 envs", "/ limit", "steps/s, 20 envs", "/ limit"], rows)]
+
+
+def speed_tables() -> dict[str, list[str]]:
+    """``{JSON path under benchmarks/results/: its table}`` for every speed JSON."""
     out = {}
-    for benchmark in BENCHMARKS:
-        root = RESULTS / benchmark
-        dirs = sorted((p for p in root.glob("*") if (p / "config.json").is_file()), key=lambda p: natural_key(p.name))
-        if dirs:
-            runs = [read_run(d) for d in dirs]
-            out[PAGES / f"{benchmark}.md"] = (benchmark, runs, benchmark_page(benchmark, runs))
+    for f, d in _json_files(RESULTS / "speed"):
+        key = _rel(f)
+        if "rows" in d:
+            out[key] = iteration_table(d)
+        elif "limit" in d and "meta" in d and "settings" in d["meta"]:
+            out[key] = sampler_table(d)
+        elif "limit" in d:
+            out[key] = training_table(d)
+    return out
+
+
+def speed_page() -> Page:
+    lines = ["# Speed", "", GENERATED, "",
+             "What a training iteration and the rollout engine cost, from the JSONs under `benchmarks/results/speed/` "
+             "(each JSON records its command, machine and package versions). What the figures mean, and the "
+             "projections to larger machines: [docs/scaling.md](../scaling.md).", ""]  # fmt: skip
+    for key, table in speed_tables().items():
+        lines += [f"## [{Path(key).name}](../../{key})", "", *table, ""]
+    return Page("\n".join(lines).rstrip("\n") + "\n")
+
+
+# --- README's headline table and the generated blocks -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One row of the README's table: the committed results it pools (seeds of one setting) and its references."""
+
+    benchmark: str
+    agent: str
+    files: tuple[str, ...]  # globs under benchmarks/results/<benchmark>/ (JSONs or run directories)
+    published: str
+    config: str | None = None  # the named config that reproduces the row, where the runs recorded another
+
+
+HEADLINES = (
+    Headline("ML1-reach", "RL²", ("rl2-tuned-sr10-s*-5M.json", "rl2-shaped-s*-5M.json"), "none", "`rl2-ml1-shaped`"),
+    Headline("ML1-reach", "MAML-TRPO", ("maml-trpo-s*-1M.json",), "none"),
+    Headline("ML1-push", "RL²", ("rl2-s*-60min.json",), "none"),
+    Headline("ML10", "RL²", ("rl2-ml10-s*",), "0.358 (max over training)"),
+    Headline("ML10", "MAML-TRPO", ("maml-trpo-ml10-s*",), "0.316 (max over training)"),
+)
+
+
+def _control_mean(j: BenchJSON) -> float:
+    """RL²'s control (no reward input), or MAML's curve point 0 (before the inner step)."""
+    control = (j.data.get("control") or {}).get("success")
+    return float(control["mean"]) if isinstance(control, dict) else float(j.data["heldout"]["curve"]["success"][0])
+
+
+def _headline_row(h: Headline) -> tuple[str, ...]:
+    folder = RESULTS / h.benchmark
+    paths = sorted({p for g in h.files for p in folder.glob(g)}, key=lambda p: natural_key(p.name))
+    page = f"[{h.benchmark}](docs/results/{h.benchmark}.md)"
+    if paths and paths[0].is_dir():
+        runs = [read_run(p) for p in paths]
+        run = runs[0]
+        if run.final is not None:
+            figure = success_ci(run.final).format(2) + f", {len(runs)} seed"
+        else:
+            figure = f"{run.curve[-1][1]:.2f} (periodic test, training)" if run.curve else "n/a"
+        steps = f"{run.env_steps / 1e6:g}M" + (
+            "" if run.budget in (None, run.env_steps) else f" of {run.budget / 1e6:g}M"
+        )
+        return (
+            h.benchmark,
+            h.agent,
+            f"`{run.config}`",
+            steps,
+            figure,
+            control_text(run).split(" (")[0],
+            h.published,
+            page,
+        )
+    jsons = [BenchJSON(p, json.loads(p.read_text())) for p in paths]
+    if len(jsons) == 1:
+        figure = jsons[0].evaluation("heldout") + ", 1 seed"
+        control = jsons[0].control().split(" ")[0]
+    else:
+        scores = [[v["success"] for v in j.data["heldout"]["per_family"].values()] for j in jsons]
+        figure = f"{aggregate(scores)['iqm'].format(2)} IQM, {len(jsons)} seeds"
+        controls = [_control_mean(j) for j in jsons]
+        control = f"{np.mean(controls):.2f}"
+    config = h.config or sorted({j.label for j in jsons})[-1]
+    steps = f"{jsons[0].env_steps / 1e6:g}M"
+    return (h.benchmark, h.agent, config, steps, figure, control, h.published, page)
+
+
+def headline_table() -> list[str]:
+    header = ["benchmark", "agent", "config", "env steps", "held-out success [95% CI]", "control", "published", "page"]
+    return md_table(header, [_headline_row(h) for h in HEADLINES])
+
+
+def blocks() -> dict[str, list[str]]:
+    """The generated blocks, by name: ``<!-- generated:NAME -->`` ... ``<!-- /generated:NAME -->`` in a file."""
+    return {"headline": headline_table(), **speed_tables()}
+
+
+def fill_blocks(text: str, generated: dict[str, list[str]]) -> str:
+    """``text`` with every marked block replaced by what the generator writes for its name."""
+    out, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        out.append(lines[i])
+        line = lines[i].strip()
+        if line.startswith("<!-- generated:") and line.endswith("-->"):
+            name = line[len("<!-- generated:") : -len("-->")].strip()
+            if name not in generated:
+                raise SystemExit(f"{lines[i]!r}: no generated block of that name; known: {sorted(generated)}")
+            end = f"<!-- /generated:{name} -->"
+            j = next((k for k in range(i + 1, len(lines)) if lines[k].strip() == end), None)
+            if j is None:
+                raise SystemExit(f"{lines[i]!r} has no closing {end!r}")
+            out += generated[name] + [lines[j]]
+            i = j
+        i += 1
+    return "\n".join(out) + "\n"
+
+
+def pages() -> dict[Path, Page]:
+    """``{page path: Page}`` for every benchmark folder with results, and the speed page."""
+    out = {}
+    for benchmark in benchmarks():
+        page = benchmark_folder_page(benchmark, RESULTS / benchmark)
+        if page is not None:
+            out[PAGES / f"{benchmark}.md"] = page
+    if (RESULTS / "speed").is_dir():
+        out[PAGES / "speed.md"] = speed_page()
     return out
 
 
@@ -242,16 +621,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare the committed Markdown; write nothing")
     args = parser.parse_args(argv)
+    written = {path: page.text for path, page in pages().items()}
+    generated = blocks()
+    for doc in (README, SCALING):
+        if doc.is_file():
+            written[doc] = fill_blocks(doc.read_text(), generated)
     stale = []
-    for path, (benchmark, runs, text) in pages().items():
+    for path, text in written.items():
         if args.check:
             if not path.is_file() or path.read_text() != text:
                 stale.append(path)
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        _plot(benchmark, runs, path.with_name(f"{benchmark}-training.png"))
-        print(f"wrote {path}")
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+            print(f"wrote {path}")
+    if not args.check:
+        for page in pages().values():
+            for draw, _ in page.figures:
+                draw()
     if stale:
         print(f"out of date (run python docs/generate.py): {', '.join(map(str, stale))}", file=sys.stderr)
         return 1

@@ -399,35 +399,3 @@ def test_gru_step_quick_writes_consistent_per_step_figures(tmp_path: Path) -> No
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "got [0], 20 and 5" in bad.stderr.strip().splitlines()[-1]
-
-
-def test_readme_learner_speed_table_is_the_committed_training_run() -> None:
-    """The README's and docs/scaling.md's whole-iteration figures and speed-ups are those of
-    `benchmarks/results/speed/training-ml10-2cores.json` (and the RL²-only runs' JSONs), and its GRU figures those of
-    `benchmarks/results/dev/gru-backward-2threads.json`
-    (a rerun that updates one and not the other fails here)."""
-    data = json.loads((ROOT / "benchmarks/results/speed/training-ml10-2cores.json").read_text())
-    readme, scaling = (ROOT / "README.md").read_text(), (ROOT / "docs/scaling.md").read_text()
-    for key in ("rl2_sync_1t", "rl2_best", "maml_sync_1t", "maml_best"):
-        sampling, learning, per_100k = (data[f"{key}_{k}"] for k in ("sampling_s", "learning_s", "learning_s_per_100k"))
-        share, peak = data[key] / data["limit"], data[f"{key}_peak_rss_mib"]
-        steps = data[key]
-        cells = f"{sampling:.1f} s | {learning:.1f} s | {per_100k:.1f} s | {steps:,.0f} | {share:.2f} | {peak:,.0f} MiB"
-        assert cells in readme and cells in scaling, key
-    for agent in ("rl2", "maml"):
-        ratio = data[f"{agent}_sync_1t_learning_s_per_100k"] / data[f"{agent}_best_learning_s_per_100k"]
-        assert f"{ratio:.2f}x" in readme and f"{ratio:.2f}x" in scaling, agent
-    assert f"{data['limit']:,.0f} steps/s" in readme and f"{data['limit']:,.0f} steps/s" in scaling
-    five = json.loads((ROOT / "benchmarks/results/speed/training-rl2-ml10-2cores-5rounds.json").read_text())
-    ratio = five["rl2_sync_1t_learning_s_per_100k"] / five["rl2_best_learning_s_per_100k"]
-    assert five["meta"]["rounds"] == 5 and f"**{ratio:.2f}x**" in readme and f"**{ratio:.2f}x**" in scaling
-    assert f"{five['rl2_best']:,.0f} steps/s end to end, {five['rl2_best'] / five['limit']:.2f}" in readme
-    compiled = json.loads((ROOT / "benchmarks/results/speed/training-rl2-ml10-2cores-compiled.json").read_text())
-    ratio = compiled["rl2_sync_1t_learning_s_per_100k"] / compiled["rl2_best_learning_s_per_100k"]
-    for doc in (readme, scaling):
-        assert f"**{ratio:.2f}x**" in doc and f"{compiled['rl2_best']:,.0f} steps/s" in doc
-        assert f"{compiled['rl2_best'] / compiled['limit']:.2f} of a `limit` of {compiled['limit']:,.0f}" in doc
-    gru = json.loads((ROOT / "benchmarks/results/dev/gru-backward-2threads.json").read_text())
-    for key in ("nn_gru_float32_default", "nn_gru_bf16_default", "fused_float32_kept", "fused_bf16_kept",
-                "compiled_float32_kept", "compiled_bf16_kept"):  # fmt: skip
-        assert f"{gru[key]:.1f}" in readme and f"{gru[key]:.1f}" in scaling, key

@@ -74,11 +74,44 @@ def test_the_committed_pages_are_what_the_generator_writes() -> None:
 
 def test_the_check_catches_a_page_edited_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(generate, "PAGES", tmp_path)
-    if not generate.pages():
-        pytest.skip("no committed run directories")
+    for name in ("README", "SCALING"):  # the generated blocks are checked in copies of the committed files
+        copy = tmp_path / getattr(generate, name).name
+        copy.write_text(getattr(generate, name).read_text())
+        monkeypatch.setattr(generate, name, copy)
     assert generate.main([]) == 0  # writes the pages (and figures) into tmp_path
     assert generate.main(["--check"]) == 0
-    page = next(tmp_path.glob("*.md"))
-    assert (tmp_path / page.name.replace(".md", "-training.png")).is_file()
+    assert (tmp_path / "ML10-training.png").is_file() and (tmp_path / "speed.md").is_file()
+    page = tmp_path / "ML10.md"
     page.write_text(page.read_text() + "edited by hand\n")
     assert generate.main(["--check"]) == 1
+    generate.main([])
+    table = generate.README.read_text().replace("| ML10 | RL² |", "| ML10 | RL2 |")
+    generate.README.write_text(table)  # a figure edited inside a generated block of the README
+    assert generate.main(["--check"]) == 1
+
+
+def test_every_committed_result_schema_has_a_page() -> None:
+    """Each benchmark folder under benchmarks/results/ with results gets a page; each speed JSON a table."""
+    pages = generate.pages()
+    names = {p.name for p in pages}
+    assert {"ML1-reach.md", "ML1-push.md", "ML10.md", "cheetah-dir.md", "speed.md"} <= names
+    reach = pages[generate.PAGES / "ML1-reach.md"].text
+    assert "rl2-tuned-sr10-s0-5M.json" in reach and "Meta-World's evaluator" in reach
+    cheetah = pages[generate.PAGES / "cheetah-dir.md"].text
+    data = json.loads((generate.RESULTS / "cheetah-dir" / "maml-trpo-s0-300it.json").read_text())
+    assert f"**{data['final_sampled']['return_after_one_step']:.1f}**" in cheetah
+    speed = pages[generate.PAGES / "speed.md"].text
+    for path in sorted((generate.RESULTS / "speed").glob("*.json")):
+        assert path.name in speed
+
+
+def test_generated_blocks_are_filled_and_unknown_ones_refused() -> None:
+    text = "a\n<!-- generated:x -->\nold\n<!-- /generated:x -->\nb\n"
+    assert generate.fill_blocks(text, {"x": ["new"]}) == "a\n<!-- generated:x -->\nnew\n<!-- /generated:x -->\nb\n"
+    with pytest.raises(SystemExit, match="no generated block of that name"):
+        generate.fill_blocks(text, {})
+    with pytest.raises(SystemExit, match="has no closing"):
+        generate.fill_blocks("<!-- generated:x -->\n", {"x": []})
+    readme, scaling = generate.README.read_text(), generate.SCALING.read_text()
+    assert "<!-- generated:headline -->" in readme
+    assert "<!-- generated:benchmarks/results/speed/training-ml10-2cores.json -->" in scaling

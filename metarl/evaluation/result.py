@@ -23,7 +23,7 @@ from metarl.tasks import Task
 
 @dataclass
 class EvalResult:
-    """One meta-test.  JSON keys are stable; see ARCHITECTURE.md ("Evaluation")."""
+    """One meta-test.  JSON keys are stable; see docs/guide.md ("Result files")."""
 
     distribution: str
     split: str
