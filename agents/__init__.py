@@ -13,6 +13,7 @@ from metarl.errors import UserError
 
 AGENTS: dict[str, str] = {
     "rl2": "metarl.agents.rl2",
+    "rl2-transformer": "metarl.agents.rl2_transformer",
     "maml-trpo": "metarl.agents.maml",
     "maml-ppo": "metarl.agents.maml",
     "fomaml": "metarl.agents.maml",
@@ -20,6 +21,7 @@ AGENTS: dict[str, str] = {
 }
 CONFIG_CLASS: dict[str, str] = {
     "rl2": "RL2Config",
+    "rl2-transformer": "RL2TransformerConfig",
     "maml-trpo": "MAMLConfig",
     "maml-ppo": "MAMLPPOConfig",
     "fomaml": "FOMAMLConfig",

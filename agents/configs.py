@@ -14,6 +14,7 @@ from typing import Any
 
 from metarl.agents.maml import FOMAMLConfig, MAMLConfig, MAMLPPOConfig, ReptileConfig
 from metarl.agents.rl2 import RL2Config, RL2PolicyConfig, RL2PPOConfig
+from metarl.agents.rl2_transformer import RL2TransformerConfig, TransformerPolicyConfig
 from metarl.config import TrainConfig
 from metarl.errors import UserError
 
@@ -66,6 +67,11 @@ _MW_MAML_MULTI = dataclasses.replace(_MW_MAML, hvp_subsample=0.25)
 # RL² at the reference settings on the fastest learner path with learning parity: the update under bfloat16 autocast
 # (ML1-reach at 1M steps matched float32; README: where metarl differs)
 _MW_RL2_MULTI = RL2Config(episodes_per_trial=10, ppo=RL2PPOConfig(autocast_bf16=True))
+
+# rl2-transformer: RL²'s settings with the transformer memory in place of the GRU (docs/rl2-transformer.md), so a
+# comparison with the GRU isolates the memory; chunks in time order (the only order it trains with), and the
+# float32 update until a learning run shows bf16 parity for this memory
+_TRANSFORMER_MW = TransformerPolicyConfig(d_model=64, n_layers=2, n_heads=4, window=64, max_episodes=16)
 
 NAMED_CONFIGS: dict[str, NamedConfig] = {
     c.name: c
@@ -135,6 +141,39 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
             "RL² on ML45 (metaworld-algorithms settings: meta-batch 45, 90M steps; bf16 update)",
             TrainConfig(**_mw_multi("ML45", "rl2")),
             _MW_RL2_MULTI,
+        ),
+        NamedConfig(
+            "rl2-transformer-point-nav",
+            "RL² with a transformer memory (window of its episode + one summary per earlier episode) on 2-D "
+            "navigation: rl2-point-nav's settings, a small transformer, chunks in time order",
+            TrainConfig(
+                agent="rl2-transformer", benchmark="point-nav", meta_batch=20, episodes_per_task=4,
+                total_env_steps=2_000_000, eval_every=20, eval_tasks=20, adaptation_episodes=3, eval_episodes=1,
+                checkpoint_every=20,
+            ),
+            RL2TransformerConfig(
+                episodes_per_trial=4,
+                policy=TransformerPolicyConfig(mlp_hidden=(64,), reward_scale=1.0, normalize_value=True,
+                                               squash_heads=False, d_model=32, n_layers=2, n_heads=4, window=32,
+                                               max_episodes=8),
+                ppo=RL2PPOConfig(bptt_chunk=100, epochs=5, lr=1e-3, ent_coef=1e-3, baseline="value",
+                                 chunk_order="sequential", bptt_overlap=0, normalize_advantages=True),
+            ),
+        ),
+        NamedConfig(
+            "rl2-transformer-ml1",
+            "RL² with a transformer memory on ML1-reach-v3: rl2-ml1's settings and budget (meta-batch 10, 2M steps) "
+            "with the GRU replaced",
+            TrainConfig(agent="rl2-transformer", benchmark="ML1-reach-v3", meta_batch=10, episodes_per_task=10,
+                        total_env_steps=2_000_000, **_MW_ML1_EVAL),
+            RL2TransformerConfig(episodes_per_trial=10, policy=_TRANSFORMER_MW),
+        ),
+        NamedConfig(
+            "rl2-transformer-ml10",
+            "RL² with a transformer memory on ML10: rl2-ml10's settings and budget (meta-batch 20, 10 x 500-step "
+            "episodes per trial, 20M steps) with the GRU replaced; float32 update",
+            TrainConfig(**_mw_multi("ML10", "rl2-transformer")),
+            RL2TransformerConfig(episodes_per_trial=10, policy=_TRANSFORMER_MW),
         ),
         NamedConfig(
             "maml-trpo-point-nav",

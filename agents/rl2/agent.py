@@ -43,6 +43,8 @@ class RL2Agent:
     """
 
     name = "rl2"
+    policy_class: type[RL2Policy] = RL2Policy
+    """The policy the agent trains: an RL² variant with another memory subclasses both (``rl2-transformer``)."""
     adaptation_unit = "episodes"
     metaworld_info_in_obs = True  # as metaworld-algorithms' test envs (recurrent_info_in_obs)
 
@@ -66,7 +68,7 @@ class RL2Agent:
         self.config = config
         self.episodes_per_task = episodes_per_task
         torch.manual_seed(seed)
-        self.policy = RL2Policy(obs_dim, action_dim, config.policy, action_low, action_high).to(device)
+        self.policy = self.policy_class(obs_dim, action_dim, config.policy, action_low, action_high).to(device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.ppo.lr, eps=config.ppo.adam_eps)
         self.generator = torch.Generator().manual_seed(seed)
         self.env_steps = 0  # training steps so far (kept in the checkpoint)

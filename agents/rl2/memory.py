@@ -11,11 +11,13 @@ What the rest of RL² asks of a memory:
   the chunk: the state the next chunk starts from (truncated BPTT: without gradient).  The GRU's state after step
   t is its output there; a cache-based memory returns its cache as the trace.
 
-A new memory implements these methods and a policy subclass returns it from :attr:`RL2Policy.memory
-<metarl.agents.rl2.policy.RL2Policy.memory>` (registered under its own attribute name: ``gru`` stays the GRU's,
-so RL² checkpoints keep their keys); the sequential update order (the default) and the wrappers of
-:mod:`metarl.agents.rl2.adapted` then work unchanged.  The shuffled order stacks the states at chunk starts
-(:func:`metarl.agents.rl2.trials.chunk_starts_hidden`), so it needs a tensor state of width :attr:`width`.
+A new memory implements these methods and a policy subclass creates it in ``RL2Policy._build_memory`` and returns
+it from :attr:`RL2Policy.memory <metarl.agents.rl2.policy.RL2Policy.memory>` (registered under its own attribute
+name: ``gru`` stays the GRU's, so RL² checkpoints keep their keys); an agent subclass of ``RL2Agent`` names that
+policy in ``policy_class`` (``metarl.agents.rl2_transformer`` does both); the sequential update order (the
+default) and the wrappers of :mod:`metarl.agents.rl2.adapted` then work unchanged.  The shuffled order stacks the
+states at chunk starts (:func:`metarl.agents.rl2.trials.chunk_starts_hidden`), so it needs a tensor state of width
+:attr:`width`.
 
 Shapes: ``S`` slots, ``R`` rows acting this step, ``C`` chunk length, ``B`` sequences, ``D`` input width, ``W``
 the memory's output width (:attr:`width`).

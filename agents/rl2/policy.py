@@ -143,7 +143,7 @@ class RL2Policy(nn.Module):
             layers += [nn.Linear(in_dim, width), nn.Tanh()]
             in_dim = width
         self.encoder = nn.Sequential(*layers)
-        self.gru = GRUMemory(in_dim, self.config.gru_hidden)
+        self._build_memory(in_dim)
         self.mean_head = nn.Linear(self.memory.width, self.action_dim)
         self.log_std_head = nn.Linear(self.memory.width, self.action_dim)
         self.value_head = nn.Linear(self.memory.width, 1)
@@ -159,6 +159,12 @@ class RL2Policy(nn.Module):
             self.log_std_head.bias,
             math.atanh((2 * init - low - high) / (high - low)) if self.config.squash_heads else init,
         )
+
+    def _build_memory(self, input_width: int) -> None:
+        """Create the memory :attr:`memory` returns, over encoder outputs of ``input_width``, between the encoder
+        and the heads (the random draws of its initialisation fall there).  A policy with another memory overrides
+        both, registering its memory under its own attribute name."""
+        self.gru = GRUMemory(input_width, self.config.gru_hidden)
 
     @property
     def memory(self) -> RecurrentMemory:

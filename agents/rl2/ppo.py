@@ -208,6 +208,18 @@ def _float32(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(x.float() for x in xs)
 
 
+def _float32_state(state: Any) -> Any:
+    """A memory state with its floating-point tensors in float32 (a bfloat16 pass hands over bfloat16 states): the
+    tensor itself for the GRU, each tensor of a dict, tuple or list for other memories."""
+    if isinstance(state, torch.Tensor):
+        return state.float() if state.is_floating_point() else state
+    if isinstance(state, dict):
+        return {k: _float32_state(v) for k, v in state.items()}
+    if isinstance(state, tuple | list):
+        return type(state)(_float32_state(v) for v in state)
+    return state
+
+
 def _train_step(
     policy: RL2Policy,
     optimizer: torch.optim.Optimizer,
@@ -248,7 +260,7 @@ def _update_sequential(
                 mean, log_std, value, trace = policy.forward_hidden(part.inputs, h)
             mean, log_std, value = _float32(mean, log_std, value)
             if j + 1 < len(starts):  # the state after step starts[j + 1] - 1, carried without gradient
-                h = memory.handover(trace, starts[j + 1] - s - 1).float()
+                h = _float32_state(memory.handover(trace, starts[j + 1] - s - 1))
             _train_step(policy, optimizer, config, (mean, log_std, value), part, stats)
     return stats
 

@@ -51,7 +51,8 @@ from benchmarks._common import (
     package_versions,
 )
 
-AGENTS = {"rl2": "rl2-ml10", "maml": "maml-trpo-ml10"}
+AGENTS = {"rl2": "rl2-ml10", "maml": "maml-trpo-ml10", "rl2-transformer": "rl2-transformer-ml10"}
+DEFAULT_AGENTS = ("rl2", "maml")  # rl2-transformer on request: --agents rl2 rl2-transformer measures it beside RL²'s
 PATHS = ("sync_1t", "best")
 # Opt-in agent flags the best path turns on, each because the check its issue asks for passed.  RL²'s bfloat16
 # autocast: an ML1-reach learning run with it matched float32 at equal env steps
@@ -62,9 +63,17 @@ PATHS = ("sync_1t", "best")
 # with it matched the full curvature's (benchmarks/results/ablations/ML1-reach/maml-trpo-hvp025-s0-1M.json: 0.18 -> 0.92
 # over the inner step at 1M steps; full: 0.10 -> 0.94).  --overlap has no learning run yet, so it stays out
 # (measured apart as rl2_overlap).
-BEST_FLAGS: dict[str, list[str]] = {"rl2": ["ppo.autocast_bf16=True"], "maml": ["hvp_subsample=0.25"]}
+BEST_FLAGS: dict[str, list[str]] = {
+    "rl2": ["ppo.autocast_bf16=True"],
+    "maml": ["hvp_subsample=0.25"],
+    "rl2-transformer": [],
+}  # no learning run yet: float32, as its config ships
 # The named ML10 configs ship with the best flags on, so the old path turns them off explicitly.
-OLD_FLAGS: dict[str, list[str]] = {"rl2": ["ppo.autocast_bf16=False"], "maml": ["hvp_subsample=1.0"]}
+OLD_FLAGS: dict[str, list[str]] = {
+    "rl2": ["ppo.autocast_bf16=False"],
+    "maml": ["hvp_subsample=1.0"],
+    "rl2-transformer": [],
+}
 
 
 def with_field(config: Any, assignment: str) -> Any:
@@ -196,7 +205,7 @@ def table(figures: dict[str, Any], note: str) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (figures are medians)")
-    parser.add_argument("--agents", nargs="+", choices=list(AGENTS), default=list(AGENTS))
+    parser.add_argument("--agents", nargs="+", choices=list(AGENTS), default=list(DEFAULT_AGENTS))
     parser.add_argument("--workers", type=int, default=None, help="rollout workers (default: the cores available)")
     parser.add_argument("--device", default="cpu", help="device of the best path: cpu, cuda (old path: cpu)")
     parser.add_argument("--overlap", action="store_true", help="also measure RL² with --overlap true (rl2_overlap)")
