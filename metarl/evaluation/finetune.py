@@ -220,7 +220,7 @@ def finetune_all(
     if not tasks:
         raise UserError("no tasks to fine-tune on")
     t0 = time.perf_counter()
-    spec = dist.spec()
+    spec = dist.spec
     todo = [_Job(spec, t, i, pretrained.path, ks, eval_episodes, seed, deterministic) for i, t in enumerate(tasks)]
     outcomes: list[_Outcome | None] = [None] * len(todo)
     ctx = multiprocessing.get_context("spawn")
