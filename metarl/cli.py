@@ -184,29 +184,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_baseline(args: argparse.Namespace) -> int:
-    """Non-meta-learning SB3 baselines on held-out tasks, written as an evaluated run directory."""
-    from pathlib import Path
-
-    from metarl.evaluation.baselines import BaselineSettings, run_baseline
-
-    settings = BaselineSettings(
-        benchmark=args.benchmark, algo=args.algo, multitask=args.multitask, total_env_steps=args.total_env_steps,
-        tasks_per_family=args.tasks_per_family, adaptation_episodes=args.adaptation_episodes,
-        eval_episodes=args.eval_episodes, seed=args.seed, deterministic=not args.stochastic,
-    )  # fmt: skip
-
-    def report(done: int, total: int) -> None:
-        print(f"  task {done}/{total} trained and evaluated", flush=True)
-
-    result, written = run_baseline(settings, Path(args.out), overwrite=args.overwrite, progress=report)
-    print(f"{result.agent} on {len(result.per_task)} test task(s) of {result.distribution}: "
-          f"success {result.success_mean:.3f}, return {result.return_mean:.2f}")  # fmt: skip
-    for p in written:
-        print(f"wrote {p}")
-    return 0
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     """IQM and mean with 95% bootstrap intervals across runs; Markdown and PNGs in --out."""
     from pathlib import Path
@@ -293,6 +270,7 @@ def _show_config(name: str, as_json: bool) -> int:
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     from metarl import __version__
+    from metarl.cli_baseline import add_baseline_parser
 
     parser = argparse.ArgumentParser(prog="metarl", description="Meta-reinforcement learning on robot control.")
     parser.add_argument("--version", action="version", version=f"metarl {__version__}")
@@ -401,39 +379,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     cmp.set_defaults(func=cmd_compare)
 
-    base = sub.add_parser("baseline", help="non-meta-learning baselines on held-out tasks (for `metarl compare`)")
-    base_sub = base.add_subparsers(dest="baseline_kind", metavar="KIND")
-    base_sub.required = True
-    sb3 = base_sub.add_parser(
-        "sb3",
-        help="stable-baselines3 from scratch on each held-out task, or one multi-task PPO evaluated zero-shot",
-        description="SB3 from scratch on each held-out task with the adaptation budget (default: adaptation "
-        "episodes x horizon env steps), or --multitask: one PPO on the training tasks, evaluated zero-shot.",
-    )
-    sb3.add_argument("--algo", default="ppo", choices=["ppo", "sac"], help="SB3 algorithm")
-    sb3.add_argument("--benchmark", required=True, help="distribution name (see `metarl envs list`)")
-    sb3.add_argument(
-        "--total-env-steps",
-        type=int,
-        metavar="N",
-        help="env steps per task (scratch; default: the adaptation budget) or in all (--multitask; 1M)",
-    )
-    sb3.add_argument(
-        "--multitask", action="store_true", help="one PPO on the training tasks, zero-shot on the test tasks"
-    )
-    sb3.add_argument("--tasks-per-family", type=int, default=None, metavar="M", help="M test tasks per family (seeded)")
-    sb3.add_argument(
-        "--adaptation-episodes",
-        type=int,
-        metavar="K",
-        help="the adaptation budget in episodes (Meta-World default 10, else 10)",
-    )
-    sb3.add_argument("--eval-episodes", type=int, default=None, metavar="N", help="evaluation episodes per task")
-    sb3.add_argument("--seed", type=int, default=0, help="seed of the task lists, the agents and the envs")
-    sb3.add_argument("--stochastic", action="store_true", help="evaluate sampled actions (default: deterministic)")
-    sb3.add_argument("--out", required=True, metavar="RUN_DIR", help="where eval/final.json and the report go")
-    sb3.add_argument("--overwrite", action="store_true", help="replace an existing directory")
-    sb3.set_defaults(func=cmd_baseline)
+    add_baseline_parser(sub)
 
     configs = sub.add_parser("configs", help="list the named reference configs, or every setting of one")
     configs.add_argument("name", nargs="?", metavar="NAME", help="a named config: print every setting it holds")

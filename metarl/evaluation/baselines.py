@@ -8,6 +8,8 @@
 * ``sb3_multitask``: one SB3 PPO trained on the training tasks (through the engine's SB3 VecEnv,
   tasks resampled per episode) and evaluated zero-shot on the held-out tasks.  Label
   ``sb3-ppo-multitask``; its curve has the single point x = 0.
+* pre-training + fine-tuning (``multitask`` and ``fine_tune``, :mod:`metarl.evaluation.finetune`): that PPO
+  fine-tuned on each held-out task with the adaptation budget.  Label ``sb3-ppo-pretrain-finetune``.
 
 :func:`run_baseline` (``metarl baseline sb3``) runs either on a benchmark's held-out tasks and writes an evaluated
 run directory: ``config.json`` (the baseline's settings), ``meta.json``, ``eval/final.json`` and its report.
@@ -15,6 +17,7 @@ run directory: ``config.json`` (the baseline's settings), ``meta.json``, ``eval/
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,10 +45,13 @@ def _algo_class(algo: str) -> Any:
 
 
 def run_episodes(
-    model: Any, dist: TaskDistribution, task: Task, episodes: int, seed: int, deterministic: bool
+    model: Any, dist: TaskDistribution, task: Task, episodes: int, seed: int, deterministic: bool, env: Any = None
 ) -> tuple[list[bool], list[float]]:
-    """Exactly ``episodes`` whole episodes of ``task`` with ``model.predict``: success at any step, returns."""
-    env = dist.make_env(task.family)
+    """Exactly ``episodes`` whole episodes of ``task`` with ``model.predict``: success at any step, returns.
+
+    ``env``: an env of the task's family to switch to the task and keep open (default: one built and closed)."""
+    owned = env is None
+    env = dist.make_env(task.family) if owned else env
     dist.set_task(env, task)
     successes, returns = [], []
     try:
@@ -61,7 +67,8 @@ def run_episodes(
             successes.append(success)
             returns.append(total)
     finally:
-        env.close()
+        if owned:
+            env.close()
     return successes, returns
 
 
@@ -210,20 +217,44 @@ class BaselineSettings:
     multitask: bool = False
     """One PPO on the training tasks, evaluated zero-shot (else one agent per held-out task, from scratch)."""
     total_env_steps: int | None = None
-    """Env steps per task (scratch; default: the adaptation budget) or in all (multitask; default 1M)."""
+    """Env steps per task (scratch; default: the adaptation budget) or in all (multitask and its pre-training
+    for fine-tuning; default 1M)."""
     tasks_per_family: int | None = None
     adaptation_episodes: int | None = None
     eval_episodes: int | None = None
     seed: int = 0
     deterministic: bool = True
+    fine_tune: bool = False
+    """With ``multitask``: fine-tune a copy of the pre-trained PPO on each held-out task (:mod:`.finetune`)."""
+    fine_tune_episodes: tuple[int, ...] | None = None
+    """Fine-tuning budgets K in adaptation episodes (K x horizon env steps each); default (10,)."""
+    jobs: int | None = None
+    """Processes: multi-task env workers (default 2; with ``fine_tune`` the CPU count) and held-out tasks
+    fine-tuned at a time."""
+    envs_per_family: int | None = None
+    """Multi-task env slots per family (default 1; more slots, more env steps per PPO rollout)."""
 
     def __post_init__(self) -> None:
-        for name in ("total_env_steps", "tasks_per_family", "adaptation_episodes", "eval_episodes"):
+        for name in ("total_env_steps", "tasks_per_family", "adaptation_episodes", "eval_episodes", "jobs",
+                     "envs_per_family"):  # fmt: skip
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         if self.multitask and self.algo != "ppo":
             raise UserError(f"--multitask trains SB3 PPO; got --algo {self.algo}")
+        if not self.multitask and (self.jobs is not None or self.envs_per_family is not None):
+            raise UserError("--jobs and --envs-per-family set the multi-task PPO's envs; add --multitask")
+        if self.fine_tune and not self.multitask:
+            raise UserError("--fine-tune fine-tunes the multi-task PPO; add --multitask")
+        if self.fine_tune_episodes is not None:
+            if not self.fine_tune:
+                raise UserError("--fine-tune-episodes sets the budgets of --fine-tune; add --multitask --fine-tune")
+            if not self.fine_tune_episodes or any(k <= 0 for k in self.fine_tune_episodes):
+                raise UserError(f"--fine-tune-episodes must be positive integers, got {list(self.fine_tune_episodes)}")
+        if self.fine_tune and self.adaptation_episodes is not None:
+            raise UserError(
+                "--fine-tune takes its budgets from --fine-tune-episodes K [K ...], not --adaptation-episodes"
+            )
 
 
 def run_baseline(
@@ -236,7 +267,7 @@ def run_baseline(
     """Run the baseline ``settings`` describe and write it to the run directory ``out`` (refused when it holds a
     run, unless ``overwrite``); returns the result and the files written (``eval/final.json`` first).
 
-    ``progress(done, total)`` is called after each task of a from-scratch baseline.
+    ``progress(done, total)`` is called after each task of a from-scratch or fine-tuned baseline.
     """
     from metarl.envs import canonical_name, make_distribution
     from metarl.evaluation.report import write_eval_report
@@ -250,16 +281,31 @@ def run_baseline(
     n = s.eval_episodes or (MW_EVAL_EPISODES if mw else 3)
     tasks = select_tasks(dist, "test", s.tasks_per_family, s.seed)
     out = prepare_run_dir(Path(out), resume=False, overwrite=overwrite)
+    kind = "sb3-pretrain-finetune" if s.fine_tune else "sb3-multitask" if s.multitask else "sb3-scratch"
     record = {
-        "kind": "sb3-multitask" if s.multitask else "sb3-scratch", "algo": s.algo, "benchmark": dist.name,
+        "kind": kind, "algo": s.algo, "benchmark": dist.name,
         "seed": s.seed, "tasks": len(tasks), "adaptation_episodes": k, "eval_episodes": n,
         "total_env_steps": s.total_env_steps, "deterministic": s.deterministic,
     }  # fmt: skip
+    jobs = s.jobs or (os.cpu_count() or 1 if s.fine_tune else 2)
+    envs_per_family = s.envs_per_family or 1
+    if s.fine_tune:
+        record.update(fine_tune_episodes=list(s.fine_tune_episodes or (k,)), jobs=jobs,
+                      envs_per_family=envs_per_family, total_env_steps=s.total_env_steps or 1_000_000)  # fmt: skip
     atomic_write_json(out / "config.json", {"baseline": record})
     atomic_write_json(out / "meta.json", run_metadata())
-    if s.multitask:
+    if s.fine_tune:
+        from metarl.evaluation.finetune import finetune_all, pretrain
+
+        pretrained = pretrain(dist, out, total_env_steps=s.total_env_steps or 1_000_000, seed=s.seed, workers=jobs,
+                              envs_per_family=envs_per_family)  # fmt: skip
+        result = finetune_all(dist, tasks, pretrained, finetune_episodes=s.fine_tune_episodes or (k,),
+                              eval_episodes=n, seed=s.seed, deterministic=s.deterministic, jobs=jobs,
+                              progress=progress)  # fmt: skip
+    elif s.multitask:
         result = sb3_multitask(dist, tasks, total_env_steps=s.total_env_steps or 1_000_000, eval_episodes=n,
-                               seed=s.seed, deterministic=s.deterministic)  # fmt: skip
+                               seed=s.seed, workers=jobs, envs_per_family=envs_per_family,
+                               deterministic=s.deterministic)  # fmt: skip
     else:
         result = sb3_scratch(
             dist, tasks, algo=s.algo, adaptation_episodes=k, total_env_steps=s.total_env_steps, eval_episodes=n,
