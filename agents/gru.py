@@ -96,14 +96,20 @@ def build_timeout_s() -> float:
 
 
 def _lock_released(build_dir: Path, timeout_s: float) -> bool:
-    """Wait up to ``timeout_s`` for no build to hold ``build_dir``'s lock; False if it is still there."""
+    """Wait for no build to hold ``build_dir``'s lock; False once the lock is ``timeout_s`` old.
+
+    The limit is the lock's age, not this process's wait: a lock left by a build killed half-way then costs one
+    timeout in all, and every later process falls back at once, instead of each waiting the whole timeout again.
+    """
     lock = build_dir / _BUILD_LOCK
-    deadline = time.monotonic() + timeout_s
-    while lock.exists():
-        if time.monotonic() >= deadline:
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if age >= timeout_s:
             return False
         time.sleep(min(0.1, max(timeout_s / 10, 0.001)))
-    return True
 
 
 @contextlib.contextmanager
