@@ -247,9 +247,17 @@ class RL2Agent:
         self._pending = state.get("pending")
 
 
-def build(observation_space: Any, action_space: Any, config: RL2Config, train: Any, device: torch.device) -> RL2Agent:
-    """Agent factory used by the training loop (``train`` is a :class:`metarl.config.TrainConfig`)."""
-    return RL2Agent(
+def build(
+    observation_space: Any,
+    action_space: Any,
+    config: RL2Config,
+    train: Any,
+    device: torch.device,
+    agent_class: type[RL2Agent] | None = None,
+) -> RL2Agent:
+    """Agent factory used by the training loop (``train`` is a :class:`metarl.config.TrainConfig`); an agent built
+    on RL²'s (say, with another memory) passes its class."""
+    return (agent_class or RL2Agent)(
         int(math.prod(observation_space.shape)),
         int(math.prod(action_space.shape)),
         config,

@@ -10,13 +10,13 @@ docs/rl2-transformer.md.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from metarl.agents.rl2 import RL2Agent, RL2Config, RL2PPOConfig
+from metarl.agents.rl2.agent import build as rl2_build
 from metarl.agents.rl2_transformer.memory import TransformerMemory
 from metarl.agents.rl2_transformer.policy import TransformerPolicyConfig, TransformerRL2Policy
 from metarl.errors import UserError
@@ -53,17 +53,8 @@ class RL2TransformerAgent(RL2Agent):
 def build(
     observation_space: Any, action_space: Any, config: RL2TransformerConfig, train: Any, device: torch.device
 ) -> RL2TransformerAgent:
-    """Agent factory used by the training loop (``train`` is a :class:`metarl.config.TrainConfig`)."""
-    return RL2TransformerAgent(
-        int(math.prod(observation_space.shape)),
-        int(math.prod(action_space.shape)),
-        config,
-        episodes_per_task=train.episodes_per_task,
-        seed=train.seed,
-        device=device,
-        action_low=action_space.low,
-        action_high=action_space.high,
-    )
+    """Agent factory used by the training loop: RL²'s, with this agent's class."""
+    return rl2_build(observation_space, action_space, config, train, device, agent_class=RL2TransformerAgent)
 
 
 __all__ = [
