@@ -2,7 +2,7 @@
 held the TRPO and the PPO fields whatever the agent) still load, resume and evaluate.
 
 Fixtures: the committed ML10 MAML-TRPO run (``benchmarks/results/ML10/maml-trpo-ml10-s0``), and under
-``tests/fixtures/old_configs/`` a MAML-PPO and a Reptile run directory (``config.json`` and the iteration-2
+``tests/fixtures/old_configs/`` that run's ``config.json`` as bce0993 wrote it (``maml-trpo-ml10.json``), a MAML-PPO and a Reptile run directory (``config.json`` and the iteration-2
 checkpoint of a 3-iteration point-nav run, both as the bce0993 code wrote them) and a FOMAML ``config.json``.
 """
 
@@ -72,10 +72,20 @@ def test_each_config_carries_only_its_outer_loops_fields() -> None:
 # -- the committed ML10 MAML-TRPO run -------------------------------------------------------------
 
 
-def test_the_committed_ml10_run_config_loads_as_the_named_config() -> None:
-    old = _old_agent_dict(ML10_RUN / "config.json")
-    assert {"ppo_clip", "ppo_epochs", "outer_lr"} <= set(old)  # written with the PPO fields
-    train, agent, name = read_run_config(ML10_RUN)
+@pytest.mark.parametrize("source", ["fixture", "committed"])
+def test_the_ml10_run_config_loads_as_the_named_config(source: str, tmp_path: Path) -> None:
+    """The ML10 run's ``config.json`` as the bce0993 code wrote it (with the PPO fields; kept as a fixture,
+    since resuming the run with newer code rewrites the file) and as the committed run holds it now."""
+    if source == "fixture":
+        run = tmp_path / "run"
+        run.mkdir()
+        shutil.copy(OLD / "maml-trpo-ml10.json", run / "config.json")
+    else:
+        run = ML10_RUN
+    old = _old_agent_dict(run / "config.json")
+    if source == "fixture":
+        assert {"ppo_clip", "ppo_epochs", "outer_lr"} <= set(old)  # written with the PPO fields
+    train, agent, name = read_run_config(run)
     assert name == "maml-trpo-ml10" and train.agent == "maml-trpo" and train.benchmark == "ML10"
     assert type(agent) is MAMLConfig and agent == get_config("maml-trpo-ml10").agent
     for key, value in to_dict(agent).items():  # every field it kept means what it meant
