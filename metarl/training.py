@@ -33,6 +33,7 @@ from metarl.errors import UserError
 from metarl.evaluation.result import EvalResult, evaluate
 from metarl.evaluation.runner import default_deterministic
 from metarl.native import native_gru_setting
+from metarl.peak_memory import peak_rss_mib
 from metarl.rollout.engine import resolve_device
 from metarl.run import (
     CHECKPOINT_DIR,
@@ -250,6 +251,10 @@ class Trainer:
         self.state.wall_s += dt
         metrics["time/iteration_s"] = dt
         metrics["time/steps_per_s"] = steps / max(dt, 1e-9)
+        pids = engine.worker_pids() if hasattr(engine, "worker_pids") else []
+        peak = peak_rss_mib(pids)
+        if peak is not None:
+            metrics["memory/peak_rss_mib"] = peak
         metrics["charts/env_steps"] = float(self.state.env_steps)
         return metrics
 

@@ -2,8 +2,9 @@
 held the TRPO and the PPO fields whatever the agent) still load, resume and evaluate.
 
 Fixtures: the committed ML10 MAML-TRPO run (``benchmarks/results/ML10/maml-trpo-ml10-s0``), and under
-``tests/fixtures/old_configs/`` that run's ``config.json`` as bce0993 wrote it (``maml-trpo-ml10.json``), a MAML-PPO and a Reptile run directory (``config.json`` and the iteration-2
-checkpoint of a 3-iteration point-nav run, both as the bce0993 code wrote them) and a FOMAML ``config.json``.
+``tests/fixtures/old_configs/`` that run's ``config.json`` as bce0993 wrote it (``maml-trpo-ml10.json``), a
+MAML-PPO and a Reptile run directory (``config.json`` and the iteration-2 checkpoint of a 3-iteration point-nav
+run, both as the bce0993 code wrote them) and a FOMAML ``config.json``.
 """
 
 from __future__ import annotations

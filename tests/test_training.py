@@ -48,6 +48,9 @@ def test_cli_train_two_iterations_then_resume_one_more(tmp_path: Path) -> None:
     for row in rows:
         for key in ("charts/episode_return", "losses/policy_loss", "losses/value_loss", "time/sampling_s"):
             assert math.isfinite(float(row[key])), key
+    if sys.platform.startswith("linux"):  # the summed peak memory of the driver and its workers, never falling
+        peaks = [float(r["memory/peak_rss_mib"]) for r in rows]
+        assert peaks[0] > 100 and peaks == sorted(peaks), peaks  # each process holds torch (well over 100 MiB)
     # 4 tasks x 2 episodes of at most 100 steps (point-nav may terminate early)
     assert 0 < float(rows[0]["charts/env_steps"]) <= 800
     result = json.loads((run / "eval/latest.json").read_text())
