@@ -396,6 +396,33 @@ def test_agent_meta_train_step_and_meta_test_through_the_engine(nav_engine, cls:
     assert [t.id for t in out.tasks] == [t.id for t in test_tasks]
 
 
+def test_meta_test_adapts_many_tasks_in_bounded_chunks(nav_engine, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """All 250 held-out ML10 goals in one inner step outgrew 24 GiB: a meta-test adapts at most
+    ``META_TEST_EPISODES_PER_CALL`` adaptation episodes at once and returns every task's rows in order."""
+    import metarl.agents.maml.agent as maml_agent
+
+    dist, engine = nav_engine
+    agent = MAMLAgent(2, 2, MAMLConfig(hidden=(16,)), episodes_per_task=2,
+                      action_low=dist.action_space.low, action_high=dist.action_space.high)  # fmt: skip
+    seen: list[tuple[int, int]] = []
+    collect = agent._collect
+
+    def spy(engine, tasks, params, episodes, *args):  # type: ignore[no-untyped-def]
+        seen.append((len(tasks), episodes))
+        return collect(engine, tasks, params, episodes, *args)
+
+    monkeypatch.setattr(agent, "_collect", spy)
+    monkeypatch.setattr(maml_agent, "META_TEST_EPISODES_PER_CALL", 4)  # 2 adaptation episodes: 2 tasks a chunk
+    tasks = dist.sample(5, "test", rng=np.random.default_rng(4))
+    out = agent.meta_test(engine, tasks, adaptation_episodes=2, eval_episodes=3, deterministic=True)
+    assert [t.id for t in out.tasks] == [t.id for t in tasks]
+    assert out.curve_success.shape == (5, 2) and out.eval_success.shape == (5, 3) and out.eval_return.shape == (5, 3)
+    torch.testing.assert_close(out.curve_return[:, -1], out.eval_return.mean(1))
+    # per chunk of 2, 2 and 1 tasks: evaluate (3 episodes), adapt (2), evaluate after the step (3)
+    assert seen == [(2, 3), (2, 2), (2, 3)] * 2 + [(1, 3), (1, 2), (1, 3)]
+    assert torch.isfinite(out.curve_return).all()
+
+
 def test_adapt_returns_per_task_weights_in_the_task_order(nav_engine) -> None:  # type: ignore[no-untyped-def]
     dist, engine = nav_engine
     agent = MAMLAgent(2, 2, MAMLConfig(hidden=(16,)), episodes_per_task=2,
