@@ -14,7 +14,7 @@ import metarl
 from metarl.agents.maml import MAMLConfig
 from metarl.config import TrainConfig
 from metarl.envs import make_distribution
-from metarl.evaluation.runner import eval_engine_layout, select_tasks
+from metarl.evaluation.runner import MAX_EVAL_SLOTS, eval_engine_layout, select_tasks
 from metarl.tasks import Task
 
 
@@ -82,7 +82,11 @@ def test_the_eval_engine_serves_only_the_evaluated_families() -> None:
     layout = eval_engine_layout(tasks, slots_per_task=10)
     assert layout == {"families": ["door-close-v3", "lever-pull-v3"], "slots_per_family": 100}
     assert eval_engine_layout(tasks, slots_per_task=1)["slots_per_family"] == 10  # RL²: a trial per slot
-    assert eval_engine_layout(tasks * 10, slots_per_task=13)["slots_per_family"] == 400  # capped
+    assert eval_engine_layout(tasks * 10, slots_per_task=13)["slots_per_family"] == MAX_EVAL_SLOTS // 2  # capped
+    # all 250 held-out ML10 goals with MAML's 10 side-by-side episodes: at most MAX_EVAL_SLOTS envs in all
+    ml10 = [Task("ML10", "test", f"class-{c}", i, ()) for c in range(5) for i in range(50)]
+    layout = eval_engine_layout(ml10, slots_per_task=10)
+    assert len(layout["families"]) * layout["slots_per_family"] <= MAX_EVAL_SLOTS == 250
 
 
 def test_a_split_without_tasks_is_refused() -> None:

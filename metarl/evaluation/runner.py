@@ -63,13 +63,21 @@ def default_deterministic(dist: TaskDistribution) -> bool:
     return is_metaworld(dist)
 
 
+MAX_EVAL_SLOTS = 250
+"""Env slots of an evaluation engine in all. Each Meta-World env holds its own MuJoCo model (about 11 MiB with
+its worker's share): MAML's 10 side-by-side episodes on all 250 held-out ML10 goals at the former cap of 400 per
+class built 2,000 envs and was killed at 22 GiB. Episodes beyond the slots queue; results do not depend on the
+layout (episode seeds are keyed by task position and episode, never by slot)."""
+
+
 def eval_engine_layout(tasks: Sequence[Task], slots_per_task: int) -> dict[str, Any]:
     """The evaluation engine's families and slots: only the evaluated tasks' families (an ML10 engine for
     every family would build the 10 train classes' envs too), enough slots for every task's side-by-side
-    episodes, at most 400 per family (each Meta-World env holds its own MuJoCo model)."""
+    episodes, at most :data:`MAX_EVAL_SLOTS` in all."""
     families = sorted({t.family for t in tasks})
     per_family = -(-len(tasks) // len(families))
-    return {"families": families, "slots_per_family": max(1, min(per_family * slots_per_task, 400))}
+    cap = max(1, MAX_EVAL_SLOTS // len(families))
+    return {"families": families, "slots_per_family": max(1, min(per_family * slots_per_task, cap))}
 
 
 def select_tasks(dist: TaskDistribution, split: str, tasks_per_family: int | None, seed: int) -> list[Task]:
