@@ -95,6 +95,9 @@ class Run:
     budget: int | None
     wall_s: float
     train_success: float | None
+    median_steps_per_s: float | None  # the median iteration's rate: a machine's speed, robust to contention
+    peak_rss_mib: float | None  # progress.csv's memory/peak_rss_mib (driver and workers), where recorded
+    resumes: list[str] = field(default_factory=list)  # meta.json's recorded `metarl train --resume` commands
     curve: list[tuple[int, float]] = field(default_factory=list)  # periodic held-out success by env steps
     final: EvalResult | None = None
     control: EvalResult | None = None
@@ -115,26 +118,41 @@ def _float(row: dict[str, str], key: str) -> float | None:
     return value if np.isfinite(value) else None
 
 
+def _command(argv: list[str]) -> str:
+    if argv and Path(argv[0]).name == "metarl":
+        argv = ["metarl", *argv[1:]]
+    return " ".join(argv)
+
+
 def read_run(path: Path) -> Run:
     config = json.loads((path / "config.json").read_text())
     meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
     rows = _read_csv(path / "progress.csv")
     steps = [_float(r, "charts/env_steps") for r in rows]
-    success = [v for v in (_float(r, "charts/success_rate") for r in rows[-TRAIN_SUCCESS_ITERATIONS:]) if v is not None]
+    # RL² logs its training episodes' success; a MAML-family agent its success after the inner step
+    key = "charts/success_rate" if rows and "charts/success_rate" in rows[0] else "charts/post_adaptation_success"
+    success = [v for v in (_float(r, key) for r in rows[-TRAIN_SUCCESS_ITERATIONS:]) if v is not None]
     wall = sum(v for v in (_float(r, "time/iteration_s") for r in rows) if v is not None)
-    command = meta.get("command") or []
-    if command and Path(command[0]).name == "metarl":
-        command = ["metarl", *command[1:]]
+    rates = [
+        (b - a) / t
+        for a, b, t in zip([0.0, *steps], steps, (_float(r, "time/iteration_s") for r in rows), strict=False)
+        if a is not None and b is not None and t
+    ]
+    command = _command(meta.get("command") or [])
+    resumes = [_command(r.get("command") or []) for r in meta.get("resumes") or []]
     run = Run(
         path=path,
         agent=config["train"]["agent"],
         config=config.get("config_name") or config["train"]["agent"],
         seed=int(config["train"].get("seed", 0)),
-        command=" ".join(command),
+        command=command,
+        resumes=resumes,
         env_steps=int(steps[-1] or 0) if steps else 0,
         budget=config["train"].get("total_env_steps"),
         wall_s=wall,
         train_success=float(np.mean(success)) if success else None,
+        median_steps_per_s=float(np.median(rates)) if rates else None,
+        peak_rss_mib=max((v for v in (_float(r, "memory/peak_rss_mib") for r in rows) if v is not None), default=None),
     )
     for file in sorted((path / "eval").glob("iter-*.json"), key=lambda p: natural_key(p.name)):
         result = load_eval_result(file)
@@ -170,7 +188,9 @@ def benchmark_page(benchmark: str, runs: list[Run]) -> str:
         "every held-out goal of the final checkpoint, with a 95% bootstrap interval over goals; *max over training* "
         "is the best periodic meta-test (10 goals per class), the metric of the Meta-World paper's Table 1; "
         f"*meta-train* is the training episodes' success over the last {TRAIN_SUCCESS_ITERATIONS} iterations. "
-        "Wall-clock is the sum of the training iterations on this 2-core machine (periodic meta-tests not counted).",
+        "Wall-clock is the sum of the training iterations on this 2-core machine (periodic meta-tests not counted); "
+        "peak memory is the summed peak resident memory of the driver and its rollout workers (`progress.csv`'s "
+        "`memory/peak_rss_mib`, an upper bound: shared pages count once per process).",
         "",
         f"![held-out success during training]({benchmark}-training.png)",
         "",
@@ -187,10 +207,10 @@ def benchmark_page(benchmark: str, runs: list[Run]) -> str:
             f"{best:.2f}" if best is not None else "n/a",
             f"{run.train_success:.2f}" if run.train_success is not None else "n/a",
             _hours(run.wall_s),
+            "not recorded" if run.peak_rss_mib is None else f"{run.peak_rss_mib / 1024:.1f} GiB",
         ))  # fmt: skip
-    lines += md_table(
-        ["run", "env steps", "final [95% CI]", "control", "max over training", "meta-train", "wall-clock"], rows
-    )
+    header = ["run", "env steps", "final [95% CI]", "control", "max over training", "meta-train", "wall-clock"]
+    lines += md_table([*header, "peak memory"], rows)
     refs = PUBLISHED.get(benchmark, {})
     if refs:
         lines += ["", "Published figures (held-out success; sources in [the reference page](../reference.md)):", ""]
@@ -214,7 +234,8 @@ def benchmark_page(benchmark: str, runs: list[Run]) -> str:
     for run in runs:
         where = f"benchmarks/results/{benchmark}/{run.path.name}"
         control = "" if run.control is None else f" and `metarl eval {where} --no-feedback`"
-        lines.append(f"- `{run.config}` s{run.seed}: `{run.command}`; then `metarl eval {where}`{control}")
+        resumed = f", resumed {len(run.resumes)} time(s), the last with `{run.resumes[-1]}`" if run.resumes else ""
+        lines.append(f"- `{run.config}` s{run.seed}: `{run.command}`{resumed}; then `metarl eval {where}`{control}")
     return "\n".join(lines) + "\n"
 
 
@@ -480,8 +501,14 @@ def sampler_table(data: dict) -> list[str]:
                          "n/a" if twenty is None else f"{twenty:,.0f}",
                          "n/a" if twenty is None else f"{twenty / data['limit_20']:.2f}"))  # fmt: skip
     machine = data["meta"]["machine"]
-    note = f"{machine['cpu_count']} cores ({machine['cpu']}), {data['meta']['settings']['workers']} workers."
-    return [note, "", *md_table(["method", "steps/s, 10 envs", "/ limit", "steps/s, 20 envs", "/ limit"], rows)]
+    workers = data["meta"]["settings"]["workers"]
+    note = f"{machine['cpu_count']} cores ({machine['cpu']}), {workers} workers."
+    lines = [note, "", *md_table(["method", "steps/s, 10 envs", "/ limit", "steps/s, 20 envs", "/ limit"], rows)]
+    ray = [data[k] / data[lim] for k, lim in (("metarl_ray", "limit"), ("metarl_ray_20", "limit_20")) if data.get(k)]
+    lines += ["", f"Per-core simulator rate r = `limit` / {workers} = **{data['limit'] / workers:,.0f} steps/s**."]
+    if ray:
+        lines.append(f"Engine efficiency η = **{min(ray):.2f}**, the Ray actor's lower fraction of the limit.")
+    return lines
 
 
 def speed_tables() -> dict[str, list[str]]:
@@ -580,9 +607,89 @@ def headline_table() -> list[str]:
     return md_table(header, [_headline_row(h) for h in HEADLINES])
 
 
+# --- README's run-time table ----------------------------------------------------------------------------------------
+
+ITERATION_JSON = RESULTS / "speed" / "iteration-ml10-h200-16cores.json"
+TRAINING_JSON = RESULTS / "speed" / "training-ml10-2cores.json"
+
+
+@dataclass(frozen=True)
+class RunTime:
+    """One row of README's table: a whole run's training time on 2 cores, 16 cores and 16 cores with one GPU."""
+
+    label: str
+    agent: str  # the speed JSONs' prefix: "rl2" or "maml"
+    benchmark: str
+    budget: int
+    runs: str = ""  # glob of run directories under benchmarks/results/<benchmark>/ (their summed iteration times)
+    jsons: str = ""  # glob of learning-benchmark JSONs (their ``train_wall_minutes``)
+
+
+RUN_TIMES = (
+    RunTime("RL² ML1-reach, 5M steps", "rl2", "ML1-reach", 5_000_000, jsons="rl2-tuned-sr10-s*-5M.json"),
+    RunTime("MAML-TRPO ML1-reach, 1M steps", "maml", "ML1-reach", 1_000_000, jsons="maml-trpo-s*-1M.json"),
+    RunTime("RL² ML10, 20M steps", "rl2", "ML10", 20_000_000, runs="rl2-ml10-s*"),
+    RunTime("MAML-TRPO ML10, 20M steps", "maml", "ML10", 20_000_000, runs="maml-trpo-ml10-s*"),
+    RunTime("RL² ML45, 90M steps", "rl2", "ML45", 90_000_000, runs="rl2-ml45-s*"),
+    RunTime("MAML-TRPO ML45, 90M steps", "maml", "ML45", 90_000_000, runs="maml-trpo-ml45-s*"),
+)
+
+
+def _span(hours: list[float]) -> str:
+    lo, hi = _hours(min(hours) * 3600), _hours(max(hours) * 3600)
+    return lo if lo == hi else f"{lo.split()[0]}–{hi}"
+
+
+def _two_cores(row: RunTime) -> str:
+    """Committed whole runs' wall-clock (*runs*), a committed run's median iteration rate times the budget (*run*;
+    the median leaves out iterations slowed by other work on the machine), or ML10's 2-core training benchmark
+    times the budget (*ML10 rate*, for a benchmark without a committed run)."""
+    folder = RESULTS / row.benchmark
+    if row.jsons:
+        minutes = [json.loads(p.read_text())["train_wall_minutes"] for p in folder.glob(row.jsons)]
+        if minutes:
+            return f"{_span([m / 60 for m in minutes])} (runs)"
+    runs = [read_run(p) for p in sorted(folder.glob(row.runs))] if row.runs and folder.is_dir() else []
+    runs = [r for r in runs if r.median_steps_per_s]
+    if runs:
+        return f"{_span([row.budget / r.median_steps_per_s / 3600 for r in runs])} (run)"  # type: ignore[operator]
+    if TRAINING_JSON.is_file():
+        data = json.loads(TRAINING_JSON.read_text())
+        if f"{row.agent}_best" in data:
+            return f"{_hours(row.budget / data[f'{row.agent}_best'])} (ML10 rate)"
+    return "not measured"
+
+
+def _iteration_rate(row: RunTime, device: str) -> str:
+    """16 cores (``cpu_16t``) or 16 cores and the GPU (``cuda``): the lent machine's ML10 iteration at the
+    reference settings times the budget (*rate*); for ML45, ML10's rate (*ML10 rate*)."""
+    if not ITERATION_JSON.is_file() or row.benchmark not in ("ML10", "ML45"):
+        return "not measured"
+    by_key = {r["key"]: r for r in json.loads(ITERATION_JSON.read_text())["rows"]}
+    measured = by_key.get(f"{row.agent}_ml10_{device}")
+    if measured is None:
+        return "not measured"
+    return f"{_hours(row.budget / measured['steps_per_s'])} " + ("(rate)" if row.benchmark == "ML10" else "(ML10 rate)")
+
+
+def run_time_table() -> list[str]:
+    """How long a whole training run takes, from the committed runs and speed JSONs (evaluation not counted)."""
+    rows = [(r.label, _two_cores(r), _iteration_rate(r, "cpu_16t"), _iteration_rate(r, "cuda")) for r in RUN_TIMES]
+    what = json.loads(ITERATION_JSON.read_text())["what"] if ITERATION_JSON.is_file() else "no JSON"
+    commit = what.split("metarl at commit ")[-1].split(",")[0] if "metarl at commit " in what else "?"
+    return [
+        *md_table(["run", "2 cores", "16 cores", "16 cores + one GPU"], rows),
+        "",
+        "*runs*: committed runs' wall-clock (the range over seeds). *run*: a committed run's median iteration",
+        "rate times the budget. *rate*: an iteration benchmark's rate times the budget. *ML10 rate*: projected",
+        "from ML10's rate, for a benchmark without its own measurement. The 16-core figures were measured at",
+        f"commit {commit}, before the compiled GRU and `--hvp-subsample`, so they are upper bounds.",
+    ]
+
+
 def blocks() -> dict[str, list[str]]:
     """The generated blocks, by name: ``<!-- generated:NAME -->`` ... ``<!-- /generated:NAME -->`` in a file."""
-    return {"headline": headline_table(), **speed_tables()}
+    return {"headline": headline_table(), "run-times": run_time_table(), **speed_tables()}
 
 
 def fill_blocks(text: str, generated: dict[str, list[str]]) -> str:

@@ -8,6 +8,7 @@ with a fixed seed, 2 iterations + resume + 2 iterations gives the same parameter
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import sys
 import time
@@ -409,6 +410,21 @@ def train_seeds(
     return root, [Path(d) for d in done]
 
 
+def record_resume(run_dir: Path, run_state: Mapping[str, Any]) -> None:
+    """Add this resume (command, commit, time, the iteration and env steps it continues from) to ``meta.json``'s
+    ``resumes``, so a run trained in slices says how it was made, not only how it started."""
+    path = run_dir / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        meta = {}
+    now = run_metadata()
+    entry = {key: now[key] for key in ("command", "git_commit", "host", "started")}
+    entry.update(from_iteration=int(run_state["iteration"]), from_env_steps=int(run_state["env_steps"]))
+    meta.setdefault("resumes", []).append(entry)
+    atomic_write_json(path, meta)
+
+
 def resume(
     run_dir: str | Path,
     *,
@@ -432,6 +448,7 @@ def resume(
         train_cfg = dataclasses.replace(train_cfg, **changes)
     trainer = Trainer(run_dir, train_cfg, agent_cfg, config_name)
     trainer.restore(state)
+    record_resume(run_dir, state["run"])
     if changes:
         atomic_write_json(
             run_dir / CONFIG_FILE,

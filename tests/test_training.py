@@ -68,6 +68,11 @@ def test_cli_train_two_iterations_then_resume_one_more(tmp_path: Path) -> None:
     assert [r["iteration"] for r in _rows(run)] == ["1", "2", "3"]
     assert load_checkpoint(run / "checkpoints/latest.pt")["run"]["iteration"] == 3
     assert (run / "eval/iter-000003.json").is_file()
+    after = json.loads((run / "meta.json").read_text())  # the first command stays; the resume is added
+    assert after["command"] == meta["command"]
+    (resumed,) = after["resumes"]
+    assert resumed["command"][1:4] == ["train", "--resume", str(run)] and resumed["from_iteration"] == 2
+    assert resumed["from_env_steps"] == int(float(rows[-1]["charts/env_steps"]))
 
 
 def _tiny_configs(iterations: int) -> tuple[TrainConfig, RL2Config]:
