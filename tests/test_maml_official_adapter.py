@@ -63,3 +63,33 @@ def test_official_metalearning_evaluation_runs_on_a_tiny_budget() -> None:
     assert np.isfinite(mean_return) and mean_return > 0  # Meta-World v2 rewards are in [0, 10] per step
     assert set(per_task) == {"reach-v3"}
     assert adapter.params is not None and adapter.params["log_std"].shape == (2, 4)
+
+
+def test_official_eval_script_records_a_maml_cross_check_as_sampled_adaptation(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """benchmarks/learning/official_eval.py on a MAML run: its adaptation episodes are sampled whatever the mode, so
+    the JSON must say so (it once recorded ``exact: true`` for MAML-TRPO on ML10) and name the agent."""
+    import json
+    import sys
+    from pathlib import Path
+
+    import metarl
+    from metarl.config import TrainConfig
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.learning.official_eval import main
+
+    train = TrainConfig(agent="maml-trpo", benchmark="ML1-reach-v3", seed=0, iterations=1, meta_batch=2,
+                        episodes_per_task=1, workers=1, backend="inline", eval_every=0)  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        run = metarl.train(train, MAMLConfig(hidden=(16, 16)), out=tmp_path / "run", progress=False)
+        out = tmp_path / "check.json"
+        assert main(["--run", str(run), "--quick", "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    data = json.loads(out.read_text())
+    assert data["agent"] == "maml-trpo" and data["exact"] is False
+    assert 0.0 <= data["official_success"] <= 1.0 and 0.0 <= data["metarl_success"] <= 1.0
+    assert len(data["rounds"]) == 2
