@@ -131,8 +131,11 @@ def run_metadata() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
+    command = list(sys.argv)
+    if command and Path(command[0]).name == "metarl":  # the entry point, not where this machine installed it
+        command[0] = "metarl"
     return {
-        "command": sys.argv,
+        "command": command,
         "versions": versions,
         "python": platform.python_version(),
         "git_commit": git_commit(),

@@ -40,6 +40,8 @@ def test_cli_train_two_iterations_then_resume_one_more(tmp_path: Path) -> None:
     assert list(run.glob("events.out.tfevents.*"))
     meta = json.loads((run / "meta.json").read_text())
     assert meta["versions"]["torch"] and meta["command"][1:3] == ["train", "rl2"]
+    if shutil.which("metarl"):  # the entry point by name: no path of this machine in a committed run
+        assert meta["command"][0] == "metarl"
     config = json.loads((run / "config.json").read_text())
     assert config["config_name"] == "rl2-point-nav" and config["train"]["meta_batch"] == 4
     assert config["agent"]["policy"]["gru_hidden"] == 16
