@@ -318,8 +318,11 @@ def crosscheck_section(files: list[tuple[Path, dict]]) -> list[str]:
         "## Cross-check against Meta-World's own evaluator",
         "",
         "`benchmarks/learning/official_eval.py` scores one checkpoint with `metaworld.evaluation` and with metarl's "
-        "meta-test on the same goals (*exact*: mean action in adaptation episodes too, so both sides must agree "
-        "goal by goal; otherwise adaptation is sampled, as in the protocol).",
+        "meta-test on the same goals (*exact*: mean action in adaptation episodes too; otherwise adaptation is "
+        "sampled, as in the protocol, and always for a gradient-based agent). Even in exact mode the two sides agree "
+        "goal by goal only while no episode ends early: the evaluator's test envs end an episode on success, "
+        "metarl's run all 500 steps (as in training), so after an early success an RL² agent reads a shorter "
+        "trial than it was trained on.",
         "",
     ]
     rows = [
@@ -508,6 +511,10 @@ def sampler_table(data: dict) -> list[str]:
     lines += ["", f"Per-core simulator rate r = `limit` / {workers} = **{data['limit'] / workers:,.0f} steps/s**."]
     if ray:
         lines.append(f"Engine efficiency η = **{min(ray):.2f}**, the Ray actor's lower fraction of the limit.")
+    if data.get("metarl_ray") and data.get("metarl_mlp"):
+        pairs = [f"{data[f'metarl_ray{x}'] / data[f'metarl_mlp{x}']:.2f} with {n} envs"
+                 for x, n in (("", 10), ("_20", 20)) if data.get(f"metarl_ray{x}") and data.get(f"metarl_mlp{x}")]  # fmt: skip
+        lines.append(f"Ray actor / process backend (the same engine, policy and envs): {', '.join(pairs)}.")
     return lines
 
 
@@ -649,7 +656,8 @@ def _two_cores(row: RunTime) -> str:
         minutes = [json.loads(p.read_text())["train_wall_minutes"] for p in folder.glob(row.jsons)]
         if minutes:
             return f"{_span([m / 60 for m in minutes])} (runs)"
-    runs = [read_run(p) for p in sorted(folder.glob(row.runs))] if row.runs and folder.is_dir() else []
+    dirs = sorted(p for p in folder.glob(row.runs) if (p / "config.json").is_file()) if row.runs else []
+    runs = [read_run(p) for p in dirs]
     runs = [r for r in runs if r.median_steps_per_s]
     if runs:
         return f"{_span([row.budget / r.median_steps_per_s / 3600 for r in runs])} (run)"  # type: ignore[operator]
