@@ -513,8 +513,9 @@ def sampler_table(data: dict) -> list[str]:
     if ray:
         lines.append(f"Engine efficiency η = **{min(ray):.2f}**, the Ray actor's lower fraction of the limit.")
     if data.get("metarl_ray") and data.get("metarl_mlp"):
-        pairs = [f"{data[f'metarl_ray{x}'] / data[f'metarl_mlp{x}']:.2f} with {n} envs"
-                 for x, n in (("", 10), ("_20", 20)) if data.get(f"metarl_ray{x}") and data.get(f"metarl_mlp{x}")]  # fmt: skip
+        both = (("", 10), ("_20", 20))
+        sizes = [(x, n) for x, n in both if data.get("metarl_ray" + x) and data.get("metarl_mlp" + x)]
+        pairs = [f"{data[f'metarl_ray{x}'] / data[f'metarl_mlp{x}']:.2f} with {n} envs" for x, n in sizes]
         lines.append(f"Ray actor / process backend (the same engine, policy and envs): {', '.join(pairs)}.")
     return lines
 
