@@ -716,9 +716,74 @@ def run_time_table() -> list[str]:
     ]
 
 
+# --- docs/scaling.md's projections ------------------------------------------------------------------------------
+
+COMPILED_JSON = RESULTS / "speed" / "training-rl2-ml10-2cores-compiled.json"
+SAMPLER_16_JSON = RESULTS / "speed" / "sampler-16workers-h200.json"
+RL2_TRIAL_STEPS = 5_000  # one RL² trial on ML10: 10 episodes of 500 steps, stepped one after another in a slot
+ACTOR_CORES = 16  # the assumed Ray layout: one actor (one engine) per 16 cores
+MAML_ENVS = 200  # MAML-TRPO ML10 runs at most 20 tasks x 10 episodes side by side
+
+
+def _projection_row(machine: str, sampling: float, learning: float, iterations: int, note: str = "") -> tuple:
+    return (machine, f"{sampling:.1f} s{note}", f"{learning:.2f} s" if learning < 1 else f"{learning:.1f} s",
+            f"{sampling + learning:.1f} s", _hours((sampling + learning) * iterations))  # fmt: skip
+
+
+def projection_tables() -> dict[str, list[str]]:
+    """RL² and MAML-TRPO ML10 per iteration on 2, 16, 64 and 256 cores and one GPU: the measured rows from the
+    speed JSONs, the larger machines from them under the assumptions each row names."""
+    if not all(f.is_file() for f in (ITERATION_JSON, TRAINING_JSON, COMPILED_JSON, SAMPLER_16_JSON)):
+        return {}
+    gpu = {r["key"]: r for r in json.loads(ITERATION_JSON.read_text())["rows"]}
+    two = json.loads(TRAINING_JSON.read_text())
+    compiled = json.loads(COMPILED_JSON.read_text())
+    per_core_16 = json.loads(SAMPLER_16_JSON.read_text())["limit_20"] / ACTOR_CORES
+    header = ["machine", "sampling per iteration", "learning per iteration", "iteration", "20M steps"]
+
+    rl2_its = int(20_000_000 // compiled["rl2_best_env_steps"])
+    trial = RL2_TRIAL_STEPS / per_core_16
+    cpu, cuda = gpu["rl2_ml10_cpu_16t"], gpu["rl2_ml10_cuda"]
+    rl2 = [
+        _projection_row(f"2 cores, best path, compiled GRU loop (measured, `{_rel(COMPILED_JSON)}`)",
+                        compiled["rl2_best_sampling_s"], compiled["rl2_best_learning_s"], rl2_its),
+        _projection_row("2 cores, old path (the same run)", compiled["rl2_sync_1t_sampling_s"],
+                        compiled["rl2_sync_1t_learning_s"], rl2_its),
+        _projection_row("16 cores, 16 learner threads (measured; float32, `nn.GRU`: before the fused GRU)",
+                        cpu["sampling_s"], cpu["learning_s"], rl2_its),
+        _projection_row("16 cores + one GPU (measured)", cuda["sampling_s"], cuda["learning_s"], rl2_its),
+        _projection_row("64 or 256 cores, CPU learner (assumed)", trial, cpu["learning_s"], rl2_its,
+                        f" (one trial's {RL2_TRIAL_STEPS:,} steps at {per_core_16:,.0f} steps/s, a core of the "
+                        "16-worker machine: RL² steps at most one env per task)"),
+        _projection_row("64 or 256 cores + one GPU (assumed)", trial, cuda["learning_s"], rl2_its),
+    ]  # fmt: skip
+
+    steps = two["maml_best_env_steps"]
+    maml_its = int(20_000_000 // steps)
+    cpu, cuda = gpu["maml_ml10_cpu_16t"], gpu["maml_ml10_cuda"]
+    engine = cuda["env_steps"] / cuda["sampling_s"]  # one 16-core engine's measured sampling rate
+    wide = min(1.0, MAML_ENVS / 256)
+    maml = [
+        _projection_row(f"2 cores, best path (measured, `{_rel(TRAINING_JSON)}`)", two["maml_best_sampling_s"],
+                        two["maml_best_learning_s"], maml_its),
+        _projection_row("2 cores, old path (the same run)", two["maml_sync_1t_sampling_s"],
+                        two["maml_sync_1t_learning_s"], maml_its),
+        _projection_row("16 cores, 16 learner threads, `hvp_subsample` 1 (measured)", cpu["sampling_s"],
+                        cpu["learning_s"], maml_its),
+        _projection_row("16 cores + one GPU (measured)", cuda["sampling_s"], cuda["learning_s"], maml_its),
+        _projection_row(f"64 cores, CPU learner (assumed: 4 actors x {engine:,.0f} steps/s)", steps / (4 * engine),
+                        cpu["learning_s"], maml_its),
+        _projection_row("64 cores + one GPU (assumed)", steps / (4 * engine), cuda["learning_s"], maml_its),
+        _projection_row(f"256 cores, CPU learner (assumed: 16 actors, but {MAML_ENVS} envs at most)",
+                        steps / (16 * engine * wide), cpu["learning_s"], maml_its),
+        _projection_row("256 cores + one GPU (assumed)", steps / (16 * engine * wide), cuda["learning_s"], maml_its),
+    ]  # fmt: skip
+    return {"projections-rl2-ml10": md_table(header, rl2), "projections-maml-ml10": md_table(header, maml)}
+
+
 def blocks() -> dict[str, list[str]]:
     """The generated blocks, by name: ``<!-- generated:NAME -->`` ... ``<!-- /generated:NAME -->`` in a file."""
-    return {"headline": headline_table(), "run-times": run_time_table(), **speed_tables()}
+    return {"headline": headline_table(), "run-times": run_time_table(), **projection_tables(), **speed_tables()}
 
 
 def fill_blocks(text: str, generated: dict[str, list[str]]) -> str:
