@@ -319,11 +319,10 @@ def crosscheck_section(files: list[tuple[Path, dict]]) -> list[str]:
         "",
         "`benchmarks/learning/official_eval.py` scores one checkpoint with `metaworld.evaluation` and with metarl's "
         "meta-test on the same goals (*exact*: mean action in adaptation episodes too; otherwise adaptation is "
-        "sampled, as in the protocol, and always for a gradient-based agent). Even in exact mode the two sides agree "
-        "goal by goal only while no episode ends early: the evaluator ends each evaluation episode on success "
-        "(`metaworld.evaluation.evaluation` turns `terminate_on_success` on; adaptation episodes run all 500 steps), "
-        "metarl's evaluation episodes run all 500 steps as in training, so after an early success an RL² agent's "
-        "next evaluation episode follows a shorter one than it was trained on.",
+        "sampled, as in the protocol, and always for a gradient-based agent). In exact mode an RL² agent's two "
+        "sides should agree goal by goal: both run the adaptation episodes to their limit and start every "
+        "evaluation episode from the adapted memory state (the evaluator ends an evaluation episode on success, "
+        "which cannot change whether it succeeded). Where an exact row disagrees, the cause is open.",
         "",
     ]
     rows = [
