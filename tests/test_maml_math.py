@@ -398,7 +398,8 @@ def test_agent_meta_train_step_and_meta_test_through_the_engine(nav_engine, cls:
 
 def test_meta_test_adapts_many_tasks_in_bounded_chunks(nav_engine, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """All 250 held-out ML10 goals in one inner step outgrew 24 GiB: a meta-test adapts at most
-    ``META_TEST_EPISODES_PER_CALL`` adaptation episodes at once and returns every task's rows in order."""
+    ``META_TEST_EPISODES_PER_CALL`` adaptation episodes at once, returns every task's rows in order, and gives what
+    one call would."""
     import metarl.agents.maml.agent as maml_agent
 
     dist, engine = nav_engine
@@ -411,10 +412,21 @@ def test_meta_test_adapts_many_tasks_in_bounded_chunks(nav_engine, monkeypatch: 
         seen.append((len(tasks), episodes))
         return collect(engine, tasks, params, episodes, *args)
 
+    tasks = dist.sample(5, "test", rng=np.random.default_rng(4))
+    before = engine.state_dict()
+    whole = agent.meta_test(engine, tasks, adaptation_episodes=2, eval_episodes=3, deterministic=True)
+    after = engine.state_dict()
+    engine.load_state_dict(before)
     monkeypatch.setattr(agent, "_collect", spy)
     monkeypatch.setattr(maml_agent, "META_TEST_EPISODES_PER_CALL", 4)  # 2 adaptation episodes: 2 tasks a chunk
-    tasks = dist.sample(5, "test", rng=np.random.default_rng(4))
     out = agent.meta_test(engine, tasks, adaptation_episodes=2, eval_episodes=3, deterministic=True)
+    # each chunk's episodes keep their seeds and noise (the whole call's collect indices and task positions), and
+    # tasks adapt independently: the chunks give the one call's figures (up to the rounding of a batched product
+    # over fewer tasks), and leave the engine as it did
+    for name in ("curve_return", "eval_return"):
+        torch.testing.assert_close(getattr(out, name), getattr(whole, name), rtol=1e-4, atol=1e-4)
+    assert torch.equal(out.eval_success, whole.eval_success) and torch.equal(out.curve_success, whole.curve_success)
+    assert engine.state_dict() == after
     assert [t.id for t in out.tasks] == [t.id for t in tasks]
     assert out.curve_success.shape == (5, 2) and out.eval_success.shape == (5, 3) and out.eval_return.shape == (5, 3)
     torch.testing.assert_close(out.curve_return[:, -1], out.eval_return.mean(1))

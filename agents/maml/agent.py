@@ -56,6 +56,7 @@ class MAMLAgent:
         ).to(self.device)
         self.outer = self.config.outer_loop(self.policy, self.seed)
         self.env_steps = 0  # training env steps behind the weights
+        self._stream: dict[str, int] = {}  # a meta-test chunk's engine.collect arguments (see _meta_test_in_chunks)
 
     adaptation_unit = "gradient_steps"
     metaworld_info_in_obs = False
@@ -65,8 +66,11 @@ class MAMLAgent:
         self, engine: Any, tasks: Sequence[Task], params: Params | None, episodes: int, deterministic: bool = False
     ) -> Trajectories:
         traj: Trajectories = engine.collect(
-            TaskPolicy(self.policy, params), list(tasks), episodes_per_task=episodes, deterministic=deterministic
-        )
+            TaskPolicy(self.policy, params, self._stream.get("task_offset", 0)), list(tasks),
+            episodes_per_task=episodes, deterministic=deterministic, **self._stream,
+        )  # fmt: skip
+        if "collect_index" in self._stream:  # a meta-test chunk: its next collect is the whole call's next
+            self._stream["collect_index"] += 1
         return traj
 
     def adapt(self, engine: Any, tasks: Sequence[Task], adaptation_episodes: int) -> TaskPolicy:
@@ -163,11 +167,10 @@ class MAMLAgent:
         tasks = list(tasks)
         episodes = max(int(adaptation_episodes), 1)
         per_call = max(1, META_TEST_EPISODES_PER_CALL // episodes)
-        if len(tasks) > per_call:  # tasks adapt independently: chunks give what one call would, in bounded memory
-            parts = [
-                self.meta_test(engine, tasks[i : i + per_call], adaptation_episodes, eval_episodes, deterministic)
-                for i in range(0, len(tasks), per_call)
-            ]
+        if len(tasks) > per_call:
+            parts = self._meta_test_in_chunks(
+                engine, tasks, per_call, adaptation_episodes, eval_episodes, deterministic
+            )
             return MetaTestRollouts(
                 tasks=[t for part in parts for t in part.tasks],
                 curve_success=torch.cat([part.curve_success for part in parts]),
@@ -199,6 +202,36 @@ class MAMLAgent:
             eval_return=last.episode_returns.cpu(),
             unit="gradient_steps",
         )
+
+    def _meta_test_in_chunks(
+        self,
+        engine: Any,
+        tasks: list[Task],
+        per_call: int,
+        adaptation_episodes: int,
+        eval_episodes: int,
+        deterministic: bool,
+    ) -> list[MetaTestRollouts]:
+        """Meta-test ``tasks`` ``per_call`` at a time. Tasks adapt independently, and on a :class:`RolloutEngine`
+        each chunk's collects reuse the whole call's collect indices at the chunk's task positions, so every
+        episode's seed and noise equal one call's, and so does the result up to the rounding of batched products
+        over fewer tasks (engines without these arguments, e.g. Ray's, draw fresh streams per chunk)."""
+        from metarl.rollout import RolloutEngine
+
+        start = engine.state_dict()["collects"] if isinstance(engine, RolloutEngine) else None
+        parts = []
+        try:
+            for i in range(0, len(tasks), per_call):
+                if start is not None:
+                    self._stream = {"task_offset": i, "collect_index": start}
+                parts.append(self.meta_test(engine, tasks[i : i + per_call], adaptation_episodes, eval_episodes,
+                                            deterministic))  # fmt: skip
+        finally:
+            used = self._stream.get("collect_index")
+            self._stream = {}
+        if start is not None and used is not None:
+            engine.load_state_dict({**engine.state_dict(), "collects": used})  # as after one call's collects
+        return parts
 
     def eval_slots(self, adaptation_episodes: int, eval_episodes: int) -> int:
         return max(adaptation_episodes, eval_episodes)  # independent episodes run side by side

@@ -113,8 +113,9 @@ class TaskPolicy:
     Action noise is the engine's per-(task, episode) stream, drawn outside the vmap.
     """
 
-    def __init__(self, policy: GaussianMLPPolicy, params: Params | None = None) -> None:
+    def __init__(self, policy: GaussianMLPPolicy, params: Params | None = None, task_offset: int = 0) -> None:
         self.policy = policy
+        self.task_offset = int(task_offset)  # a collect's ``task_offset``: its step.task counts from there
         self.params = None if params is None else detach_params(params)
         self.num_tasks = 0 if params is None else int(next(iter(params.values())).shape[0])
         self.device = policy.device
@@ -124,7 +125,7 @@ class TaskPolicy:
 
     @torch.no_grad()
     def act(self, step: StepBatch, state: Any) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor]]:
-        mean, log_std = self.distribution(step.obs, step.task)
+        mean, log_std = self.distribution(step.obs, step.task - self.task_offset if self.task_offset else step.task)
         a = mean if step.deterministic else mean + log_std.exp() * step.noise
         log_prob = gaussian_log_prob(a, mean, log_std)
         return self.policy.action_bias + self.policy.action_scale * a, state, {"log_prob": log_prob}
