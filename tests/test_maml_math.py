@@ -408,9 +408,9 @@ def test_meta_test_adapts_many_tasks_in_bounded_chunks(nav_engine, monkeypatch: 
     seen: list[tuple[int, int]] = []
     collect = agent._collect
 
-    def spy(engine, tasks, params, episodes, *args):  # type: ignore[no-untyped-def]
+    def spy(engine, tasks, params, episodes, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen.append((len(tasks), episodes))
-        return collect(engine, tasks, params, episodes, *args)
+        return collect(engine, tasks, params, episodes, *args, **kwargs)
 
     tasks = dist.sample(5, "test", rng=np.random.default_rng(4))
     before = engine.state_dict()

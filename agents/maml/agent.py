@@ -56,21 +56,28 @@ class MAMLAgent:
         ).to(self.device)
         self.outer = self.config.outer_loop(self.policy, self.seed)
         self.env_steps = 0  # training env steps behind the weights
-        self._stream: dict[str, int] = {}  # a meta-test chunk's engine.collect arguments (see _meta_test_in_chunks)
 
     adaptation_unit = "gradient_steps"
     metaworld_info_in_obs = False
 
     # -- sampling --------------------------------------------------------------------------
     def _collect(
-        self, engine: Any, tasks: Sequence[Task], params: Params | None, episodes: int, deterministic: bool = False
+        self,
+        engine: Any,
+        tasks: Sequence[Task],
+        params: Params | None,
+        episodes: int,
+        deterministic: bool = False,
+        stream: dict[str, int] | None = None,
     ) -> Trajectories:
+        """``stream`` (a meta-test chunk's ``task_offset`` and ``collect_index``) is advanced to the next collect."""
+        extra = {} if stream is None else dict(stream)
         traj: Trajectories = engine.collect(
-            TaskPolicy(self.policy, params, self._stream.get("task_offset", 0)), list(tasks),
-            episodes_per_task=episodes, deterministic=deterministic, **self._stream,
+            TaskPolicy(self.policy, params, extra.get("task_offset", 0)), list(tasks),
+            episodes_per_task=episodes, deterministic=deterministic, **extra,
         )  # fmt: skip
-        if "collect_index" in self._stream:  # a meta-test chunk: its next collect is the whole call's next
-            self._stream["collect_index"] += 1
+        if stream is not None:
+            stream["collect_index"] += 1
         return traj
 
     def adapt(self, engine: Any, tasks: Sequence[Task], adaptation_episodes: int) -> TaskPolicy:
@@ -164,32 +171,53 @@ class MAMLAgent:
                 f"{self.name} has no reward input to withhold (--no-feedback is RL²'s control); "
                 "its adaptation control is the curve's point 0, before any inner step"
             )
+        from metarl.rollout import RolloutEngine
+
         tasks = list(tasks)
         episodes = max(int(adaptation_episodes), 1)
         per_call = max(1, META_TEST_EPISODES_PER_CALL // episodes)
-        if len(tasks) > per_call:
-            parts = self._meta_test_in_chunks(
-                engine, tasks, per_call, adaptation_episodes, eval_episodes, deterministic
-            )
-            return MetaTestRollouts(
-                tasks=[t for part in parts for t in part.tasks],
-                curve_success=torch.cat([part.curve_success for part in parts]),
-                curve_return=torch.cat([part.curve_return for part in parts]),
-                eval_success=torch.cat([part.eval_success for part in parts]),
-                eval_return=torch.cat([part.eval_return for part in parts]),
-                unit="gradient_steps",
-            )
+        if len(tasks) <= per_call:
+            return self._meta_test_chunk(engine, tasks, episodes, eval_episodes, deterministic, None)
+        # Tasks adapt independently. On a RolloutEngine each chunk's collects reuse the whole call's collect indices
+        # at the chunk's task positions, so every episode's seed and noise equal one call's, and so does the result
+        # up to the rounding of batched products over fewer tasks (other engines, e.g. Ray's, draw fresh streams).
+        start = engine.state_dict()["collects"] if isinstance(engine, RolloutEngine) else None
+        parts, stream = [], None
+        for i in range(0, len(tasks), per_call):
+            stream = None if start is None else {"task_offset": i, "collect_index": start}
+            parts.append(self._meta_test_chunk(engine, tasks[i : i + per_call], episodes, eval_episodes,
+                                               deterministic, stream))  # fmt: skip
+        if stream is not None:  # the engine ends where one call's collects leave it
+            engine.load_state_dict({**engine.state_dict(), "collects": stream["collect_index"]})
+        return MetaTestRollouts(
+            tasks=[t for part in parts for t in part.tasks],
+            curve_success=torch.cat([part.curve_success for part in parts]),
+            curve_return=torch.cat([part.curve_return for part in parts]),
+            eval_success=torch.cat([part.eval_success for part in parts]),
+            eval_return=torch.cat([part.eval_return for part in parts]),
+            unit="gradient_steps",
+        )
+
+    def _meta_test_chunk(
+        self,
+        engine: Any,
+        tasks: list[Task],
+        episodes: int,
+        eval_episodes: int,
+        deterministic: bool,
+        stream: dict[str, int] | None,
+    ) -> MetaTestRollouts:
         steps = self.config.steps_at_test
         params: Params | None = None
         succ, rets = [], []
         last: Trajectories | None = None
         for k in range(steps + 1):
-            last = self._collect(engine, tasks, params, eval_episodes, deterministic)
+            last = self._collect(engine, tasks, params, eval_episodes, deterministic, stream)
             succ.append(last.episode_success.float().mean(1))
             rets.append(last.episode_returns.mean(1))
             if k == steps:
                 break
-            traj = self._collect(engine, tasks, params, episodes)
+            traj = self._collect(engine, tasks, params, episodes, stream=stream)
             batch = task_batch(traj, self.policy, self.config)
             params = self.inner_step(params, batch, len(tasks))
         if last is None:  # the loop above runs at least once: adaptation takes at least one episode
@@ -202,36 +230,6 @@ class MAMLAgent:
             eval_return=last.episode_returns.cpu(),
             unit="gradient_steps",
         )
-
-    def _meta_test_in_chunks(
-        self,
-        engine: Any,
-        tasks: list[Task],
-        per_call: int,
-        adaptation_episodes: int,
-        eval_episodes: int,
-        deterministic: bool,
-    ) -> list[MetaTestRollouts]:
-        """Meta-test ``tasks`` ``per_call`` at a time. Tasks adapt independently, and on a :class:`RolloutEngine`
-        each chunk's collects reuse the whole call's collect indices at the chunk's task positions, so every
-        episode's seed and noise equal one call's, and so does the result up to the rounding of batched products
-        over fewer tasks (engines without these arguments, e.g. Ray's, draw fresh streams per chunk)."""
-        from metarl.rollout import RolloutEngine
-
-        start = engine.state_dict()["collects"] if isinstance(engine, RolloutEngine) else None
-        parts = []
-        try:
-            for i in range(0, len(tasks), per_call):
-                if start is not None:
-                    self._stream = {"task_offset": i, "collect_index": start}
-                parts.append(self.meta_test(engine, tasks[i : i + per_call], adaptation_episodes, eval_episodes,
-                                            deterministic))  # fmt: skip
-        finally:
-            used = self._stream.get("collect_index")
-            self._stream = {}
-        if start is not None and used is not None:
-            engine.load_state_dict({**engine.state_dict(), "collects": used})  # as after one call's collects
-        return parts
 
     def eval_slots(self, adaptation_episodes: int, eval_episodes: int) -> int:
         return max(adaptation_episodes, eval_episodes)  # independent episodes run side by side
