@@ -73,6 +73,10 @@ _MW_RL2_MULTI = RL2Config(episodes_per_trial=10, ppo=RL2PPOConfig(autocast_bf16=
 # float32 update until a learning run shows bf16 parity for this memory
 _TRANSFORMER_MW = TransformerPolicyConfig(d_model=64, n_layers=2, n_heads=4, window=64, max_episodes=16)
 
+# rl2-ml1's training settings (metaworld-algorithms' ML1: meta-batch 10, 2M steps), shared by its variants
+_RL2_ML1 = TrainConfig(agent="rl2", benchmark="ML1-reach-v3", meta_batch=10, episodes_per_task=10,
+                       total_env_steps=2_000_000, **_MW_ML1_EVAL)  # fmt: skip
+
 NAMED_CONFIGS: dict[str, NamedConfig] = {
     c.name: c
     for c in [
@@ -95,8 +99,7 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
         NamedConfig(
             "rl2-ml1",
             "RL² on ML1-reach-v3 (held-out goals; metaworld-algorithms ML1 settings: meta-batch 10, 2M steps)",
-            TrainConfig(agent="rl2", benchmark="ML1-reach-v3", meta_batch=10, episodes_per_task=10,
-                        total_env_steps=2_000_000, **_MW_ML1_EVAL),
+            _RL2_ML1,
             RL2Config(episodes_per_trial=10),
         ),
         NamedConfig(
@@ -164,8 +167,7 @@ NAMED_CONFIGS: dict[str, NamedConfig] = {
             "rl2-transformer-ml1",
             "RL² with a transformer memory on ML1-reach-v3: rl2-ml1's settings and budget (meta-batch 10, 2M steps) "
             "with the GRU replaced",
-            TrainConfig(agent="rl2-transformer", benchmark="ML1-reach-v3", meta_batch=10, episodes_per_task=10,
-                        total_env_steps=2_000_000, **_MW_ML1_EVAL),
+            dataclasses.replace(_RL2_ML1, agent="rl2-transformer"),
             RL2TransformerConfig(episodes_per_trial=10, policy=_TRANSFORMER_MW),
         ),
         NamedConfig(

@@ -416,8 +416,9 @@ def record_resume(run_dir: Path, run_state: Mapping[str, Any]) -> None:
     path = run_dir / META_FILE
     try:
         meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        meta = {}
+    except (OSError, json.JSONDecodeError):  # never replace a file we cannot read: it holds the first command
+        print(f"metarl: warning: {path} is unreadable; this resume is not recorded in it", file=sys.stderr)
+        return
     now = run_metadata()
     entry = {key: now[key] for key in ("command", "git_commit", "host", "started")}
     entry.update(from_iteration=int(run_state["iteration"]), from_env_steps=int(run_state["env_steps"]))

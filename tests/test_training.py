@@ -312,3 +312,16 @@ def test_periodic_meta_tests_use_and_record_the_benchmarks_protocol(
         assert result["deterministic"] is deterministic and result["protocol"] == protocol_name(deterministic)
         assert result["feedback"] is True and result["config_name"] == "my-config"
     assert json.loads((run / "eval/latest.json").read_text())["iteration"] == 2
+
+
+def test_a_resume_never_replaces_an_unreadable_meta_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from metarl.training import record_resume
+
+    (tmp_path / "meta.json").write_text("{not json")
+    record_resume(tmp_path, {"iteration": 3, "env_steps": 300})
+    assert (tmp_path / "meta.json").read_text() == "{not json"
+    assert "unreadable" in capsys.readouterr().err
+    (tmp_path / "meta.json").write_text('{"command": ["metarl", "train"]}')
+    record_resume(tmp_path, {"iteration": 3, "env_steps": 300})
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["command"] == ["metarl", "train"] and meta["resumes"][0]["from_env_steps"] == 300
