@@ -657,11 +657,9 @@ def _two_cores(row: RunTime) -> str:
         minutes = [json.loads(p.read_text())["train_wall_minutes"] for p in folder.glob(row.jsons)]
         if minutes:
             return f"{_span([m / 60 for m in minutes])} (runs)"
-    dirs = sorted(p for p in folder.glob(row.runs) if (p / "config.json").is_file()) if row.runs else []
-    runs = [read_run(p) for p in dirs]
-    runs = [r for r in runs if r.median_steps_per_s]
-    if runs:
-        return f"{_span([row.budget / r.median_steps_per_s / 3600 for r in runs])} (run)"  # type: ignore[operator]
+    rates = _run_rates(row)
+    if rates:
+        return f"{_span([row.budget / rate / 3600 for rate in rates])} (run)"
     if TRAINING_JSON.is_file():
         data = json.loads(TRAINING_JSON.read_text())
         if f"{row.agent}_best" in data:
@@ -686,17 +684,18 @@ def _iteration_rate(row: RunTime, device: str) -> str:
     return f"{_hours(row.budget / (measured['steps_per_s'] * scale))} (scaled ML10 rate)"
 
 
+def _run_rates(row: RunTime) -> list[float]:
+    """The median iteration rates (env steps/s) of ``row``'s committed run directories."""
+    folder = RESULTS / row.benchmark
+    dirs = sorted(p for p in folder.glob(row.runs) if (p / "config.json").is_file()) if row.runs else []
+    return [r.median_steps_per_s for r in map(read_run, dirs) if r.median_steps_per_s]
+
+
 def _two_core_ratio(row: RunTime) -> float | None:
     """A benchmark's median 2-core rate over ML10's for the same agent's committed runs (None without both)."""
-    rates = {}
-    for benchmark in (row.benchmark, "ML10"):
-        glob = row.runs.replace(row.benchmark.lower(), benchmark.lower())
-        dirs = [p for p in (RESULTS / benchmark).glob(glob) if (p / "config.json").is_file()]
-        found = [r.median_steps_per_s for r in map(read_run, dirs) if r.median_steps_per_s]
-        if not found:
-            return None
-        rates[benchmark] = float(np.median(found))
-    return rates[row.benchmark] / rates["ML10"]
+    ml10 = next(r for r in RUN_TIMES if r.agent == row.agent and r.benchmark == "ML10")
+    ours, theirs = _run_rates(row), _run_rates(ml10)
+    return float(np.median(ours) / np.median(theirs)) if ours and theirs else None
 
 
 def run_time_table() -> list[str]:
