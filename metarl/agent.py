@@ -79,12 +79,21 @@ class MetaLearner(Protocol):
         ...
 
     def metaworld_adapter(
-        self, num_envs: int, *, deterministic: bool, seed: int, info_in_obs: bool = False, exact: bool = False
+        self,
+        num_envs: int,
+        *,
+        deterministic: bool,
+        seed: int,
+        info_in_obs: bool = False,
+        exact: bool = False,
+        obs_reward_divisor: float = 10.0,
     ) -> Any:
         """The agent as Meta-World's ``MetaLearningAgent`` on a vector env of ``num_envs`` (env i is task i), for
         ``metaworld.evaluation.metalearning_evaluation``.  ``deterministic``: evaluation episodes on the mean
         action; ``exact``: adaptation episodes too, where the agent can; ``info_in_obs``: the envs carry the
-        previous action and reward in the observation (see :attr:`metaworld_info_in_obs`)."""
+        previous action and reward in the observation (see :attr:`metaworld_info_in_obs`), the reward divided by
+        ``obs_reward_divisor`` (10 in Meta-World's default envs; 1 with
+        ``normalize_reward_in_recurrent_info=False``)."""
         ...
 
     @property

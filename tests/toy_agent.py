@@ -87,7 +87,14 @@ class ToyAgent:
         return eval_episodes
 
     def metaworld_adapter(
-        self, num_envs: int, *, deterministic: bool, seed: int, info_in_obs: bool = False, exact: bool = False
+        self,
+        num_envs: int,
+        *,
+        deterministic: bool,
+        seed: int,
+        info_in_obs: bool = False,
+        exact: bool = False,
+        obs_reward_divisor: float = 10.0,
     ) -> Any:
         raise NotImplementedError("the toy agent has no Meta-World adapter")
 

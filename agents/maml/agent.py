@@ -235,7 +235,14 @@ class MAMLAgent:
         return max(adaptation_episodes, eval_episodes)  # independent episodes run side by side
 
     def metaworld_adapter(
-        self, num_envs: int, *, deterministic: bool, seed: int, info_in_obs: bool = False, exact: bool = False
+        self,
+        num_envs: int,
+        *,
+        deterministic: bool,
+        seed: int,
+        info_in_obs: bool = False,
+        exact: bool = False,
+        obs_reward_divisor: float = 10.0,
     ) -> Any:
         """``exact`` is ignored: the adaptation episodes are sampled (a policy gradient needs exploration)."""
         from metarl.agents.maml.metaworld import MAMLMetaWorldAgent

@@ -212,13 +212,20 @@ class RL2Agent:
         return 1  # a meta-test is one trial per task
 
     def metaworld_adapter(
-        self, num_envs: int, *, deterministic: bool, seed: int, info_in_obs: bool = False, exact: bool = False
+        self,
+        num_envs: int,
+        *,
+        deterministic: bool,
+        seed: int,
+        info_in_obs: bool = False,
+        exact: bool = False,
+        obs_reward_divisor: float = 10.0,
     ) -> Any:
         from metarl.agents.rl2.metaworld import RL2MetaWorldAgent
 
         return RL2MetaWorldAgent(
             self.policy, num_envs, deterministic=deterministic, seed=seed, info_in_obs=info_in_obs,
-            deterministic_adaptation=exact,
+            deterministic_adaptation=exact, obs_reward_divisor=obs_reward_divisor,
         )  # fmt: skip
 
     @property

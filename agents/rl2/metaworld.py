@@ -24,9 +24,18 @@ class RL2MetaWorldAgent:
     when ``deterministic`` (``deterministic_adaptation`` makes adaptation take the mean too, for exact
     comparisons).  The evaluator never calls ``step()`` in evaluation episodes, so the reward there reaches
     the agent only through the observation: with ``info_in_obs`` the envs are Meta-World's
-    ``recurrent_info_in_obs=True`` envs (observation ⊕ previous action ⊕ reward / 10 ⊕ done, zeros after a
-    reset), the adapter reads the previous action and reward from that tail in every episode, and the
-    policy sees what metaworld-algorithms' RL² sees.  Without it, evaluation episodes show reward 0.
+    ``recurrent_info_in_obs=True`` envs (observation ⊕ previous action ⊕ reward / ``obs_reward_divisor`` ⊕
+    done, zeros after a reset), the adapter reads the previous action and reward from that tail in every
+    episode, and the policy sees what metaworld-algorithms' RL² sees.  Without it, evaluation episodes show
+    reward 0.  Meta-World's default tail holds reward / 10 (``obs_reward_divisor=10``); envs built with
+    ``normalize_reward_in_recurrent_info=False`` hold the reward itself (``obs_reward_divisor=1``), and only
+    those give the policy the reward's float32 bits exactly as the engine does: the vector env stores the tail
+    in float32, so reward / 10 scaled back is off by an ulp now and then.
+
+    Actions go out in float32, the dtype of Meta-World's action space and of what the engine sends its envs:
+    Meta-World scales the action in the action's own precision, so float64 actions move the hand by a
+    different last bit.  A trained policy amplifies such differences (an ulp at step 3 grows to 1e-3 by step
+    30 on ML10), so only bit-equal inputs keep the two sides on the same trajectory.
     """
 
     def __init__(
@@ -38,12 +47,14 @@ class RL2MetaWorldAgent:
         seed: int = 0,
         info_in_obs: bool = False,
         deterministic_adaptation: bool = False,
+        obs_reward_divisor: float = 10.0,
     ) -> None:
         self.policy = policy
         self.num_envs = int(num_envs)
         self.deterministic = deterministic
         self.deterministic_adaptation = deterministic_adaptation
         self.info_in_obs = info_in_obs
+        self.obs_reward_divisor = float(obs_reward_divisor)
         self.generator = torch.Generator(device=policy.device).manual_seed(seed)
         self.init()
 
@@ -72,7 +83,8 @@ class RL2MetaWorldAgent:
                 f"got {obs.shape[-1]}"
             )
         self.prev_action = obs[:, o : o + a]
-        self.prev_reward = obs[:, o + a] * 10.0  # the wrapper shows reward / 10; the policy scales it itself
+        reward = obs[:, o + a]  # the policy scales the reward itself
+        self.prev_reward = reward if self.obs_reward_divisor == 1.0 else reward * self.obs_reward_divisor
         return obs[:, :o]
 
     def _act(self, observations: Any, deterministic: bool) -> tuple[Any, Any]:
@@ -93,7 +105,7 @@ class RL2MetaWorldAgent:
         action, self.hidden, extras = self.policy.act(step, self.hidden)
         self.trial_start = torch.zeros_like(self.trial_start)
         self._last_action = action
-        return action.cpu().numpy().astype("float64"), {k: v.cpu().numpy() for k, v in extras.items()}
+        return action.float().cpu().numpy(), {k: v.cpu().numpy() for k, v in extras.items()}
 
     def adapt_action(self, observations: Any) -> tuple[Any, dict[str, Any]]:
         return self._act(observations, self.deterministic_adaptation)

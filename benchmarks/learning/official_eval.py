@@ -43,6 +43,7 @@ import metarl  # noqa: E402
 from metarl.agents.rl2 import RL2Agent, RL2Config, RL2PolicyConfig  # noqa: E402
 from metarl.envs import make_distribution  # noqa: E402
 from metarl.evaluation.official import (  # noqa: E402
+    OBS_REWARD_DIVISOR,
     cross_check,
     official_benchmark,
     official_counting,
@@ -63,7 +64,12 @@ def counting_demo(agent: object, dist: object, envs_per_name: int, episodes: int
         envs.call("toggle_terminate_on_success", True)
         envs.call("sample_tasks")
         adapter = agent.metaworld_adapter(  # type: ignore[attr-defined]
-            envs.num_envs, deterministic=True, seed=seed, info_in_obs=info_in_obs, exact=True
+            envs.num_envs,
+            deterministic=True,
+            seed=seed,
+            info_in_obs=info_in_obs,
+            exact=True,
+            obs_reward_divisor=OBS_REWARD_DIVISOR,
         )
         adapter.init()
         obs, _ = envs.reset()
@@ -139,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         print("Both sides take mean actions in every episode (exact mode) and RL² sees its reward in evaluation\n"
-              "episodes on both (the evaluator's envs carry it in the observation, recurrent_info_in_obs), so success\n"
-              "must agree and returns must agree wherever no episode ended early. `metarl eval` samples adaptation\n"
-              "episodes and never ends an episode on success (the training env settings).")  # fmt: skip
+              "episodes on both (the evaluator's envs carry it in the observation, recurrent_info_in_obs), with the\n"
+              "same bits (float32 actions, the reward itself in the tail), so success must agree and returns must\n"
+              "agree wherever no episode ended early. `metarl eval` samples adaptation episodes and never ends an\n"
+              "episode on success (the training env settings).")  # fmt: skip
     demo = None
     if official_benchmark(dist) == "ML1":  # the miscount needs several envs of one task name: ML1's case
         demo = counting_demo(agent, dist, envs_per_name=5, episodes=args.eval_episodes, seed=args.seed)
@@ -155,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             "run": str(args.run) if args.run else None,
             "agent": agent.name,
             "exact": exact,
+            "bit_equal_inputs": True,  # float32 actions, the reward's own bits in the observation tail
             "official_success": check.official_success,
             "metarl_success": check.metarl_success,
             "rounds": [vars(r) for r in check.rounds],

@@ -12,12 +12,14 @@ The RL² adapter sees what metaworld-algorithms' RL² sees: the cross-check's en
 ``recurrent_info_in_obs=True`` envs (observation ⊕ previous action ⊕ reward / 10 ⊕ done), and the
 adapter reads the previous action and reward from that tail, so the agent gets its reward in
 evaluation episodes too, although the evaluator never calls ``step()`` there (the reference's test
-envs do the same).  metarl's meta-test feeds the same inputs from the engine.
+envs do the same).  metarl's meta-test feeds the same inputs from the engine, bit for bit: the tail holds
+the reward itself (:data:`OBS_REWARD_DIVISOR`) and the adapter sends float32 actions.  Bit-equal inputs
+matter because a trained agent turns an ulp of difference into another trajectory within tens of steps.
 
 By default (``exact=True``) both sides also take their adaptation episodes with the mean action, so
 with one env per task name they count exactly ``eval_episodes`` evaluation episodes on the same
-goals after the same adaptation: the same success in every round (up to float rounding of
-borderline goals), and the same returns wherever no episode ended early.  ``exact=False`` runs the
+goals after the same adaptation: the same success in every round, and the same returns wherever no
+episode ended early.  ``exact=False`` runs the
 reference's protocol on both sides (adaptation sampled, evaluation with the mean): the adapter and
 the engine draw their own noise, so the two then agree only in distribution, over many goals.  A MAML
 agent's adaptation episodes are always sampled (a policy gradient needs exploration), so for MAML
@@ -128,6 +130,11 @@ def pay_success_reward(envs: Any, success_reward: float) -> None:
         inner.env = SuccessReward(inner.env, success_reward)
 
 
+OBS_REWARD_DIVISOR = 1.0
+"""What the reward in :func:`official_test_envs`' observation tail is divided by: built with
+``normalize_reward_in_recurrent_info=False``, the tail holds the reward itself, so the adapter reads its float32
+bits exactly (Meta-World's default, reward / 10 stored in float32, comes back off by an ulp now and then)."""
+
 MULTI_CLASS = ("ML10", "ML25", "ML45")
 """The multi-class benchmarks the cross-check runs on, beside every ML1 distribution."""
 
@@ -160,6 +167,7 @@ def official_test_envs(agent: Any, dist: TaskDistribution, *, envs_per_name: int
         vector_strategy="sync",
         meta_batch_size=envs_per_name * classes,
         recurrent_info_in_obs=agent.metaworld_info_in_obs,
+        normalize_reward_in_recurrent_info=False,  # the tail holds float32(reward): the engine's bits
     )
     shaping = float(getattr(dist, "success_reward", 0.0))
     if shaping:
@@ -212,7 +220,12 @@ def cross_check(
     out = CrossCheck()
     try:
         adapter = agent.metaworld_adapter(
-            envs.num_envs, deterministic=True, seed=seed, info_in_obs=agent.metaworld_info_in_obs, exact=exact
+            envs.num_envs,
+            deterministic=True,
+            seed=seed,
+            info_in_obs=agent.metaworld_info_in_obs,
+            exact=exact,
+            obs_reward_divisor=OBS_REWARD_DIVISOR,
         )
         for _ in range(rounds):
             steps = agent.metaworld_adaptation_steps
