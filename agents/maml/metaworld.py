@@ -22,7 +22,8 @@ class MAMLMetaWorldAgent:
     once per adaptation step) on that env's complete episodes, from the current weights; the
     evaluation episodes then run with the adapted weights (``reset`` has nothing to do: the
     policy is feed-forward).  ``init()`` returns every env to θ.  Meta-World vector envs
-    auto-reset in the same step (``SAME_STEP``), so every recorded step is a real one.
+    auto-reset in the same step (``SAME_STEP``), so every recorded step is a real one.  Actions go out in
+    float32, as the engine sends them (Meta-World scales an action in its own precision).
     """
 
     def __init__(self, agent: MAMLAgent, num_envs: int, *, deterministic: bool = False, seed: int = 0) -> None:
@@ -57,7 +58,7 @@ class MAMLMetaWorldAgent:
         # adaptation episodes are always sampled: a policy gradient needs exploration
         obs, action, log_prob = self._act(observations, False)
         self._last = (obs, action)
-        return action.cpu().numpy().astype("float64"), {"log_prob": log_prob.cpu().numpy()}
+        return action.float().cpu().numpy(), {"log_prob": log_prob.cpu().numpy()}
 
     def step(self, timestep: Any) -> None:
         if self._last is None:
@@ -117,7 +118,7 @@ class MAMLMetaWorldAgent:
 
     def eval_action(self, observations: Any) -> Any:
         _, action, _ = self._act(observations, self.deterministic)
-        return action.cpu().numpy().astype("float64")
+        return action.float().cpu().numpy()
 
     def reset(self, env_mask: Any) -> None:
         """Nothing to reset: the adapted weights stay, the policy has no state."""
