@@ -386,6 +386,7 @@ def _plot(
         for j, ref in enumerate(published):
             ax.axhline(ref.figure, color=f"C{agents.index(agent)}", ls=("--", ":")[j % 2], lw=1,
                        label=f"{agent}: {ref.source.split(' (')[0]} {ref.figure:g}")  # fmt: skip
+    ax.set_xlim(left=0)  # training starts at 0 steps (one early point alone would set a narrow range)
     ax.set_xlabel("env steps")
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     ax.set_ylabel(ylabel)
