@@ -89,3 +89,17 @@ def test_adapter_reads_the_previous_reward_from_meta_worlds_recurrent_info() -> 
     np.testing.assert_allclose(agent.prev_action.numpy(), tail[:, :4], rtol=1e-6)
     with pytest.raises(ValueError, match=r"info_in_obs expects observations of 39 \+ 4 \+ 2 values"):
         agent.eval_action(obs)
+
+
+def test_adapter_reads_the_reward_itself_with_divisor_one_and_refuses_a_bad_divisor() -> None:
+    """``obs_reward_divisor=1`` (envs built with normalize_reward_in_recurrent_info=False): the tail's reward is
+    taken bit for bit, as the engine feeds float32(reward); a divisor that is not positive is refused."""
+    policy = _policy()
+    agent = RL2MetaWorldAgent(policy, num_envs=1, seed=0, info_in_obs=True, obs_reward_divisor=1.0)
+    reward = 7.123456789
+    obs = np.random.default_rng(0).normal(size=(1, 39))
+    agent._split(np.concatenate([obs, [[0.5, -0.5, 0.25, 1.0, reward, 0.0]]], 1))
+    assert agent.prev_reward.item() == np.float32(reward)
+    for bad in (0.0, -10.0):
+        with pytest.raises(ValueError, match=r"obs_reward_divisor must be positive .* got "):
+            RL2MetaWorldAgent(policy, num_envs=1, seed=0, info_in_obs=True, obs_reward_divisor=bad)

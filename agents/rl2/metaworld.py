@@ -54,6 +54,11 @@ class RL2MetaWorldAgent:
         self.deterministic = deterministic
         self.deterministic_adaptation = deterministic_adaptation
         self.info_in_obs = info_in_obs
+        if not obs_reward_divisor > 0:
+            raise ValueError(
+                f"obs_reward_divisor must be positive (10: Meta-World's default envs; 1: envs built with "
+                f"normalize_reward_in_recurrent_info=False), got {obs_reward_divisor!r}"
+            )
         self.obs_reward_divisor = float(obs_reward_divisor)
         self.generator = torch.Generator(device=policy.device).manual_seed(seed)
         self.init()
@@ -83,8 +88,7 @@ class RL2MetaWorldAgent:
                 f"got {obs.shape[-1]}"
             )
         self.prev_action = obs[:, o : o + a]
-        reward = obs[:, o + a]  # the policy scales the reward itself
-        self.prev_reward = reward if self.obs_reward_divisor == 1.0 else reward * self.obs_reward_divisor
+        self.prev_reward = obs[:, o + a] * self.obs_reward_divisor  # exact for 1; the policy scales the reward itself
         return obs[:, :o]
 
     def _act(self, observations: Any, deterministic: bool) -> tuple[Any, Any]:
