@@ -38,6 +38,7 @@ from metarl.evaluation.benchmark_json import is_benchmark_result  # noqa: E402
 from metarl.evaluation.report import md_table, natural_key  # noqa: E402
 from metarl.evaluation.result import EvalResult, load_eval_result, success_ci  # noqa: E402
 from metarl.evaluation.stats import aggregate  # noqa: E402
+from metarl.overrides import recorded_overrides  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PAGES = ROOT / "docs" / "results"
@@ -101,6 +102,12 @@ class Run:
     curve: list[tuple[int, float]] = field(default_factory=list)  # periodic held-out success by env steps
     final: EvalResult | None = None
     control: EvalResult | None = None
+    overrides: list[str] = field(default_factory=list)  # what the run changed from its named config
+
+    @property
+    def label(self) -> str:
+        """The config, what the run changed from it, and the seed: `rl2-ml10` + `ppo.target_kl=0.02` s0."""
+        return f"`{self.config}`" + "".join(f" + `{o}`" for o in self.overrides) + f" s{self.seed}"
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -153,6 +160,7 @@ def read_run(path: Path) -> Run:
         train_success=float(np.mean(success)) if success else None,
         median_steps_per_s=float(np.median(rates)) if rates else None,
         peak_rss_mib=max((v for v in (_float(r, "memory/peak_rss_mib") for r in rows) if v is not None), default=None),
+        overrides=recorded_overrides(path) or [],
     )
     for file in sorted((path / "eval").glob("iter-*.json"), key=lambda p: natural_key(p.name)):
         result = load_eval_result(file)
@@ -200,7 +208,7 @@ def benchmark_page(benchmark: str, runs: list[Run]) -> str:
         final = run.final
         best = max((s for _, s in run.curve), default=None)
         rows.append((
-            f"`{run.config}` s{run.seed}",
+            run.label,
             f"{run.env_steps:,}" + ("" if run.budget in (None, run.env_steps) else f" of {run.budget:,}"),
             success_ci(final).format(2) if final else "not run",
             control_text(run),
@@ -227,7 +235,7 @@ def benchmark_page(benchmark: str, runs: list[Run]) -> str:
         families = sorted({f for r in evaluated for f in r.final.per_family}, key=natural_key)  # type: ignore[union-attr]
         lines += ["", "Final held-out success by class (95% bootstrap interval over the class's goals):", ""]
         lines += md_table(
-            ["class", *[f"`{r.config}` s{r.seed}" for r in evaluated]],
+            ["class", *[r.label for r in evaluated]],
             [(f, *[success_ci(r.final, f).format(2) for r in evaluated]) for f in families],  # type: ignore[arg-type]
         )
     lines += ["", "Commands (each run directory holds its config, checkpoint and evaluations):", ""]
@@ -235,7 +243,7 @@ def benchmark_page(benchmark: str, runs: list[Run]) -> str:
         where = f"benchmarks/results/{benchmark}/{run.path.name}"
         control = "" if run.control is None else f" and `metarl eval {where} --no-feedback`"
         resumed = f", resumed {len(run.resumes)} time(s), the last with `{run.resumes[-1]}`" if run.resumes else ""
-        lines.append(f"- `{run.config}` s{run.seed}: `{run.command}`{resumed}; then `metarl eval {where}`{control}")
+        lines.append(f"- {run.label}: `{run.command}`{resumed}; then `metarl eval {where}`{control}")
     return "\n".join(lines) + "\n"
 
 
@@ -378,10 +386,13 @@ def _plot(
     fig = Figure(figsize=(7.5, 4.2))
     ax = fig.subplots()
     agents = sorted({agent for _, agent, _ in curves} | set(refs))
+    drawn: dict[str, int] = {}  # an agent's further runs (variants, seeds) in its colour, told apart by the marker
     for label, agent, points in curves:
         if points:
             x, y = zip(*points, strict=True)
-            ax.plot(x, y, marker="o", ms=3, color=f"C{agents.index(agent)}", label=label)
+            k = drawn[agent] = drawn.get(agent, -1) + 1
+            ax.plot(x, y, marker="os^Dv"[k % 5], ms=3, ls=("-", "-.", ":")[k % 3], color=f"C{agents.index(agent)}",
+                    label=label)  # fmt: skip
     for agent, published in refs.items():
         for j, ref in enumerate(published):
             ax.axhline(ref.figure, color=f"C{agents.index(agent)}", ls=("--", ":")[j % 2], lw=1,
@@ -418,7 +429,7 @@ def benchmark_folder_page(benchmark: str, folder: Path) -> Page | None:
     figures = []
     if runs:
         lines = [*benchmark_page(benchmark, runs).rstrip("\n").splitlines(), ""]
-        curves = [(f"{r.config} s{r.seed}", r.agent, r.curve) for r in runs]
+        curves = [(r.label.replace("`", ""), r.agent, r.curve) for r in runs]
         curves += [(j.path.stem, j.data["agent"], j.curve()) for j in jsons]
         figures.append((lambda c=curves: _plot(f"{benchmark}: held-out success during training",
                         "held-out success (periodic meta-test)", c, PUBLISHED.get(benchmark, {}),

@@ -149,3 +149,53 @@ def config_settings(named: Any) -> list[tuple[str, list[tuple[str, str]]]]:
         )
         for title, cfg, skip in sections
     ]
+
+
+LEARNING_TRAIN_FIELDS = (
+    "benchmark", "max_episode_steps", "env_success_reward", "meta_batch", "episodes_per_task", "repeat_tasks", "overlap"
+)  # fmt: skip
+"""The training fields that change what a run learns (the rest set its budget, layout, device or seed)."""
+
+
+def _field_values(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf field of a config dataclass, nested sections dotted (``ppo.target_kl``)."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            values.update(_field_values(value, f"{prefix}{f.name}."))
+        else:
+            values[f"{prefix}{f.name}"] = value
+    return values
+
+
+def run_overrides(train_cfg: TrainConfig, agent_cfg: Any, config_name: str | None) -> list[str] | None:
+    """The settings of a run that differ from its named config's (the agent's default config when it names none),
+    as ``FIELD=VALUE``, the notation of :func:`agent_override_strings`: the agent's fields and the training fields
+    that change what is learned (:data:`LEARNING_TRAIN_FIELDS`). None when the named config no longer exists.
+
+    Two runs of one named config are seeds of one thing only when this is the same for both."""
+    from metarl.agents.configs import default_config, get_config
+
+    try:
+        named = get_config(config_name) if config_name else default_config(train_cfg.agent)
+    except UserError:
+        return None
+    if named.train.agent != train_cfg.agent:
+        return None
+    given = {k: getattr(train_cfg, k) for k in LEARNING_TRAIN_FIELDS} | _field_values(agent_cfg)
+    base = {k: getattr(named.train, k) for k in LEARNING_TRAIN_FIELDS} | _field_values(named.agent)
+    return [f"{k}={v!r}" for k, v in given.items() if base.get(k, object()) != v]
+
+
+def recorded_overrides(run_dir: Any) -> list[str] | None:
+    """:func:`run_overrides` of the run directory ``run_dir``, read from its ``config.json``; None where that file
+    cannot be read as a run's config (a result-only directory, a damaged file)."""
+    from pathlib import Path
+
+    from metarl.run import read_run_config
+
+    try:
+        return run_overrides(*read_run_config(Path(run_dir)))
+    except UserError:  # RunDirError included
+        return None

@@ -136,7 +136,10 @@ def test_seeds_then_eval_then_compare_on_two_small_real_runs(tmp_path: Path) -> 
             ev = metarl_cli("eval", str(root / s), "--tasks-per-family", "2", "--adaptation-episodes", "1",
                             "--eval-episodes", "1")  # fmt: skip
             assert ev.returncode == 0, ev.stderr
-            assert json.loads((root / s / "eval" / "final.json").read_text())["train_seed"] == 1
+            final = json.loads((root / s / "eval" / "final.json").read_text())
+            assert final["train_seed"] == 1
+            # what the run changed from its named config (maml-trpo's default), so compare can tell it apart
+            assert {"meta_batch=2", "episodes_per_task=2", "hidden=(8,)"} <= set(final["overrides"])
     out = tmp_path / "cmp"
     refused = metarl_cli("compare", str(root), "--out", str(out), "--reps", "200")
     assert refused.returncode == 2 and "seed-0' has no eval/final.json" in refused.stderr

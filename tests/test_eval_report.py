@@ -371,3 +371,38 @@ def test_compare_refuses_runs_that_share_no_task(tmp_path: Path) -> None:
     make_result("maml", success={"T/test/g/1": 0.5}, distribution="T").save(tmp_path / "b.json")
     with pytest.raises(ValueError, match=r"runs on T \(test split\) share no task family.*a\.json \(\['f'\]\)"):
         compare([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "out", reps=100)
+
+
+def test_compare_keeps_a_run_that_changed_a_setting_of_its_config_out_of_the_configs_row(tmp_path: Path) -> None:
+    """Two seeds of `rl2-ml10` pool; a seed-0 run with `--target-kl 0.02` is its own row, labelled with the change
+    read from its config.json (its eval/final.json, like those written before results recorded it, does not say)."""
+    from metarl.agents.configs import get_config
+    from metarl.config import to_dict
+
+    named = get_config("rl2-ml10")
+    tasks = [f"ML10/test/reach-v3/{i}" for i in range(4)]
+
+    def run(name: str, seed: int, level: float, target_kl: float | None) -> Path:
+        result = make_result("rl2", seed=seed, success={t: level for t in tasks}, env_steps=20_000_000)
+        result.extra.update({"config_name": named.name, "train_seed": seed, "protocol": protocol_name(True)})
+        path = make_run_dir(tmp_path / name, result)
+        config = {
+            "config_name": named.name,
+            "train": to_dict(named.train) | {"seed": seed},
+            "agent": to_dict(named.agent),
+        }
+        config["agent"]["ppo"]["target_kl"] = target_kl
+        (path / "config.json").write_text(json.dumps(config))
+        return path
+
+    reference_kl = named.agent.ppo.target_kl
+    dirs = [run("s0", 0, 0.5, reference_kl), run("s1", 1, 0.25, reference_kl), run("kl02", 0, 1.0, 0.02)]
+    said: list[str] = []
+    compare(dirs, tmp_path / "out", reps=200, say=said.append)
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "3 runs in 2 rows" in md
+    rows = {cells[6]: cells for cells in _rows_all(md)}
+    assert set(rows) == {"rl2-ml10", "rl2-ml10 + ppo.target_kl=0.02"}
+    assert rows["rl2-ml10"][1] == "2" and rows["rl2-ml10"][2].startswith("0.375 [")
+    assert rows["rl2-ml10 + ppo.target_kl=0.02"][1] == "1"
+    assert any("differ in settings changed from the config" in s for s in said)

@@ -76,6 +76,7 @@ def benchmark_results(path: Path, data: dict[str, Any]) -> list[EvalResult]:
                     seed=int(evaluation.get("eval_seed", 0)),
                     extra={
                         "config_name": data["config"],
+                        "overrides": list(settings.get("overrides") or []),
                         "protocol": protocol_name(deterministic),
                         "deterministic": deterministic,
                         "feedback": feedback,

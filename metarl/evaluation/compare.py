@@ -1,16 +1,17 @@
 """`metarl compare`: evaluated runs side by side, seeds pooled only where they are seeds of one thing.
 
-A row pools the results that share agent, named config, protocol (mean-action or sampled evaluation episodes),
-reward feedback (the no-feedback control is its own, labelled row), env-step budget and episode counts; every
-other result gets its own row.  Besides EvalResult files and run directories, compare reads the learning
-benchmark's result JSONs (:mod:`metarl.evaluation.benchmark_json`); results it would pool must then also agree on
-the run settings those record (overrides, success reward, meta-batch, ...) and be of distinct training seeds, or
-compare refuses them, naming the setting that differs.  Where a row and its control row hold the same training
-seeds, the gap between them (success with feedback minus without, per seed) gets its own interval.  Each row's
-success IQM and mean over the ``[runs, families]`` score matrix carry
-95% stratified-bootstrap intervals (rliable's method, :mod:`metarl.evaluation.stats`).  Whatever compare did that
-a reader could not guess (a result read from the last periodic evaluation, an agent split over several rows,
-families left out) is said in ``compare.md`` and handed to ``say``.
+A row pools the results that share agent, named config, the settings the run changed from that config (read from a
+run directory's ``config.json``: a ``--target-kl 0.02`` run is not another seed of the config), protocol
+(mean-action or sampled evaluation episodes), reward feedback (the no-feedback control is its own, labelled row),
+env-step budget and episode counts; every other result gets its own row. Besides EvalResult files and run
+directories, compare reads the learning benchmark's result JSONs (:mod:`metarl.evaluation.benchmark_json`); results
+it would pool must then also agree on the run settings those record (overrides, success reward, meta-batch, ...)
+and be of distinct training seeds, or compare refuses them, naming the setting that differs. Where a row and its
+control row hold the same training seeds, the gap between them (success with feedback minus without, per seed) gets
+its own interval. Each row's success IQM and mean over the ``[runs, families]`` score matrix carry 95%
+stratified-bootstrap intervals (rliable's method, :mod:`metarl.evaluation.stats`). Whatever compare did that a
+reader could not guess (a result read from the last periodic evaluation, an agent split over several rows, families
+left out) is said in ``compare.md`` and handed to ``say``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from metarl.evaluation.report import (
 )
 from metarl.evaluation.result import EvalResult, load_eval_result, protocol_name
 from metarl.evaluation.stats import Interval, aggregate, stratified_bootstrap_ci
+from metarl.overrides import recorded_overrides
 from metarl.run import CONFIG_FILE, EVAL_DIR, FINAL_EVAL, LATEST_EVAL
 
 UNRECORDED = "not recorded"
@@ -54,13 +56,21 @@ class RowKey:
     env_steps: int
     adaptation_episodes: int
     eval_episodes: int
+    overrides: str = "none"
+    """The settings the run changed from its named config (``FIELD=VALUE``, comma-separated), or ``none``."""
 
     @property
     def label(self) -> str:
         return self.agent if self.feedback else f"{self.agent} (control: no reward feedback)"
 
+    @property
+    def config_text(self) -> str:
+        """The named config and the settings the run changed from it."""
+        return self.config if self.overrides in ("none", UNRECORDED) else f"{self.config} + {self.overrides}"
+
     def differences(self, other: RowKey) -> list[str]:
-        names = {"config": "config", "protocol": "protocol", "feedback": "reward feedback", "env_steps": "env steps",
+        names = {"config": "config", "overrides": "settings changed from the config", "protocol": "protocol",
+                 "feedback": "reward feedback", "env_steps": "env steps",
                  "adaptation_episodes": "adaptation episodes", "eval_episodes": "evaluation episodes"}  # fmt: skip
         return [words for field, words in names.items() if getattr(self, field) != getattr(other, field)]
 
@@ -74,9 +84,17 @@ def result_protocol(result: EvalResult) -> str:
     return UNRECORDED
 
 
+def _overrides_text(result: EvalResult) -> str:
+    overrides = result.extra.get("overrides")
+    if isinstance(overrides, list):
+        return ", ".join(map(str, overrides)) or "none"
+    return UNRECORDED
+
+
 def row_key(result: EvalResult) -> RowKey:
     config = result.extra.get("config_name")
     return RowKey(
+        overrides=_overrides_text(result),
         agent=result.agent,
         config=str(config) if config else UNRECORDED,
         protocol=result_protocol(result),
@@ -143,7 +161,10 @@ def _runs_at(path: Path, latest: bool) -> list[_Run]:
     runs = []
     for run_dir in dirs:
         source = _eval_file(run_dir, latest)
-        runs.append(_Run(source, load_eval_result(source), run_dir))
+        result = load_eval_result(source)
+        # what the run changed from its named config, read from its config.json (results before it was recorded)
+        result.extra["overrides"] = recorded_overrides(run_dir)
+        runs.append(_Run(source, result, run_dir))
     return runs
 
 
@@ -251,7 +272,7 @@ def _section(
          "config", "protocol", "episodes (adapt + eval)"],
         [(f"`{r.key.agent}`" + ("" if r.key.feedback else " control: no reward feedback"), r.runs,
           _ci_text(r.success["iqm"], r.runs), _ci_text(r.success["mean"], r.runs), _ci_text(r.ret, r.runs, 2),
-          f"{r.key.env_steps:,}", r.key.config, r.key.protocol,
+          f"{r.key.env_steps:,}", r.key.config_text, r.key.protocol,
           f"{r.key.adaptation_episodes} + {r.key.eval_episodes}") for r in rows],
     )  # fmt: skip
     lines += _gap_table(groups, families, reps, seed) + _settings_lines(rows, groups)
@@ -318,7 +339,7 @@ def _gap_table(
 
         gap = np.asarray([[mean_success(by_seed[0][s]) - mean_success(by_seed[1][s])] for s in seeds])
         agg = aggregate(gap, reps=reps, seed=seed)
-        rows.append((f"`{key.agent}` ({key.config}, {key.env_steps:,} env steps)", len(seeds),
+        rows.append((f"`{key.agent}` ({key.config_text}, {key.env_steps:,} env steps)", len(seeds),
                      _ci_text(agg["iqm"], len(seeds)), _ci_text(agg["mean"], len(seeds)),
                      ", ".join(f"{v:+.2f}" for v in gap[:, 0])))  # fmt: skip
     if not rows:
@@ -345,7 +366,7 @@ def _settings_lines(rows: Sequence[_Row], groups: Mapping[RowKey, Sequence[EvalR
             said.append("`--overlap true`")
         seeds = sorted(r.extra["train_seed"] for r in groups[row.key])
         label = f"`{row.key.agent}`" + ("" if row.key.feedback else " control")
-        lines.append(f"- {label} ({row.key.config}, {row.key.env_steps:,} env steps): {', '.join(said)}; "
+        lines.append(f"- {label} ({row.key.config_text}, {row.key.env_steps:,} env steps): {', '.join(said)}; "
                      f"training seeds {seeds}")  # fmt: skip
     return ["", "Run settings (learning-benchmark results):", "", *lines] if lines else []
 
@@ -356,6 +377,7 @@ def _figure_label(key: RowKey, siblings: Sequence[RowKey]) -> str:
     differ = sorted({d for other in siblings if other != key for d in key.differences(other)})
     parts = {
         "config": key.config,
+        "settings changed from the config": key.overrides,
         "protocol": key.protocol,
         "env steps": f"{key.env_steps:,} steps",
         "adaptation episodes": f"K={key.adaptation_episodes}",

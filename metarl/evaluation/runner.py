@@ -115,6 +115,7 @@ def evaluate_run(
     """Meta-test the agent of ``run_dir`` (its latest checkpoint, or ``checkpoint``) as ``settings`` say."""
     import torch
 
+    from metarl.overrides import run_overrides
     from metarl.rollout import RolloutEngine
     from metarl.run import build_agent, load, make_run_distribution, read_run_config
 
@@ -165,6 +166,7 @@ def evaluate_run(
             "agent_type": trained_agent,
             "run_dir": str(run_dir),
             "config_name": config_name,
+            "overrides": run_overrides(train_cfg, agent_cfg, config_name),
             "train_seed": train_cfg.seed,
             "checkpoint": "none (untrained)" if settings.untrained else str(checkpoint) if checkpoint else "latest",
             "tasks_per_family": settings.tasks_per_family,
