@@ -226,3 +226,28 @@ def test_multi_class_configs_run_the_reference_budget_on_the_fast_paths(
     # the only departures from the single-class settings are the fast paths
     assert dataclasses.replace(rl2.agent.ppo, autocast_bf16=False) == RL2PPOConfig()
     assert dataclasses.replace(maml.agent, hvp_subsample=1.0) == get_config("maml-trpo-ml1").agent
+
+
+def test_run_overrides_name_what_changes_learning_and_nothing_else() -> None:
+    """What a run changed from its named config: agent fields (nested ones dotted) and the training fields that
+    change what is learned; budget, layout, device and seed are not settings of the thing a seed samples."""
+    from metarl.overrides import run_overrides
+
+    named = get_config("rl2-ml10")
+    assert run_overrides(named.train, named.agent, named.name) == []
+    not_learning = dataclasses.replace(
+        named.train, seed=3, total_env_steps=4_000_000, max_minutes=30.0, workers=1, device="cpu", eval_every=5
+    )
+    assert run_overrides(not_learning, named.agent, named.name) == []
+    agent = dataclasses.replace(
+        named.agent,
+        ppo=dataclasses.replace(named.agent.ppo, target_kl=0.02),
+        policy=dataclasses.replace(named.agent.policy, action_input=False),
+    )
+    train = dataclasses.replace(named.train, meta_batch=10, env_success_reward=10.0)
+    assert run_overrides(train, agent, named.name) == [
+        "env_success_reward=10.0", "meta_batch=10", "policy.action_input=False", "ppo.target_kl=0.02"
+    ]  # fmt: skip
+    # a run whose named config no longer exists, or is another agent's, cannot say what it changed
+    assert run_overrides(named.train, named.agent, "rl2-ml10-removed") is None
+    assert run_overrides(named.train, named.agent, "maml-trpo-ml10") is None
