@@ -584,6 +584,7 @@ HEADLINES = (
     Headline("ML1-reach", "MAML-TRPO", ("maml-trpo-s*-1M.json",), "none"),
     Headline("ML1-push", "RL²", ("rl2-s*-60min.json",), "none"),
     Headline("ML10", "RL²", ("rl2-ml10-s*",), "0.358 (max over training)"),
+    Headline("ML10", "RL²", ("rl2-ml10-kl02-s*",), "0.358 (max over training)"),
     Headline("ML10", "MAML-TRPO", ("maml-trpo-ml10-s*",), "0.316 (max over training)"),
 )
 
@@ -611,7 +612,7 @@ def _headline_row(h: Headline) -> tuple[str, ...]:
         return (
             h.benchmark,
             h.agent,
-            f"`{run.config}`",
+            f"`{run.config}`" + "".join(f" + `{o}`" for o in run.overrides),
             steps,
             figure,
             control_text(run).split(" (")[0],
