@@ -105,9 +105,14 @@ class Run:
     overrides: list[str] = field(default_factory=list)  # what the run changed from its named config
 
     @property
+    def config_label(self) -> str:
+        """The config and what the run changed from it: `rl2-ml10` + `ppo.target_kl=0.02`."""
+        return f"`{self.config}`" + "".join(f" + `{o}`" for o in self.overrides)
+
+    @property
     def label(self) -> str:
-        """The config, what the run changed from it, and the seed: `rl2-ml10` + `ppo.target_kl=0.02` s0."""
-        return f"`{self.config}`" + "".join(f" + `{o}`" for o in self.overrides) + f" s{self.seed}"
+        """:attr:`config_label` and the seed."""
+        return f"{self.config_label} s{self.seed}"
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -612,7 +617,7 @@ def _headline_row(h: Headline) -> tuple[str, ...]:
         return (
             h.benchmark,
             h.agent,
-            f"`{run.config}`" + "".join(f" + `{o}`" for o in run.overrides),
+            run.config_label,
             steps,
             figure,
             control_text(run).split(" (")[0],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any, TypeVar
 
 from metarl.config import TrainConfig, add_dataclass_flags, flag_name, overrides_from_args, replace_checked, show_value
@@ -185,17 +186,15 @@ def run_overrides(train_cfg: TrainConfig, agent_cfg: Any, config_name: str | Non
         return None
     given = {k: getattr(train_cfg, k) for k in LEARNING_TRAIN_FIELDS} | _field_values(agent_cfg)
     base = {k: getattr(named.train, k) for k in LEARNING_TRAIN_FIELDS} | _field_values(named.agent)
-    return [f"{k}={v!r}" for k, v in given.items() if base.get(k, object()) != v]
+    return [f"{k}={v!r}" for k, v in given.items() if base[k] != v]
 
 
-def recorded_overrides(run_dir: Any) -> list[str] | None:
+def recorded_overrides(run_dir: Path) -> list[str] | None:
     """:func:`run_overrides` of the run directory ``run_dir``, read from its ``config.json``; None where that file
     cannot be read as a run's config (a result-only directory, a damaged file)."""
-    from pathlib import Path
-
     from metarl.run import read_run_config
 
     try:
-        return run_overrides(*read_run_config(Path(run_dir)))
+        return run_overrides(*read_run_config(run_dir))
     except UserError:  # RunDirError included
         return None

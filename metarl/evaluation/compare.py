@@ -56,7 +56,7 @@ class RowKey:
     env_steps: int
     adaptation_episodes: int
     eval_episodes: int
-    overrides: str = "none"
+    overrides: str
     """The settings the run changed from its named config (``FIELD=VALUE``, comma-separated), or ``none``."""
 
     @property
@@ -94,7 +94,6 @@ def _overrides_text(result: EvalResult) -> str:
 def row_key(result: EvalResult) -> RowKey:
     config = result.extra.get("config_name")
     return RowKey(
-        overrides=_overrides_text(result),
         agent=result.agent,
         config=str(config) if config else UNRECORDED,
         protocol=result_protocol(result),
@@ -102,6 +101,7 @@ def row_key(result: EvalResult) -> RowKey:
         env_steps=int(result.env_steps),
         adaptation_episodes=int(result.adaptation_episodes),
         eval_episodes=int(result.eval_episodes_per_task),
+        overrides=_overrides_text(result),
     )
 
 
@@ -162,8 +162,11 @@ def _runs_at(path: Path, latest: bool) -> list[_Run]:
     for run_dir in dirs:
         source = _eval_file(run_dir, latest)
         result = load_eval_result(source)
-        # what the run changed from its named config, read from its config.json (results before it was recorded)
-        result.extra["overrides"] = recorded_overrides(run_dir)
+        # what the run changed from its named config, read from its config.json (results before it was recorded);
+        # what the result recorded where that file cannot be read
+        overrides = recorded_overrides(run_dir)
+        if overrides is not None:
+            result.extra["overrides"] = overrides
         runs.append(_Run(source, result, run_dir))
     return runs
 
